@@ -1,0 +1,102 @@
+"""rtinfer: a trained model in, a fast, verified, served model out.
+
+    import rtinfer
+    session = rtinfer.load("model.onnx", engine="openvino", threads=2)
+    outputs = session.run({"x": x})
+
+``import rtinfer`` is cheap: neither torch nor any engine (nor onnx) is imported until a
+function that needs it is called.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from rtinfer.errors import (
+    ArtifactError,
+    ArtifactIntegrityError,
+    EngineError,
+    EngineUnavailableError,
+    ExportError,
+    ExportMismatchError,
+    InvalidInputError,
+    MissingExtraError,
+    ModelLoadError,
+    RtinferError,
+    UnknownEngineError,
+    UnsupportedModelError,
+)
+from rtinfer.spec import ModelSpec, TensorSpec
+
+if TYPE_CHECKING:
+    from rtinfer.advise import advise
+    from rtinfer.artifact import Artifact, load_artifact, save_artifact
+    from rtinfer.bench.compare import compare_engines
+    from rtinfer.bench.inprocess import bench_model
+    from rtinfer.engines import available_engines, engine_names, load
+    from rtinfer.engines.base import Session
+    from rtinfer.models import ImportedModel, import_model
+    from rtinfer.models.summary import summarize
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Artifact",
+    "ArtifactError",
+    "ArtifactIntegrityError",
+    "EngineError",
+    "EngineUnavailableError",
+    "ExportError",
+    "ExportMismatchError",
+    "ImportedModel",
+    "InvalidInputError",
+    "MissingExtraError",
+    "ModelLoadError",
+    "ModelSpec",
+    "RtinferError",
+    "Session",
+    "TensorSpec",
+    "UnknownEngineError",
+    "UnsupportedModelError",
+    "__version__",
+    "advise",
+    "available_engines",
+    "bench_model",
+    "compare_engines",
+    "engine_names",
+    "import_model",
+    "load",
+    "load_artifact",
+    "save_artifact",
+    "summarize",
+]
+
+# Public names that live in modules we import only on first use (see the module docstring).
+_LAZY = {
+    "Artifact": "rtinfer.artifact",
+    "ImportedModel": "rtinfer.models",
+    "Session": "rtinfer.engines.base",
+    "advise": "rtinfer.advise",
+    "available_engines": "rtinfer.engines",
+    "bench_model": "rtinfer.bench.inprocess",
+    "compare_engines": "rtinfer.bench.compare",
+    "engine_names": "rtinfer.engines",
+    "import_model": "rtinfer.models",
+    "load": "rtinfer.engines",
+    "load_artifact": "rtinfer.artifact",
+    "save_artifact": "rtinfer.artifact",
+    "summarize": "rtinfer.models.summary",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'rtinfer' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,0 +1,258 @@
+"""The on-disk unit: a Triton-compatible model repository entry with rtinfer's manifest.
+
+    <repo>/<name>/config.pbtxt          accepted by Triton's ONNX Runtime backend
+    <repo>/<name>/<version>/model.onnx  the model (engine-native files may sit beside it)
+    <repo>/<name>/<version>/manifest.json
+
+``manifest.json`` records the format version, the source model's sha256, the recipe that
+produced the model, its spec, measured figures with the hardware and library versions they were
+measured on, and the sha256 of every file. :func:`load_artifact` refuses an artifact whose files
+no longer match those hashes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rtinfer._hashing import sha256_file
+from rtinfer.errors import ArtifactError, ArtifactIntegrityError
+from rtinfer.hardware import environment
+from rtinfer.models.imported import ImportedModel, Source
+from rtinfer.spec import ModelSpec, TensorSpec
+
+__all__ = ["FORMAT_VERSION", "Artifact", "is_artifact", "is_model_folder", "load_artifact",
+           "save_artifact", "triton_config"]
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+CONFIG = "config.pbtxt"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+_TRITON_TYPE = {
+    "bool": "TYPE_BOOL", "uint8": "TYPE_UINT8", "uint16": "TYPE_UINT16",
+    "uint32": "TYPE_UINT32", "uint64": "TYPE_UINT64", "int8": "TYPE_INT8",
+    "int16": "TYPE_INT16", "int32": "TYPE_INT32", "int64": "TYPE_INT64",
+    "float16": "TYPE_FP16", "float32": "TYPE_FP32", "float64": "TYPE_FP64",
+    "object": "TYPE_STRING",
+}
+
+
+@dataclass
+class Artifact:
+    """A loaded (and verified) version folder: its path, manifest and model."""
+
+    path: Path
+    manifest: dict[str, Any]
+    model: ImportedModel
+
+    @property
+    def name(self) -> str:
+        return str(self.manifest["name"])
+
+    @property
+    def version(self) -> int:
+        return int(self.manifest["version"])
+
+
+def is_artifact(path: Path) -> bool:
+    return (path / MANIFEST).is_file()
+
+
+def is_model_folder(path: Path) -> bool:
+    return bool(_versions(path))
+
+
+def save_artifact(
+    model: ImportedModel,
+    repo: str | Path,
+    name: str,
+    version: int | None = None,
+    *,
+    recipe: Mapping[str, Any] | None = None,
+    measurements: Mapping[str, Any] | None = None,
+    max_batch_size: int = 32,
+    threads: int | None = None,
+    instances: int = 1,
+) -> Artifact:
+    """Write ``model`` as ``<repo>/<name>/<version>/`` (version: next free number by default).
+
+    The version folder is written under a temporary name and renamed into place, so a reader
+    (or a polling server) never sees a half-written version.
+    """
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ValueError(
+            f"model name {name!r} must start with a letter or digit and contain only letters, "
+            "digits, '_', '.' and '-'"
+        )
+    model_dir = Path(repo) / name
+    model_dir.mkdir(parents=True, exist_ok=True)
+    existing = _versions(model_dir)
+    if version is None:
+        version = (max(existing) + 1) if existing else 1
+    if not isinstance(version, int) or version < 1:
+        raise ValueError(f"version must be an int >= 1, got {version!r}")
+    if version in existing:
+        raise ArtifactError(
+            f"{model_dir / str(version)} already exists; choose another version or omit it to "
+            "take the next free number"
+        )
+    staging = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=model_dir))
+    try:
+        files: dict[str, dict[str, Any]] = {}
+        for src in model.files:
+            dst = staging / src.relative_to(model.path.parent)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dst)
+            rel = str(dst.relative_to(staging))
+            files[rel] = {"sha256": sha256_file(dst), "bytes": dst.stat().st_size}
+        model_file = str((staging / model.path.name).relative_to(staging))
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "name": name,
+            "version": version,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "model_file": model_file,
+            "source": model.source.to_dict(),
+            "recipe": dict(recipe or {"format_version": 1, "passes": []}),
+            "spec": model.spec.to_dict(),
+            "opset": model.opset,
+            "measurements": {
+                "fidelity": {"export_check": model.export_check} if model.export_check else {},
+                **(measurements or {}),
+            },
+            "environment": environment(),
+            "files": files,
+        }
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, default=_jsonable))
+        (model_dir / CONFIG).write_text(
+            triton_config(name, model.spec, max_batch_size=max_batch_size, threads=threads,
+                          instances=instances)
+        )
+        staging.rename(model_dir / str(version))
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return load_artifact(model_dir / str(version))
+
+
+def load_artifact(path: str | Path, *, verify: bool = True) -> Artifact:
+    """Load a version folder, or a model folder's highest version, checking every file hash."""
+    from rtinfer.models.onnx_file import load_onnx
+
+    path = Path(path)
+    if not is_artifact(path):
+        versions = _versions(path)
+        if not versions:
+            raise ArtifactError(
+                f"'{path}' holds no {MANIFEST} and no numbered version folders; point at "
+                "<repo>/<name>/<version> or <repo>/<name>"
+            )
+        path = path / str(max(versions))
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"cannot read {path / MANIFEST}: {exc}") from exc
+    fmt = manifest.get("format_version")
+    if fmt != FORMAT_VERSION:
+        raise ArtifactError(
+            f"{path / MANIFEST} has format_version {fmt!r}; this rtinfer reads version "
+            f"{FORMAT_VERSION}. Re-create the artifact with this version of rtinfer"
+        )
+    if verify:
+        _verify_files(path, manifest["files"])
+    model = load_onnx(path / manifest["model_file"], source=Source(**manifest["source"]))
+    stored = ModelSpec.from_dict(manifest["spec"])
+    if stored != model.spec:
+        raise ArtifactIntegrityError(
+            f"the spec in {path / MANIFEST} does not match the model file's graph; the manifest "
+            "was edited by hand: re-create the artifact"
+        )
+    model.export_check = manifest["measurements"].get("fidelity", {}).get("export_check", {})
+    return Artifact(path=path, manifest=manifest, model=model)
+
+
+def triton_config(
+    name: str,
+    spec: ModelSpec,
+    *,
+    max_batch_size: int = 32,
+    threads: int | None = None,
+    instances: int = 1,
+) -> str:
+    """A ``config.pbtxt`` for Triton's ``onnxruntime_onnx`` platform.
+
+    When every input and output has a leading batch dimension, the model batches: Triton's
+    ``max_batch_size`` is set and the batch axis is left out of ``dims``. Otherwise
+    ``max_batch_size: 0`` and full shapes. Threads go to the ORT backend's own
+    ``intra_op_thread_count`` parameter.
+    """
+    batching = max_batch_size > 0 and all(
+        t.shape and not isinstance(t.shape[0], int) for t in (*spec.inputs, *spec.outputs)
+    )
+    lines = [f'name: "{name}"', 'platform: "onnxruntime_onnx"',
+             f"max_batch_size: {max_batch_size if batching else 0}"]
+    for kind, tensors in (("input", spec.inputs), ("output", spec.outputs)):
+        for t in tensors:
+            lines.append(_triton_tensor(kind, t, batching))
+    lines.append(f"instance_group [ {{ count: {instances} kind: KIND_CPU }} ]")
+    if batching:
+        lines.append("dynamic_batching { max_queue_delay_microseconds: 0 }")
+    if threads:
+        for key, value in (("intra_op_thread_count", threads), ("inter_op_thread_count", 1)):
+            lines.append(f'parameters {{ key: "{key}" value: {{ string_value: "{value}" }} }}')
+    return "\n".join(lines) + "\n"
+
+
+def _triton_tensor(kind: str, t: TensorSpec, batching: bool) -> str:
+    shape = t.shape[1:] if batching else t.shape
+    dims = [d if isinstance(d, int) else -1 for d in shape]
+    reshape = ""
+    if not dims:  # Triton needs at least one dim; [1] reshaped to [] is its idiom for scalars
+        dims, reshape = [1], " reshape: { shape: [ ] }"
+    dtype = _TRITON_TYPE.get(t.dtype)
+    if dtype is None:
+        raise ArtifactError(f"{kind} '{t.name}' has dtype {t.dtype}, which Triton cannot carry")
+    return (f'{kind} [ {{ name: "{t.name}" data_type: {dtype} '
+            f'dims: [ {", ".join(map(str, dims))} ]{reshape} }} ]')
+
+
+def _verify_files(path: Path, files: Mapping[str, Mapping[str, Any]]) -> None:
+    for rel, entry in files.items():
+        file = path / rel
+        if not file.is_file():
+            raise ArtifactIntegrityError(
+                f"{file} is listed in {MANIFEST} but missing; restore it or re-create the "
+                "artifact"
+            )
+        actual = sha256_file(file)
+        if actual != entry["sha256"]:
+            raise ArtifactIntegrityError(
+                f"{file} does not match {MANIFEST}: sha256 {actual[:12]}… expected "
+                f"{entry['sha256'][:12]}…; the file changed after the artifact was written. "
+                "Restore the original file or re-create the artifact"
+            )
+
+
+def _versions(model_dir: Path) -> list[int]:
+    if not model_dir.is_dir():
+        return []
+    return sorted(int(p.name) for p in model_dir.iterdir()
+                  if p.is_dir() and p.name.isdigit() and (p / MANIFEST).is_file())
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, (set, tuple)):
+        return list(value)
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} to a manifest")

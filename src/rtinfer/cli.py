@@ -1,0 +1,273 @@
+"""The ``rtinfer`` command: parse, call the public API, render with rich. Nothing more.
+
+Every verb that measures writes its result dict with ``--json PATH`` as well as a table.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from rtinfer.errors import RtinferError
+
+app = typer.Typer(
+    name="rtinfer",
+    help="Import, measure, choose an engine for, and (soon) optimize and serve models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+# Tables are wide; when output is not a terminal (CI logs, make demo | tee) rich would wrap at
+# 80 columns, so give it room.
+console = Console() if sys.stdout.isatty() else Console(width=140)
+err_console = Console(stderr=True)
+
+JsonOpt = typer.Option(None, "--json", help="Also write the full result as JSON to this path.")
+QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress output.")
+DimOpt = typer.Option(
+    None, "--dim", help="Size of a symbolic dimension, e.g. --dim sequence=128 (repeatable)."
+)
+SeqOpt = typer.Option(None, "--seq-len", help="Shorthand for --dim sequence=L.")
+
+
+def main() -> None:
+    """Console entry point: rtinfer's own errors print as one clear line, exit code 2."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # Third-party progress bars and advisories would interleave with rich's output.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    try:
+        app()
+    except (RtinferError, ValueError, TypeError) as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise SystemExit(2) from None
+
+
+@app.command()
+def inspect(
+    model: str = typer.Argument(..., help="ONNX file, artifact, model folder or HF folder."),
+    dim: list[str] | None = DimOpt,
+    seq_len: int | None = SeqOpt,
+    json_path: Path | None = JsonOpt,
+) -> None:
+    """Inputs/outputs, parameters, size, op histogram, opsets and FLOPs per sample."""
+    from rtinfer.models import import_model
+    from rtinfer.models.summary import summarize
+
+    info = summarize(import_model(model), _dims(dim, seq_len))
+    _write_json(json_path, info)
+    table = Table(title=f"{info['source']['description']}", show_header=False)
+    for t in info["inputs"]:
+        table.add_row("input", f"{t['name']}  {t['dtype']}  {_shape(t['shape'])}")
+    for t in info["outputs"]:
+        table.add_row("output", f"{t['name']}  {t['dtype']}  {_shape(t['shape'])}")
+    table.add_row("parameters", f"{info['parameters']:,}")
+    table.add_row("size on disk", _bytes(info["size_bytes"]))
+    table.add_row("opset", ", ".join(f"{d} {v}" for d, v in info["opset"].items()))
+    table.add_row("nodes", f"{info['nodes']:,}")
+    ops = list(info["op_histogram"].items())
+    table.add_row("ops", ", ".join(f"{op} {n}" for op, n in ops[:12])
+                  + (f", … {len(ops) - 12} more types" if len(ops) > 12 else ""))
+    flops = info["flops"]
+    shapes = ", ".join(f"{k}{tuple(v)}" for k, v in flops["input_shapes"].items())
+    table.add_row("FLOPs / sample", f"{flops['per_sample'] / 1e9:.4g} GFLOP at {shapes}"
+                  + (f" ({flops['unresolved_nodes']} nodes unresolved)"
+                     if flops["unresolved_nodes"] else ""))
+    console.print(table)
+
+
+@app.command("bench-model")
+def bench_model_cmd(
+    model: str = typer.Argument(..., help="ONNX file, artifact, model folder or HF folder."),
+    engine: str = typer.Option("onnxruntime", "--engine", "-e", help="Engine name."),
+    threads: int | None = typer.Option(None, "--threads", "-t",
+                                       help="Intra-op threads [default: usable cores]."),
+    batch_sizes: str = typer.Option("1", "--batch-sizes", "-b", help="e.g. 1,8,32"),
+    dim: list[str] | None = DimOpt,
+    seq_len: int | None = SeqOpt,
+    window: float = typer.Option(1.0, help="Seconds per measurement window."),
+    peak_gflops: float | None = typer.Option(
+        None, help="Compute peak for the efficiency column [default: estimated from CPU]."),
+    json_path: Path | None = JsonOpt,
+    quiet: bool = QuietOpt,
+) -> None:
+    """Cold start, closed-loop latency percentiles, throughput, CPU %, RSS and efficiency."""
+    from rtinfer.bench.inprocess import bench_model
+
+    with _progress(quiet) as say:
+        result = bench_model(
+            model, engine=engine, threads=threads, batch_sizes=_ints(batch_sizes),
+            dims=_dims(dim, seq_len), window_s=window,
+            peak_flops=peak_gflops * 1e9 if peak_gflops else None, progress=say,
+        )
+    _write_json(json_path, result)
+    cold = result["cold_start"]
+    eng = result["engine"]
+    table = Table(title=f"{eng['engine']}, {eng['threads']} thread(s) — "
+                        f"{result['model']['source']['description']}")
+    for col in ("batch", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "n", "samples/s", "CPU %",
+                "GFLOP/s", "efficiency", "stable"):
+        table.add_column(col, justify="right")
+    for r in result["results"]:
+        lat = r["latency_ms"]
+        table.add_row(
+            str(r["batch"]), f"{lat['p50']:.3f}", f"{lat['p90']:.3f}", f"{lat['p99']:.3f}",
+            f"{lat['p99_9']:.3f}", str(lat["n"]), f"{r['throughput']['samples_per_s']:.1f}",
+            f"{r['cpu_percent']:.0f}",
+            f"{r['achieved_flops_per_s'] / 1e9:.1f}" if r["achieved_flops_per_s"] else "-",
+            f"{r['efficiency']:.1%}" if r["efficiency"] else "-",
+            "yes" if r["stable"] else f"no ({r['spread']:.0%})",
+        )
+    console.print(table)
+    console.print(
+        f"cold start: load {cold['load_s'] * 1e3:.1f} ms, first inference "
+        f"{cold['first_inference_s'] * 1e3:.1f} ms · peak RSS "
+        f"{_bytes(result['resources']['peak_rss_bytes'])} · percentiles: "
+        f"{result['results'][0]['latency_ms']['estimator']} · peak "
+        f"{result['peak_flops']['value'] / 1e9:.0f} GFLOP/s ({result['peak_flops']['source']})",
+        highlight=False,
+    )
+
+
+@app.command()
+def advise(
+    model: str = typer.Argument(..., help="ONNX file, artifact, model folder or HF folder."),
+    goal: str = typer.Option("latency", help="latency or throughput."),
+    slo_ms: float | None = typer.Option(None, "--slo-ms", help="p99 objective in ms."),
+    engines: str | None = typer.Option(None, help="Comma-separated engines [default: all]."),
+    batch: int | None = typer.Option(None, help="Batch size [default: 1 for latency, 32 "
+                                                "for throughput]."),
+    dim: list[str] | None = DimOpt,
+    seq_len: int | None = SeqOpt,
+    json_path: Path | None = JsonOpt,
+    quiet: bool = QuietOpt,
+) -> None:
+    """Measure each available engine at a few thread counts and recommend one."""
+    from rtinfer.advise import advise as run_advise
+
+    with _progress(quiet) as say:
+        result = run_advise(
+            model, goal=goal, slo_ms=slo_ms, batch=batch, dims=_dims(dim, seq_len),
+            engines=engines.split(",") if engines else None, progress=say,
+        )
+    _write_json(json_path, result)
+    best = result["recommendation"]
+    table = Table(title=f"goal: {goal}" + (f", p99 <= {slo_ms:g} ms" if slo_ms else ""))
+    for col in ("engine", "threads", "batch", "p50 ms", "p99 ms", "samples/s", "CPU %",
+                "meets SLO"):
+        table.add_column(col, justify="right")
+    for c in result["candidates"]:
+        style = "bold green" if c is best or c == best else None
+        table.add_row(c["engine"], str(c["threads"]), str(c["batch"]), f"{c['p50_ms']:.3f}",
+                      f"{c['p99_ms']:.3f}", f"{c['samples_per_s']:.1f}",
+                      f"{c['cpu_percent']:.0f}", "yes" if c["meets_slo"] else "no", style=style)
+    console.print(table)
+    console.print(f"[bold]Recommendation:[/] {best['engine']} with {best['threads']} thread(s)")
+    for reason in result["reasons"]:
+        console.print(f"  • {reason}", highlight=False)
+    for name, why in result["skipped"].items():
+        console.print(f"  [dim]skipped {name}: {why}[/]", highlight=False)
+
+
+@app.command()
+def demo(
+    engines: str | None = typer.Option(None, help="Comma-separated [default: all available]."),
+    seq_len: int = typer.Option(128, "--seq-len", help="Tokens per sentence (padded)."),
+    batch_sizes: str = typer.Option("1", "--batch-sizes", "-b", help="e.g. 1,32"),
+    threads: int | None = typer.Option(None, "--threads", "-t"),
+    window: float = typer.Option(1.0, help="Seconds per measurement window."),
+    json_path: Path | None = JsonOpt,
+    quiet: bool = QuietOpt,
+) -> None:
+    """Compare the available engines on the built-in MiniLM sentence encoder."""
+    from rtinfer.demo import DEMO_SENTENCE, run_demo
+
+    with _progress(quiet) as say:
+        result = run_demo(engines.split(",") if engines else None, seq_len=seq_len,
+                          batch_sizes=_ints(batch_sizes), threads=threads, window_s=window,
+                          progress=say)
+    _write_json(json_path, result)
+    print_comparison(result, f"all-MiniLM-L6-v2, '{DEMO_SENTENCE}' padded to {seq_len} tokens")
+
+
+def print_comparison(result: dict[str, Any], title: str) -> None:
+    """The engine comparison table shared by ``demo`` and the benchmarks."""
+    table = Table(title=title)
+    for col in ("engine", "batch", "p50 ms", "p99 ms", "n", "samples/s", "CPU %",
+                f"speedup vs {result['baseline']}", "max |diff| vs baseline"):
+        table.add_column(col, justify="right")
+    for r in result["rows"]:
+        diff = max(r["max_abs_diff_vs_baseline"].values())
+        table.add_row(r["engine"], str(r["batch"]), f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}",
+                      str(r["n"]), f"{r['samples_per_s']:.1f}", f"{r['cpu_percent']:.0f}",
+                      f"{r['speedup_vs_baseline']:.2f}x", f"{diff:.1e}")
+    console.print(table)
+    env = next(iter(result["runs"].values()))["environment"]
+    console.print(f"CPU: {env['cpu']['model']} ({env['cpu']['usable_cores']} usable cores, "
+                  f"{', '.join(env['cpu']['flags'])}); percentiles: numpy linear (type 7); "
+                  "closed loop, one request at a time", highlight=False)
+
+
+@contextmanager
+def _progress(quiet: bool) -> Iterator[Callable[[str], None]]:
+    if quiet:
+        yield lambda _msg: None
+        return
+    with err_console.status("starting") as status:
+        yield lambda msg: status.update(msg)
+
+
+def _dims(dim: list[str] | None, seq_len: int | None) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for item in dim or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name or not value.strip().isdigit():
+            raise typer.BadParameter(f"--dim takes NAME=SIZE (e.g. sequence=128), got {item!r}")
+        out[name.strip()] = int(value)
+    if seq_len is not None:
+        out["sequence"] = seq_len
+    return out
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise typer.BadParameter(f"expected positive integers, got {text!r}")
+    return values
+
+
+def _write_json(path: Path | None, data: dict[str, Any]) -> None:
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, default=str))
+    err_console.print(f"wrote {path}", highlight=False)
+
+
+def _shape(shape: list[Any]) -> str:
+    return "(" + ", ".join("?" if d is None else str(d) for d in shape) + ")"
+
+
+def _bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{n} B"
+        n /= 1024  # type: ignore[assignment]
+    return f"{n} B"
+
+
+if __name__ == "__main__":
+    main()

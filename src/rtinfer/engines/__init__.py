@@ -1,0 +1,97 @@
+"""Engines by name, imported only when chosen, and :func:`load`, the way in for users.
+
+    >>> session = rtinfer.load("model.onnx", engine="openvino", threads=2)  # doctest: +SKIP
+    >>> session.run({"x": x})["y"].shape                                      # doctest: +SKIP
+
+Names: ``onnxruntime`` (alias ``ort``), ``openvino`` (``ov``), ``torch`` (``pytorch``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import time
+from typing import Any
+
+from rtinfer.engines.base import Engine, Session
+from rtinfer.errors import UnknownEngineError
+from rtinfer.hardware import usable_cores
+
+__all__ = ["DEFAULT_ENGINE", "Engine", "Session", "available_engines", "engine_class",
+           "engine_names", "load", "resolve_engine"]
+
+DEFAULT_ENGINE = "onnxruntime"
+
+# name -> (module:class, the Python package it needs)
+_REGISTRY = {
+    "onnxruntime": ("rtinfer.engines.ort_engine:OnnxRuntimeEngine", "onnxruntime"),
+    "openvino": ("rtinfer.engines.openvino_engine:OpenVinoEngine", "openvino"),
+    "torch": ("rtinfer.engines.torch_engine:TorchEngine", "torch"),
+}
+_ALIASES = {"ort": "onnxruntime", "ov": "openvino", "pytorch": "torch"}
+
+
+def engine_names() -> list[str]:
+    return list(_REGISTRY)
+
+
+def resolve_engine(name: str) -> str:
+    """The canonical engine name for ``name`` or an alias; unknown names raise."""
+    if not isinstance(name, str):
+        raise TypeError(f"engine must be a name (str), got {type(name).__name__}")
+    key = name.strip().lower()
+    key = _ALIASES.get(key, key)
+    if key not in _REGISTRY:
+        raise UnknownEngineError(
+            f"unknown engine '{name}'; choose one of {engine_names()} "
+            f"(aliases: {', '.join(f'{a}={c}' for a, c in _ALIASES.items())})"
+        )
+    return key
+
+
+def available_engines() -> list[str]:
+    """Engines whose runtime package is installed (found without importing it)."""
+    return [n for n, (_, pkg) in _REGISTRY.items() if importlib.util.find_spec(pkg) is not None]
+
+
+def engine_class(name: str) -> type[Engine]:
+    target, _ = _REGISTRY[resolve_engine(name)]
+    module, cls = target.split(":")
+    return getattr(importlib.import_module(module), cls)  # type: ignore[no-any-return]
+
+
+def load(
+    model: Any,
+    engine: str | None = None,
+    threads: int | None = None,
+    *,
+    example_inputs: Any = None,
+    warmup: bool = True,
+    **options: Any,
+) -> Session:
+    """Load ``model`` on ``engine`` with an explicit intra-op thread budget.
+
+    ``model`` is anything :func:`rtinfer.import_model` takes (ONNX path, artifact, transformers
+    folder, nn.Module or scikit-learn/XGBoost model with ``example_inputs``, ImportedModel).
+    ``engine`` defaults to ``onnxruntime``; ``threads`` to the cores this process may use.
+    With ``warmup`` one synthetic batch runs before the session is returned, so the first real
+    request does not pay for lazy initialisation. ``options`` go to the engine (see each
+    engine's docstring).
+    """
+    from rtinfer.models import import_model
+
+    name = resolve_engine(engine or DEFAULT_ENGINE)
+    if threads is None:
+        threads = usable_cores()
+    if isinstance(threads, bool) or not isinstance(threads, int):
+        raise TypeError(f"threads must be an int, got {type(threads).__name__}")
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}; pass None for all usable cores")
+    cls = engine_class(name)
+    imported = import_model(model, example_inputs)
+    start = time.perf_counter()
+    session = Session(cls(imported, threads, **options), load_seconds=0.0)
+    session.load_seconds = time.perf_counter() - start
+    if warmup:
+        session.run(imported.spec.example_inputs(batch=1))
+    return session

@@ -1,0 +1,78 @@
+"""OpenVINO: Intel's engine, compiled for this CPU, reading the ONNX file directly."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from rtinfer._deps import require
+from rtinfer.engines.base import Engine
+from rtinfer.engines.ort_engine import _first_line
+from rtinfer.errors import EngineError
+from rtinfer.models.imported import ImportedModel
+
+__all__ = ["OpenVinoEngine"]
+
+
+class OpenVinoEngine(Engine):
+    """Options: ``device`` (default ``"CPU"``), ``precision`` (default ``"f32"``), ``hint``
+    (``"LATENCY"`` or ``"THROUGHPUT"``, default ``"LATENCY"``).
+
+    The precision is pinned to f32 because OpenVINO otherwise picks bf16 on CPUs that report
+    bf16 support (this machine's default hint reads bfloat16), which silently changes outputs;
+    lower precision is an optimization to choose explicitly and evaluate.
+    """
+
+    name = "openvino"
+
+    def __init__(self, model: ImportedModel, threads: int, **options: Any) -> None:
+        super().__init__(model, threads, **options)
+        ov = require("openvino", "The openvino engine")
+        self._device = options.get("device", "CPU")
+        config = {
+            "INFERENCE_NUM_THREADS": threads,
+            "PERFORMANCE_HINT": options.get("hint", "LATENCY"),
+            "INFERENCE_PRECISION_HINT": options.get("precision", "f32"),
+        }
+        try:
+            core = ov.Core()
+            self._compiled = core.compile_model(core.read_model(str(model.path)), self._device,
+                                                config)
+        except Exception as exc:  # OpenVINO raises RuntimeError subclasses with long traces
+            raise EngineError(
+                f"openvino could not compile {model.path.name} for {self._device}: "
+                f"{_first_line(exc)}. Try engine='onnxruntime'"
+            ) from exc
+        self._request = self._compiled.create_infer_request()
+        wanted = model.spec.output_names
+        self._outputs = []
+        for port in self._compiled.outputs:
+            names = port.get_names()
+            self._outputs.append(next((n for n in wanted if n in names), port.get_any_name()))
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        try:
+            result = self._request.infer(feeds)
+        except Exception as exc:
+            raise EngineError(f"openvino failed to run the model: {_first_line(exc)}") from exc
+        # The request reuses its output buffers on the next call: hand out copies.
+        return {name: np.array(result[port], copy=True)
+                for name, port in zip(self._outputs, self._compiled.outputs, strict=True)}
+
+    def effective_threads(self) -> int:
+        return int(self._compiled.get_property("INFERENCE_NUM_THREADS"))
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            **super().describe(),
+            "device": self._device,
+            "precision": _type_name(self._compiled.get_property("INFERENCE_PRECISION_HINT")),
+            "streams": int(self._compiled.get_property("NUM_STREAMS")),
+        }
+
+
+def _type_name(value: Any) -> str:
+    """OpenVINO's element type as its short name (``f32``, ``bf16``)."""
+    to_string = getattr(value, "to_string", None)
+    return str(to_string()) if callable(to_string) else str(value)

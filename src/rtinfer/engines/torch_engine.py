@@ -1,0 +1,76 @@
+"""PyTorch eager: runs the original nn.Module (not a conversion), the baseline to beat."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from rtinfer._deps import require
+from rtinfer.engines.base import Engine
+from rtinfer.engines.ort_engine import _first_line
+from rtinfer.errors import EngineError, EngineUnavailableError
+from rtinfer.models.imported import ImportedModel
+
+__all__ = ["TorchEngine"]
+
+
+class TorchEngine(Engine):
+    """Options: ``device`` (default ``"cpu"``).
+
+    torch's intra-op thread count is process-wide, so the budget is (re)applied before every
+    call: two torch sessions with different budgets in one process each run with their own.
+    """
+
+    name = "torch"
+
+    def __init__(self, model: ImportedModel, threads: int, **options: Any) -> None:
+        super().__init__(model, threads, **options)
+        self._torch = require("torch", "The torch engine")
+        module = model.load_torch()
+        if module is None:
+            raise EngineUnavailableError(
+                f"the torch engine runs PyTorch models, and {model.source.description} has no "
+                "PyTorch source; load it with engine='onnxruntime' or 'openvino', or pass the "
+                "nn.Module (or transformers folder) itself"
+            )
+        self._device = options.get("device", "cpu")
+        self._module = module.eval().to(self._device)
+        self._torch.set_num_threads(threads)
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        torch = self._torch
+        if torch.get_num_threads() != self.threads:
+            torch.set_num_threads(self.threads)
+        tensors = {k: torch.from_numpy(v).to(self._device) for k, v in feeds.items()}
+        try:
+            with torch.inference_mode():
+                out = (self._module(**tensors) if self.model.torch_kwargs
+                       else self._module(*tensors.values()))
+        except Exception as exc:
+            raise EngineError(f"torch failed to run the model: {_first_line(exc)}") from exc
+        arrays = _flatten(torch, out)
+        names = self.model.spec.output_names
+        if len(arrays) != len(names):
+            raise EngineError(
+                f"the torch module returned {len(arrays)} tensors but the model's spec has "
+                f"{len(names)} outputs {names}"
+            )
+        return dict(zip(names, arrays, strict=True))
+
+    def effective_threads(self) -> int:
+        return int(self._torch.get_num_threads())
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "device": str(self._device)}
+
+
+def _flatten(torch: Any, out: Any) -> list[np.ndarray]:
+    if isinstance(out, torch.Tensor):
+        return [out.detach().cpu().numpy()]
+    if isinstance(out, Mapping):
+        return [a for v in out.values() for a in _flatten(torch, v)]
+    if isinstance(out, (tuple, list)):
+        return [a for v in out for a in _flatten(torch, v)]
+    raise EngineError(f"the torch module returned a {type(out).__name__}, not tensors")

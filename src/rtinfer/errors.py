@@ -1,0 +1,91 @@
+"""rtinfer's exceptions: one tree, every message names what was wrong and how to fix it.
+
+    RtinferError
+    ├── MissingExtraError (ImportError)   an optional dependency is not installed
+    ├── ModelLoadError                    a model file is missing, corrupt or not a model
+    │   └── UnsupportedModelError         a valid object rtinfer cannot import (yet)
+    ├── ExportError                       a framework model could not be exported to ONNX
+    │   └── ExportMismatchError           the export ran but its outputs differ from the source
+    ├── EngineError                       an engine failed to load or run a model
+    │   ├── UnknownEngineError (ValueError)   no engine has that name
+    │   └── EngineUnavailableError            the engine exists but cannot run this model here
+    ├── InvalidInputError (ValueError)    inputs do not match the model's spec
+    └── ArtifactError                     an artifact or model repository is malformed
+        └── ArtifactIntegrityError        a file does not match the hash in manifest.json
+
+Wrong *kinds* of values raise plain ``TypeError`` and plainly bad argument values raise
+``ValueError``; the classes above are for failures in rtinfer's own domain.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ArtifactError",
+    "ArtifactIntegrityError",
+    "EngineError",
+    "EngineUnavailableError",
+    "ExportError",
+    "ExportMismatchError",
+    "InvalidInputError",
+    "MissingExtraError",
+    "ModelLoadError",
+    "RtinferError",
+    "UnknownEngineError",
+    "UnsupportedModelError",
+]
+
+
+class RtinferError(Exception):
+    """Base class of every error rtinfer raises on purpose."""
+
+
+class MissingExtraError(RtinferError, ImportError):
+    """An optional dependency is missing; the message carries the ``pip install`` line."""
+
+    def __init__(self, module: str, extra: str, purpose: str) -> None:
+        self.module = module
+        self.extra = extra
+        super().__init__(
+            f"{purpose} needs the Python package '{module}', which is not installed. "
+            f"Install it with: pip install 'rtinfer[{extra}]'"
+        )
+
+
+class ModelLoadError(RtinferError):
+    """A model file could not be read: missing, truncated, corrupt or failing the ONNX checker."""
+
+
+class UnsupportedModelError(ModelLoadError):
+    """The object is a model, but not one rtinfer can import."""
+
+
+class ExportError(RtinferError):
+    """Exporting a framework model (PyTorch, scikit-learn, XGBoost) to ONNX failed."""
+
+
+class ExportMismatchError(ExportError):
+    """The ONNX export's outputs differ from the source model's beyond the stated tolerance."""
+
+
+class EngineError(RtinferError):
+    """An engine failed to load or run a model."""
+
+
+class UnknownEngineError(EngineError, ValueError):
+    """No engine is registered under the requested name."""
+
+
+class EngineUnavailableError(EngineError):
+    """The engine is known but cannot run this model on this machine."""
+
+
+class InvalidInputError(RtinferError, ValueError):
+    """Inputs given to a session do not match the model's :class:`~rtinfer.ModelSpec`."""
+
+
+class ArtifactError(RtinferError):
+    """An artifact folder or model repository is malformed."""
+
+
+class ArtifactIntegrityError(ArtifactError):
+    """A file in an artifact does not match the sha256 recorded in its manifest."""

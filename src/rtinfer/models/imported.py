@@ -1,0 +1,79 @@
+"""The common form every importer produces: an ONNX file on disk plus its spec and provenance."""
+
+from __future__ import annotations
+
+import shutil
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rtinfer.spec import ModelSpec
+
+__all__ = ["ImportedModel", "Source"]
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a model came from: ``kind`` is onnx, torch, transformers, sklearn or xgboost."""
+
+    kind: str
+    description: str
+    sha256: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"kind": self.kind, "description": self.description, "sha256": self.sha256}
+
+
+@dataclass
+class ImportedModel:
+    """A model in rtinfer's common form.
+
+    ``path`` is an ONNX file every engine can run. ``torch_module`` is kept when the model came
+    from PyTorch, so the PyTorch engine can run the original rather than a conversion.
+    ``export_check`` records how closely the ONNX export matched the source, per output.
+    """
+
+    path: Path
+    spec: ModelSpec
+    source: Source
+    opset: dict[str, int]
+    torch_module: Any = None
+    torch_loader: Callable[[], Any] | None = field(default=None, repr=False)
+    torch_kwargs: bool = True  # call the module as module(**inputs), else module(*inputs)
+    export_check: dict[str, Any] = field(default_factory=dict)
+
+    def own_folder(self, folder: Path) -> None:
+        """Delete ``folder`` (a temporary export) when this model object is garbage collected."""
+        weakref.finalize(self, shutil.rmtree, folder, True)
+
+    def load_torch(self) -> Any:
+        """The source PyTorch module, loading it on first use; ``None`` if there is none."""
+        if self.torch_module is None and self.torch_loader is not None:
+            self.torch_module = self.torch_loader()
+        return self.torch_module
+
+    @property
+    def size_bytes(self) -> int:
+        """Bytes on disk of the ONNX file and any external-data files beside it."""
+        return sum(p.stat().st_size for p in _model_files(self.path))
+
+    @property
+    def files(self) -> list[Path]:
+        return _model_files(self.path)
+
+
+def _model_files(path: Path) -> list[Path]:
+    """The ONNX file plus the external-data files it references."""
+    import onnx
+
+    files = [path]
+    proto = onnx.load(str(path), load_external_data=False)
+    locations = set()
+    for init in proto.graph.initializer:
+        for entry in init.external_data:
+            if entry.key == "location":
+                locations.add(entry.value)
+    files += [path.parent / loc for loc in sorted(locations)]
+    return files

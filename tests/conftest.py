@@ -1,0 +1,88 @@
+"""Shared fixtures: small real models built here, and the real MiniLM (marked slow)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import rtinfer
+from rtinfer.models import ImportedModel
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cache_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Exports are cached under RTINFER_CACHE; keep that inside pytest's temp folder."""
+    os.environ["RTINFER_CACHE"] = str(tmp_path_factory.mktemp("rtinfer-cache"))
+
+
+def _small_cnn():  # type: ignore[no-untyped-def]
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+
+    class SmallCNN(nn.Module):
+        """Conv-BN-ReLU x2, global pool, linear: 10 classes from 3x32x32 images."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.features = nn.Sequential(
+                nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                nn.Conv2d(8, 16, 3, padding=1, stride=2), nn.BatchNorm2d(16), nn.ReLU(),
+            )
+            self.head = nn.Linear(16, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = self.features(x)           # (B, 16, 16, 16)
+            x = x.mean(dim=(2, 3))         # (B, 16)
+            return self.head(x)            # (B, 10)
+
+    return SmallCNN().eval()
+
+
+@pytest.fixture(scope="session")
+def cnn_module():  # type: ignore[no-untyped-def]
+    return _small_cnn()
+
+
+@pytest.fixture(scope="session")
+def cnn(cnn_module, tmp_path_factory: pytest.TempPathFactory) -> ImportedModel:  # type: ignore[no-untyped-def]
+    import torch
+
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    out = tmp_path_factory.mktemp("cnn")
+    return rtinfer.import_model(cnn_module, (x,), input_names=["image"], output_names=["logits"],
+                                out_dir=out)
+
+
+@pytest.fixture(scope="session")
+def breast_cancer():  # type: ignore[no-untyped-def]
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.model_selection import train_test_split
+
+    x, y = load_breast_cancer(return_X_y=True)
+    return train_test_split(x.astype(np.float32), y, test_size=0.25, random_state=0)
+
+
+@pytest.fixture(scope="session")
+def minilm_folder() -> Path:
+    from rtinfer.models import minilm_folder
+
+    return minilm_folder()
+
+
+@pytest.fixture(scope="session")
+def minilm(minilm_folder: Path) -> ImportedModel:
+    return rtinfer.import_model(minilm_folder)
+
+
+@pytest.fixture(scope="session")
+def sentences() -> list[str]:
+    return [
+        "turn off the lights in the kitchen",
+        "my card was charged twice for the same order",
+        "what is the weather like in Paris tomorrow?",
+    ]
