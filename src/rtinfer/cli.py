@@ -64,7 +64,8 @@ def inspect(
     from rtinfer.models import import_model
     from rtinfer.models.summary import summarize
 
-    info = summarize(import_model(model), _dims(dim, seq_len))
+    dims = _dims(dim, seq_len)
+    info = summarize(import_model(model), dims)
     _write_json(json_path, info)
     table = Table(title=f"{info['source']['description']}", show_header=False)
     for t in info["inputs"]:
@@ -186,6 +187,7 @@ def demo(
     batch_sizes: str = typer.Option("1", "--batch-sizes", "-b", help="e.g. 1,32"),
     threads: int | None = typer.Option(None, "--threads", "-t"),
     window: float = typer.Option(1.0, help="Seconds per measurement window."),
+    rounds: int = typer.Option(3, help="Interleaved measurement rounds per engine."),
     json_path: Path | None = JsonOpt,
     quiet: bool = QuietOpt,
 ) -> None:
@@ -195,7 +197,7 @@ def demo(
     with _progress(quiet) as say:
         result = run_demo(engines.split(",") if engines else None, seq_len=seq_len,
                           batch_sizes=_ints(batch_sizes), threads=threads, window_s=window,
-                          progress=say)
+                          rounds=rounds, progress=say)
     _write_json(json_path, result)
     print_comparison(result, f"all-MiniLM-L6-v2, '{DEMO_SENTENCE}' padded to {seq_len} tokens")
 
@@ -212,10 +214,13 @@ def print_comparison(result: dict[str, Any], title: str) -> None:
                       str(r["n"]), f"{r['samples_per_s']:.1f}", f"{r['cpu_percent']:.0f}",
                       f"{r['speedup_vs_baseline']:.2f}x", f"{diff:.1e}")
     console.print(table)
-    env = next(iter(result["runs"].values()))["environment"]
+    env = result["environment"]
     console.print(f"CPU: {env['cpu']['model']} ({env['cpu']['usable_cores']} usable cores, "
-                  f"{', '.join(env['cpu']['flags'])}); percentiles: numpy linear (type 7); "
-                  "closed loop, one request at a time", highlight=False)
+                  f"{', '.join(env['cpu']['flags'])}); threads: "
+                  f"{next(iter(result['engines'].values()))['threads']}; percentiles: numpy "
+                  f"linear (type 7) pooled over {result['rounds']} interleaved rounds; speedup: "
+                  "median of per-round p50 ratios; closed loop, one request at a time",
+                  highlight=False)
 
 
 @contextmanager

@@ -28,6 +28,7 @@ def run_demo(
     batch_sizes: Sequence[int] = (1,),
     threads: int | None = None,
     window_s: float = 1.0,
+    rounds: int = 3,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Compare ``engines`` (default: all installed, PyTorch eager as baseline) on MiniLM."""
@@ -40,7 +41,7 @@ def run_demo(
     inputs = tokenize(folder, [DEMO_SENTENCE], seq_len=seq_len)
     result = compare_engines(model, ordered, threads=threads, batch_sizes=batch_sizes,
                              dims={"sequence": seq_len}, inputs=inputs, window_s=window_s,
-                             progress=say)
+                             rounds=rounds, progress=say)
     result["workload"] = {"model": "all-MiniLM-L6-v2", "sentence": DEMO_SENTENCE,
                           "seq_len": seq_len, "batch_sizes": list(batch_sizes)}
     return result

@@ -12,6 +12,7 @@ import platform
 import re
 import shutil
 import subprocess
+from contextlib import suppress
 from dataclasses import asdict, dataclass
 from functools import cache
 from importlib import metadata
@@ -48,10 +49,8 @@ class CpuInfo:
 @cache
 def cpu_info() -> CpuInfo:
     text = ""
-    try:
+    with suppress(OSError):  # not Linux: fall back to platform's answers
         text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        pass
     model = _field(text, "model name") or platform.processor() or platform.machine()
     flags = set((_field(text, "flags") or _field(text, "Features") or "").split())
     ghz = None
@@ -128,11 +127,9 @@ def library_versions() -> dict[str, str]:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
-            if name == "xgboost":
-                try:
+            if name == "xgboost":  # the CPU-only wheel has its own distribution name
+                with suppress(metadata.PackageNotFoundError):
                     versions[name] = metadata.version("xgboost-cpu")
-                except metadata.PackageNotFoundError:
-                    pass
     return versions
 
 

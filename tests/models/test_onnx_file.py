@@ -26,7 +26,8 @@ def _matmul_model(path: Path) -> Path:
 
 def test_valid_file_gives_spec_opset_and_hash(tmp_path: Path) -> None:
     model = rtinfer.import_model(_matmul_model(tmp_path / "m.onnx"))
-    assert model.spec.describe() == "inputs:\n  x float32 (batch, 4)\noutputs:\n  y float32 (batch, 2)"
+    assert model.spec.describe() == (
+        "inputs:\n  x float32 (batch, 4)\noutputs:\n  y float32 (batch, 2)")
     assert model.opset == {"ai.onnx": 17}
     assert model.source.kind == "onnx" and len(model.source.sha256) == 64
 

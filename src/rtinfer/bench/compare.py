@@ -1,19 +1,26 @@
 """Several engines on one model, side by side in one run, with speed and fidelity ratios.
 
-The baseline (PyTorch eager when the model has a PyTorch source, else the first engine) is
-measured in the same run as the others; every speedup is ``baseline p50 / engine p50`` and every
-fidelity figure is the max abs difference of each output from the baseline's on the same feeds.
+Shared machines drift: a neighbour's load can slow every call for a minute. So the engines
+are measured in interleaved rounds (A, B, C, A, B, C, …) with all sessions loaded, and each
+speedup is the median over rounds of ``baseline p50 / engine p50`` from the *same* round;
+latency percentiles pool every round's samples. The baseline is the first engine (PyTorch
+eager when the caller lists it first). Fidelity is the max abs difference of each output from
+the baseline's on the same feeds.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
+from statistics import median
 from typing import Any
 
 import numpy as np
 
-from rtinfer.bench.inprocess import Progress, batch_feeds, bench_model
-from rtinfer.engines import load, resolve_engine
+from rtinfer.bench.inprocess import SCHEMA, Progress, batch_feeds, measure_batch
+from rtinfer.bench.stats import latency_summary
+from rtinfer.engines import Session, load, resolve_engine
+from rtinfer.hardware import environment, estimate_peak_flops
 from rtinfer.models import import_model
 
 __all__ = ["compare_engines"]
@@ -28,46 +35,83 @@ def compare_engines(
     dims: Mapping[str, int] | None = None,
     inputs: Mapping[str, np.ndarray] | None = None,
     window_s: float = 1.0,
+    rounds: int = 3,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Measure every engine in ``engines``; the first one is the baseline for the ratios."""
-    engines = [resolve_engine(e) for e in engines]
-    if not engines:
+    """Measure every engine in ``engines`` in ``rounds`` interleaved rounds; see module doc."""
+    names = [resolve_engine(e) for e in engines]
+    if not names:
         raise ValueError("give at least one engine to compare")
-    imported = import_model(model)
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {rounds}")
     say = progress or (lambda _msg: None)
-    feeds = batch_feeds(imported, int(batch_sizes[0]), dims, inputs)
-    runs: dict[str, dict[str, Any]] = {}
-    outputs: dict[str, dict[str, np.ndarray]] = {}
-    for name in engines:
-        say(f"{name}: measuring")
-        runs[name] = bench_model(
-            imported, engine=name, threads=threads, batch_sizes=batch_sizes, dims=dims,
-            inputs=inputs, window_s=window_s,
-            progress=lambda msg, name=name: say(f"{name}: {msg}"),
-        )
-        with load(imported, name, threads, warmup=False) as session:
-            outputs[name] = session.run(feeds)
-    base = engines[0]
+    imported = import_model(model)
+    sessions: dict[str, Session] = {}
+    cold: dict[str, dict[str, float]] = {}
+    feeds = {b: batch_feeds(imported, int(b), dims, inputs) for b in batch_sizes}
+    first = feeds[batch_sizes[0]]
+    try:
+        for name in names:
+            say(f"{name}: loading")
+            sessions[name] = load(imported, name, threads, warmup=False)
+            t0 = time.perf_counter()
+            sessions[name].run(first)
+            cold[name] = {"load_s": sessions[name].load_seconds,
+                          "first_inference_s": time.perf_counter() - t0}
+        peak, _ = estimate_peak_flops(cores=sessions[names[0]].threads)
+        measured: dict[tuple[str, int], list[tuple[dict[str, Any], np.ndarray]]] = {}
+        for r in range(rounds):
+            for name in names:
+                for b in batch_sizes:
+                    say(f"round {r + 1}/{rounds}: {name}, batch {b}")
+                    measured.setdefault((name, b), []).append(measure_batch(
+                        sessions[name], feeds[b], window_s=window_s, peak_flops=peak,
+                        dims=dims))
+        outputs = {name: sessions[name].run(first) for name in names}
+        engine_info = {name: sessions[name].describe() for name in names}
+    finally:
+        for session in sessions.values():
+            session.close()
+
+    base = names[0]
     rows = []
-    for name in engines:
-        for i, result in enumerate(runs[name]["results"]):
-            base_p50 = runs[base]["results"][i]["latency_ms"]["p50"]
+    for name in names:
+        for b in batch_sizes:
+            per_round = measured[(name, b)]
+            base_rounds = measured[(base, b)]
+            ratios = [br["latency_ms"]["p50"] / er["latency_ms"]["p50"]
+                      for (br, _), (er, _) in zip(base_rounds, per_round, strict=True)]
+            latency = latency_summary(np.concatenate([s for _, s in per_round]))
             rows.append({
                 "engine": name,
-                "batch": result["batch"],
-                "p50_ms": result["latency_ms"]["p50"],
-                "p99_ms": result["latency_ms"]["p99"],
-                "n": result["latency_ms"]["n"],
-                "stable": result["stable"],
-                "samples_per_s": result["throughput"]["samples_per_s"],
-                "cpu_percent": result["cpu_percent"],
-                "speedup_vs_baseline": base_p50 / result["latency_ms"]["p50"],
+                "batch": b,
+                "p50_ms": latency["p50"],
+                "p99_ms": latency["p99"],
+                "n": latency["n"],
+                "latency_ms": latency,
+                "stable": all(row["stable"] for row, _ in per_round),
+                "samples_per_s": median(row["throughput"]["samples_per_s"]
+                                        for row, _ in per_round),
+                "cpu_percent": median(row["cpu_percent"] for row, _ in per_round),
+                "speedup_vs_baseline": median(ratios),
+                "speedup_per_round": ratios,
                 "max_abs_diff_vs_baseline": {
                     k: float(np.max(np.abs(outputs[name][k].astype(np.float64)
                                            - outputs[base][k].astype(np.float64))))
                     for k in outputs[base]
                 },
             })
-    return {"schema": "rtinfer.result/1", "kind": "compare-engines", "baseline": base,
-            "rows": rows, "runs": runs}
+    return {
+        "schema": SCHEMA,
+        "kind": "compare-engines",
+        "baseline": base,
+        "rounds": rounds,
+        "model": {"source": imported.source.to_dict(), "dims": dict(dims or {}),
+                  "inputs": "given" if inputs is not None else "synthetic"},
+        "engines": engine_info,
+        "cold_start": cold,
+        "load": {"scenario": "in-process single stream", "loop": "closed", "concurrency": 1,
+                 "window_s": window_s, "interleaved_rounds": rounds},
+        "rows": rows,
+        "environment": environment(),
+    }

@@ -21,18 +21,19 @@ from __future__ import annotations
 import resource
 import time
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
 import psutil
 
 from rtinfer.bench.stats import latency_summary, measure_windows
-from rtinfer.engines import load
+from rtinfer.engines import Session, load
 from rtinfer.hardware import environment, estimate_peak_flops
 from rtinfer.models import ImportedModel, import_model
 from rtinfer.models.summary import count_flops
 
-__all__ = ["SCHEMA", "bench_model", "batch_feeds"]
+__all__ = ["SCHEMA", "batch_feeds", "bench_model"]
 
 SCHEMA = "rtinfer.result/1"
 
@@ -85,38 +86,13 @@ def bench_model(
         peak, peak_source = estimate_peak_flops(cores=session.threads)
     else:
         peak, peak_source = float(peak_flops), "given by the user"
-    proc = psutil.Process()
     rows = []
     for batch in (int(b) for b in batch_sizes):
         feeds = batch_feeds(imported, batch, dims, inputs)
-        say(f"batch {batch}: warm-up")
-        _warm_up(session.run, feeds, seconds=min(0.5, window_s))
-        cpu0, wall0 = proc.cpu_times(), time.perf_counter()
-        run = measure_windows(
-            lambda feeds=feeds: session.run(feeds), window_s=window_s, stability=stability,
-            max_windows=max_windows,
-            on_window=lambda i, batch=batch: say(f"batch {batch}: window {i}"),
-        )
-        cpu1, wall1 = proc.cpu_times(), time.perf_counter()
-        latency = latency_summary(run.samples)
-        flops = count_flops(imported, dims, batch=batch)["total"]
-        median_s = latency["p50"] / 1e3
-        rows.append({
-            "batch": batch,
-            "input_shapes": {k: list(v.shape) for k, v in feeds.items()},
-            "latency_ms": latency,
-            "throughput": {
-                "samples_per_s": batch * len(run.samples) / run.wall_seconds,
-                "inferences_per_s": len(run.samples) / run.wall_seconds,
-            },
-            "windows": run.windows,
-            "stable": run.stable,
-            "spread": run.spread,
-            "cpu_percent": 100.0 * (_busy(cpu1) - _busy(cpu0)) / max(wall1 - wall0, 1e-9),
-            "flops_per_inference": flops,
-            "achieved_flops_per_s": flops / median_s if flops else None,
-            "efficiency": (flops / median_s) / peak if flops else None,
-        })
+        row, _ = measure_batch(session, feeds, window_s=window_s, stability=stability,
+                               max_windows=max_windows, peak_flops=peak, dims=dims,
+                               progress=say)
+        rows.append(row)
     return {
         "schema": SCHEMA,
         "kind": "bench-model",
@@ -139,14 +115,59 @@ def bench_model(
         "cold_start": {"import_s": import_s, "load_s": session.load_seconds,
                        "first_inference_s": first_inference_s},
         "results": rows,
-        "resources": {
-            "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-            "peak_rss_note": "process lifetime high-water mark (getrusage ru_maxrss)",
-            "rss_bytes": proc.memory_info().rss,
-        },
+        "resources": _memory(psutil.Process()),
         "peak_flops": {"value": peak, "source": peak_source},
         "environment": environment(),
     }
+
+
+def measure_batch(
+    session: Session,
+    feeds: dict[str, np.ndarray],
+    *,
+    window_s: float = 1.0,
+    stability: float = 0.10,
+    max_windows: int = 10,
+    peak_flops: float,
+    dims: Mapping[str, int] | None = None,
+    progress: Progress | None = None,
+) -> tuple[dict[str, Any], np.ndarray]:
+    """Warm up, then measure ``feeds`` in stable windows; a result row and the raw samples."""
+    say = progress or (lambda _msg: None)
+    batch = len(next(iter(feeds.values())))
+    say(f"batch {batch}: warm-up")
+    _warm_up(session.run, feeds, seconds=min(0.5, window_s))
+    proc = psutil.Process()
+    cpu0, wall0 = proc.cpu_times(), time.perf_counter()
+    run = measure_windows(
+        partial(session.run, feeds), window_s=window_s, stability=stability,
+        max_windows=max_windows, on_window=partial(_say_window, say, batch),
+    )
+    cpu1, wall1 = proc.cpu_times(), time.perf_counter()
+    latency = latency_summary(run.samples)
+    flops = count_flops(session.model, dims, batch=batch)["total"]
+    median_s = latency["p50"] / 1e3
+    row = {
+        "batch": batch,
+        "input_shapes": {k: list(v.shape) for k, v in feeds.items()},
+        "latency_ms": latency,
+        "throughput": {
+            "samples_per_s": batch * len(run.samples) / run.wall_seconds,
+            "inferences_per_s": len(run.samples) / run.wall_seconds,
+        },
+        "windows": run.windows,
+        "stable": run.stable,
+        "spread": run.spread,
+        "cpu_percent": 100.0 * (_busy(cpu1) - _busy(cpu0)) / max(wall1 - wall0, 1e-9),
+        "flops_per_inference": flops,
+        "achieved_flops_per_s": flops / median_s if flops else None,
+        "efficiency": (flops / median_s) / peak_flops if flops else None,
+    }
+    return row, run.samples
+
+
+def _say_window(say: Progress, batch: int, window: int) -> None:
+    say(f"batch {batch}: window {window}")
 
 
 def _warm_up(run: Callable[[Any], object], feeds: Any, seconds: float) -> None:
@@ -155,6 +176,13 @@ def _warm_up(run: Callable[[Any], object], feeds: Any, seconds: float) -> None:
     while n < 3 or time.perf_counter() - start < seconds:
         run(feeds)
         n += 1
+
+
+def _memory(proc: psutil.Process) -> dict[str, Any]:
+    rss = proc.memory_info().rss  # read first: the high-water mark below then includes it
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+    return {"rss_bytes": rss, "peak_rss_bytes": max(peak, rss),
+            "peak_rss_note": "process lifetime high-water mark (getrusage ru_maxrss)"}
 
 
 def _busy(times: Any) -> float:

@@ -57,7 +57,8 @@ def available_engines() -> list[str]:
 def engine_class(name: str) -> type[Engine]:
     target, _ = _REGISTRY[resolve_engine(name)]
     module, cls = target.split(":")
-    return getattr(importlib.import_module(module), cls)  # type: ignore[no-any-return]
+    engine: type[Engine] = getattr(importlib.import_module(module), cls)
+    return engine
 
 
 def load(

@@ -68,7 +68,7 @@ def tokenize(folder: str | Path, texts: Sequence[str], seq_len: int | None = Non
 
 def from_transformers(folder: str | Path, *, use_cache: bool = True) -> ImportedModel:
     """Export the model in ``folder`` to ONNX (or reuse a cached export) and verify it."""
-    from rtinfer.models.torch_export import from_torch, verify_export
+    from rtinfer.models.torch_export import from_torch
 
     folder = Path(folder).resolve()
     if not is_transformers_folder(folder):

@@ -1,0 +1,128 @@
+"""The contract every engine passes: same outputs as PyTorch, thread budget honoured, bad
+input rejected with rtinfer's own error naming the input, what came and what was expected."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+import torch
+
+import rtinfer
+from rtinfer import EngineUnavailableError, InvalidInputError, UnknownEngineError
+from rtinfer.hardware import usable_cores
+from rtinfer.models import ImportedModel, tokenize
+
+ENGINES = ["onnxruntime", "openvino", "torch"]
+
+
+def _cpu_per_wall(session: rtinfer.Session, feeds: dict[str, np.ndarray], calls: int) -> float:
+    """Cores kept busy while running: CPU seconds of this process per wall second."""
+    proc = psutil.Process()
+    session.run(feeds)
+    c0, t0 = proc.cpu_times(), time.perf_counter()
+    for _ in range(calls):
+        session.run(feeds)
+    c1, t1 = proc.cpu_times(), time.perf_counter()
+    return ((c1.user + c1.system) - (c0.user + c0.system)) / (t1 - t0)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_cnn_outputs_match_torch(engine: str, cnn: ImportedModel, cnn_module) -> None:  # type: ignore[no-untyped-def]
+    x = np.random.default_rng(0).standard_normal((4, 3, 32, 32)).astype(np.float32)
+    with torch.no_grad():
+        want = cnn_module(torch.from_numpy(x)).numpy()
+    with rtinfer.load(cnn, engine, threads=1) as session:
+        assert session.engine == engine
+        got = session.run({"image": x})
+    assert list(got) == ["logits"]
+    np.testing.assert_allclose(got["logits"], want, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_bad_input_is_rejected_clearly(engine: str, cnn: ImportedModel) -> None:
+    x = np.zeros((2, 3, 32, 32), np.float32)
+    with rtinfer.load(cnn, engine, threads=1) as s:
+        with pytest.raises(InvalidInputError, match=r"missing input\(s\) \['image'\]; this model "
+                           r"needs image float32 \(batch, 3, 32, 32\)"):
+            s.run({})
+        with pytest.raises(InvalidInputError, match=r"unknown input name\(s\) \['img'\]; this "
+                           r"model's inputs are \['image'\]"):
+            s.run({"image": x, "img": x})
+        with pytest.raises(InvalidInputError, match=r"input 'image' has dtype float64, expected "
+                           r"float32"):
+            s.run({"image": x.astype(np.float64)})
+        with pytest.raises(InvalidInputError, match=r"input 'image' has shape \(3, 32, 32\) "
+                           r"\(rank 3\), expected rank 4"):
+            s.run({"image": x[0]})
+        with pytest.raises(InvalidInputError, match=r"input 'image' has size 28 on axis 2, "
+                           r"expected 32"):
+            s.run({"image": x[:, :, :28]})
+        # After all that, the session still serves good input.
+        assert s.run({"image": x})["logits"].shape == (2, 10)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_thread_budget_takes_effect(engine: str, threads: int, cnn: ImportedModel) -> None:
+    if threads > usable_cores():
+        pytest.skip(f"needs {threads} usable cores")
+    feeds = cnn.spec.example_inputs(batch=64)
+    with rtinfer.load(cnn, engine, threads=threads) as s:
+        assert s.threads == threads  # as the runtime itself reports it
+        busy = _cpu_per_wall(s, feeds, calls=20)
+    if threads == 1:
+        assert busy < 1.25, f"{engine} kept {busy:.2f} cores busy with a 1-thread budget"
+    else:
+        assert busy > 1.3, f"{engine} kept only {busy:.2f} cores busy with {threads} threads"
+
+
+def test_unknown_engine_lists_the_choices(cnn: ImportedModel) -> None:
+    with pytest.raises(UnknownEngineError, match=r"unknown engine 'tensorflow'; choose one of "
+                       r"\['onnxruntime', 'openvino', 'torch'\]"):
+        rtinfer.load(cnn, "tensorflow")
+
+
+def test_aliases_resolve(cnn: ImportedModel) -> None:
+    with rtinfer.load(cnn, "OV", threads=1) as s:
+        assert s.engine == "openvino"
+
+
+def test_torch_engine_needs_a_torch_source(tmp_path: Path, cnn: ImportedModel) -> None:
+    onnx_only = rtinfer.import_model(cnn.path)
+    with pytest.raises(EngineUnavailableError, match="has no PyTorch source; load it with "
+                       "engine='onnxruntime'"):
+        rtinfer.load(onnx_only, "torch")
+
+
+def test_missing_execution_provider_is_explained(cnn: ImportedModel) -> None:
+    with pytest.raises(EngineUnavailableError, match=r"\['NoSuchExecutionProvider'\] are not in "
+                       "this onnxruntime build"):
+        rtinfer.load(cnn, "onnxruntime", providers=["NoSuchExecutionProvider"])
+
+
+def test_threads_must_be_positive(cnn: ImportedModel) -> None:
+    with pytest.raises(ValueError, match="threads must be >= 1, got 0"):
+        rtinfer.load(cnn, threads=0)
+    with pytest.raises(TypeError, match="threads must be an int"):
+        rtinfer.load(cnn, threads="2")  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ENGINES)
+def test_minilm_matches_pytorch_within_1e4(engine: str, minilm: ImportedModel,
+                                           minilm_folder: Path, sentences: list[str]) -> None:
+    feeds = tokenize(minilm_folder, sentences, seq_len=128)
+    reference = minilm.load_torch()
+    with torch.no_grad():
+        want = reference(**{k: torch.from_numpy(v) for k, v in feeds.items()})
+    with rtinfer.load(minilm, engine, threads=2) as s:
+        got = s.run(feeds)
+    mask = feeds["attention_mask"].astype(bool)  # padded positions are undefined by design
+    hidden = np.abs(got["last_hidden_state"] - want.last_hidden_state.numpy())[mask]
+    pooled = np.abs(got["pooler_output"] - want.pooler_output.numpy())
+    assert hidden.max() < 1e-4, f"{engine}: token embeddings differ by {hidden.max():.2e}"
+    assert pooled.max() < 1e-4, f"{engine}: pooled output differs by {pooled.max():.2e}"
