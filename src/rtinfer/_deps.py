@@ -22,6 +22,9 @@ _EXTRA_OF = {
     "skl2onnx": "sklearn",
     "onnxmltools": "sklearn",
     "xgboost": "sklearn",
+    "safetensors": "torch",
+    "hassil": "kits",
+    "home_assistant_intents": "kits",
 }
 
 

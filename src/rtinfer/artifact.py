@@ -12,6 +12,7 @@ no longer match those hashes.
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 import shutil
@@ -19,6 +20,7 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -81,11 +83,17 @@ def save_artifact(
     max_batch_size: int = 32,
     threads: int | None = None,
     instances: int = 1,
+    torch_factory: str | None = None,
+    torch_kwargs: Mapping[str, Any] | None = None,
 ) -> Artifact:
     """Write ``model`` as ``<repo>/<name>/<version>/`` (version: next free number by default).
 
     The version folder is written under a temporary name and renamed into place, so a reader
     (or a polling server) never sees a half-written version.
+
+    With ``torch_factory`` (``"rtinfer.kits.perception:network"``: a function of rtinfer's own
+    that builds the module, called with ``torch_kwargs``), the PyTorch weights are saved too, as
+    safetensors (no pickle), so the torch engine can run the artifact's original module.
     """
     if not isinstance(name, str) or not _NAME.match(name):
         raise ValueError(
@@ -114,6 +122,13 @@ def save_artifact(
             rel = str(dst.relative_to(staging))
             files[rel] = {"sha256": sha256_file(dst), "bytes": dst.stat().st_size}
         model_file = str((staging / model.path.name).relative_to(staging))
+        torch_entry = None
+        if torch_factory is not None:
+            torch_entry = _save_torch(model, staging, torch_factory, torch_kwargs or {})
+            files[torch_entry["weights"]] = {
+                "sha256": sha256_file(staging / torch_entry["weights"]),
+                "bytes": (staging / torch_entry["weights"]).stat().st_size,
+            }
         manifest = {
             "format_version": FORMAT_VERSION,
             "name": name,
@@ -131,6 +146,8 @@ def save_artifact(
             "environment": environment(),
             "files": files,
         }
+        if torch_entry:
+            manifest["torch"] = torch_entry
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, default=_jsonable))
         (model_dir / CONFIG).write_text(
             triton_config(name, model.spec, max_batch_size=max_batch_size, threads=threads,
@@ -176,6 +193,10 @@ def load_artifact(path: str | Path, *, verify: bool = True) -> Artifact:
             "was edited by hand: re-create the artifact"
         )
     model.export_check = manifest["measurements"].get("fidelity", {}).get("export_check", {})
+    if "torch" in manifest:
+        entry = manifest["torch"]
+        model.torch_loader = partial(_load_torch, path, entry)
+        model.torch_kwargs = entry.get("call", "kwargs") == "kwargs"
     return Artifact(path=path, manifest=manifest, model=model)
 
 
@@ -222,6 +243,44 @@ def _triton_tensor(kind: str, t: TensorSpec, batching: bool) -> str:
         raise ArtifactError(f"{kind} '{t.name}' has dtype {t.dtype}, which Triton cannot carry")
     return (f'{kind} [ {{ name: "{t.name}" data_type: {dtype} '
             f'dims: [ {", ".join(map(str, dims))} ]{reshape} }} ]')
+
+
+def _save_torch(model: ImportedModel, folder: Path, factory: str,
+                kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    from rtinfer._deps import require
+
+    module = model.load_torch()
+    if module is None:
+        raise ArtifactError(f"torch_factory was given but {model.source.description} has no "
+                            "PyTorch module to save")
+    _factory(factory)  # fail now, not at load time, on a factory outside the allowlist
+    st = require("safetensors.torch", "Saving PyTorch weights in an artifact")
+    weights = "torch/model.safetensors"
+    (folder / "torch").mkdir()
+    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    st.save_file(state, str(folder / weights))
+    return {"factory": factory, "kwargs": dict(kwargs), "weights": weights,
+            "call": "kwargs" if model.torch_kwargs else "args"}
+
+
+def _factory(spec: str) -> Any:
+    """Resolve ``module:function``, only from rtinfer's own modules (nothing else is run)."""
+    module, _, func = spec.partition(":")
+    if not module.startswith("rtinfer.") or not func:
+        raise ArtifactError(
+            f"torch factory {spec!r} is not allowed: artifacts may only name a function of "
+            "rtinfer's own modules (rtinfer.…:function)"
+        )
+    return getattr(importlib.import_module(module), func)
+
+
+def _load_torch(path: Path, entry: Mapping[str, Any]) -> Any:
+    from rtinfer._deps import require
+
+    st = require("safetensors.torch", "Loading PyTorch weights from an artifact")
+    module = _factory(entry["factory"])(**entry.get("kwargs", {}))
+    module.load_state_dict(st.load_file(str(path / entry["weights"])))
+    return module.eval()
 
 
 def _verify_files(path: Path, files: Mapping[str, Mapping[str, Any]]) -> None:

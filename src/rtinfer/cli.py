@@ -29,6 +29,9 @@ app = typer.Typer(
 )
 # Tables are wide; when output is not a terminal (CI logs, make demo | tee) rich would wrap at
 # 80 columns, so give it room.
+kits_app = typer.Typer(help="Ready-made scenarios (model + data + metric + objective).",
+                       no_args_is_help=True)
+app.add_typer(kits_app, name="kits")
 console = Console() if sys.stdout.isatty() else Console(width=140)
 err_console = Console(stderr=True)
 
@@ -38,6 +41,8 @@ DimOpt = typer.Option(
     None, "--dim", help="Size of a symbolic dimension, e.g. --dim sequence=128 (repeatable)."
 )
 SeqOpt = typer.Option(None, "--seq-len", help="Shorthand for --dim sequence=L.")
+KitOpt = typer.Option(None, "--kit", help="Use a kit's float model and real test inputs.")
+ModelArg = typer.Argument(None, help="ONNX file, artifact, model folder or HF folder.")
 
 
 def main() -> None:
@@ -55,7 +60,8 @@ def main() -> None:
 
 @app.command()
 def inspect(
-    model: str = typer.Argument(..., help="ONNX file, artifact, model folder or HF folder."),
+    model: str | None = ModelArg,
+    kit: str | None = KitOpt,
     dim: list[str] | None = DimOpt,
     seq_len: int | None = SeqOpt,
     json_path: Path | None = JsonOpt,
@@ -65,7 +71,8 @@ def inspect(
     from rtinfer.models.summary import summarize
 
     dims = _dims(dim, seq_len)
-    info = summarize(import_model(model), dims)
+    path, _ = _model_or_kit(model, kit)
+    info = summarize(import_model(path), dims)
     _write_json(json_path, info)
     table = Table(title=f"{info['source']['description']}", show_header=False)
     for t in info["inputs"]:
@@ -89,7 +96,8 @@ def inspect(
 
 @app.command("bench-model")
 def bench_model_cmd(
-    model: str = typer.Argument(..., help="ONNX file, artifact, model folder or HF folder."),
+    model: str | None = ModelArg,
+    kit: str | None = KitOpt,
     engine: str = typer.Option("onnxruntime", "--engine", "-e", help="Engine name."),
     threads: int | None = typer.Option(None, "--threads", "-t",
                                        help="Intra-op threads [default: usable cores]."),
@@ -105,9 +113,10 @@ def bench_model_cmd(
     """Cold start, closed-loop latency percentiles, throughput, CPU %, RSS and efficiency."""
     from rtinfer.bench.inprocess import bench_model
 
+    path, inputs = _model_or_kit(model, kit)
     with _progress(quiet) as say:
         result = bench_model(
-            model, engine=engine, threads=threads, batch_sizes=_ints(batch_sizes),
+            path, inputs=inputs, engine=engine, threads=threads, batch_sizes=_ints(batch_sizes),
             dims=_dims(dim, seq_len), window_s=window,
             peak_flops=peak_gflops * 1e9 if peak_gflops else None, progress=say,
         )
@@ -142,7 +151,8 @@ def bench_model_cmd(
 
 @app.command()
 def advise(
-    model: str = typer.Argument(..., help="ONNX file, artifact, model folder or HF folder."),
+    model: str | None = ModelArg,
+    kit: str | None = KitOpt,
     goal: str = typer.Option("latency", help="latency or throughput."),
     slo_ms: float | None = typer.Option(None, "--slo-ms", help="p99 objective in ms."),
     engines: str | None = typer.Option(None, help="Comma-separated engines [default: all]."),
@@ -156,9 +166,10 @@ def advise(
     """Measure each available engine at a few thread counts and recommend one."""
     from rtinfer.advise import advise as run_advise
 
+    path, inputs = _model_or_kit(model, kit)
     with _progress(quiet) as say:
         result = run_advise(
-            model, goal=goal, slo_ms=slo_ms, batch=batch, dims=_dims(dim, seq_len),
+            path, inputs=inputs, goal=goal, slo_ms=slo_ms, batch=batch, dims=_dims(dim, seq_len),
             engines=engines.split(",") if engines else None, progress=say,
         )
     _write_json(json_path, result)
@@ -200,6 +211,65 @@ def demo(
                           rounds=rounds, progress=say)
     _write_json(json_path, result)
     print_comparison(result, f"all-MiniLM-L6-v2, '{DEMO_SENTENCE}' padded to {seq_len} tokens")
+
+
+@kits_app.command("list")
+def kits_list(json_path: Path | None = JsonOpt) -> None:
+    """Each kit with its metric, latency objective and whether it is built."""
+    from rtinfer.kits import kit_status
+
+    rows = kit_status()
+    _write_json(json_path, {"kits": rows})
+    table = Table(title="rtinfer kits")
+    for col in ("kit", "description", "metric", "objective p99", "built"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["name"], r["description"], r["metric"], f"{r['objective_p99_ms']:g} ms",
+                      "yes" if r["built"] else "no")
+    console.print(table)
+
+
+@kits_app.command("build")
+def kits_build(
+    name: str = typer.Argument(..., help="Kit name (see rtinfer kits list)."),
+    small: bool = typer.Option(False, "--small", help="Reduced size, for quick checks."),
+    force: bool = typer.Option(False, "--force", help="Rebuild even if cached."),
+    json_path: Path | None = JsonOpt,
+    quiet: bool = QuietOpt,
+) -> None:
+    """Build a kit deterministically (fixed seeds) and cache it; prints its measured quality."""
+    from rtinfer import kits
+
+    with _progress(quiet) as say:
+        kit = kits.load(name, size="small" if small else "full", force=force, progress=say)
+    _write_json(json_path, kit.meta)
+    table = Table(title=f"kit '{kit.name}': quality of the float models on the test split")
+    metrics = list(next(iter(kit.quality.values())))
+    for col in ("model", *metrics):
+        table.add_column(col, justify="right")
+    for model_name, q in kit.quality.items():
+        table.add_row(model_name, *(f"{q[m]:.4f}" for m in metrics))
+    console.print(table)
+    console.print(f"data: {kit.meta['data']}", highlight=False)
+    console.print("splits: " + ", ".join(f"{k} {v:,}" for k, v in kit.meta["splits"].items()),
+                  highlight=False)
+    for model_name, path in kit.models.items():
+        console.print(f"model {model_name}: {path}", highlight=False)
+    console.print(f"built in {kit.meta['build_seconds']} s; cached at {kit.path}",
+                  highlight=False)
+
+
+def _model_or_kit(model: str | None, kit: str | None) -> tuple[str, dict[str, Any] | None]:
+    """The model path to use and, for a kit, 64 rows of its real test inputs."""
+    if (model is None) == (kit is None):
+        raise typer.BadParameter("give either MODEL or --kit NAME (one of them)")
+    if kit is None:
+        return str(model), None
+    from rtinfer import kits
+
+    loaded = kits.load(kit, build=False)
+    test = loaded.split("test")
+    return str(loaded.model_path), {k: v[:64] for k, v in test.inputs.items()}
 
 
 def print_comparison(result: dict[str, Any], title: str) -> None:

@@ -66,5 +66,12 @@ class OnnxRuntimeEngine(Engine):
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    """The informative line of a runtime's error: runtimes put file/line noise first."""
+    lines = [ln.strip(" -") for ln in str(exc).strip().splitlines() if ln.strip(" -")]
+    for ln in lines:
+        if any(k in ln.lower() for k in ("no conversion rule", "not implemented", "not supported",
+                                         "unsupported", "invalid", "mismatch")):
+            return ln
+    noisy = ("Exception from", "Check '")
+    useful = [ln for ln in lines if not ln.startswith(noisy)]
+    return (useful or lines or [type(exc).__name__])[0]

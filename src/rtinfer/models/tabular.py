@@ -60,6 +60,9 @@ def from_tabular(
             f"example_inputs must be a non-empty 2-D array (rows, features), got shape {x.shape}"
         )
     proto = _convert(estimator, x, input_name)
+    # Converters name the graph with a random UUID; a fixed name makes the bytes (and so the
+    # model hash) repeat exactly when the same estimator is converted twice.
+    proto.graph.name = type(estimator).__name__
     owned = out_dir is None
     out_dir = Path(tempfile.mkdtemp(prefix="rtinfer-tabular-")) if out_dir is None else out_dir
     path = Path(out_dir) / "model.onnx"

@@ -1,0 +1,377 @@
+"""Labelled intent sentences expanded from Home Assistant's real voice-command templates.
+
+Where the data comes from: the PyPI package ``home-assistant-intents`` ships the sentence
+templates Home Assistant's local voice assistant matches against. ``get_intents("en")`` returns a
+dict with ``intents -> <IntentName> -> data -> [{"sentences": [...], "slots", "requires_context",
+...}]`` plus top-level ``lists`` (slot lists: ``values``, a number ``range`` or a ``wildcard``)
+and ``expansion_rules`` (bodies of ``<rule>`` references). Templates use hassil's syntax:
+``(a|b)`` alternatives, ``[x]`` optionals, ``(a;b)`` permutations, ``{list}`` slots and
+``<rule>`` references; ``hassil.parse_expression.parse_sentence`` turns one into a tree.
+
+What is generated: every template string is one *template* (its id is its position in the
+package's intent order, so ids are stable under ``max_templates``). Up to ``per_template``
+distinct sentences are drawn from it by a seeded random walk over its tree, because some
+templates expand to millions of sentences. Home Assistant fills ``{area}``, ``{name}`` and
+``{floor}`` from the user's home at runtime and several lists are wildcards, so a small built-in
+vocabulary stands in for them; ``{name}`` is drawn from names fitting the block's domain.
+The label is the intent name, e.g. ``HassTurnOn``. Classes are heavily imbalanced, mirroring the
+templates, and sentences from one template are near-duplicates: split with
+:func:`split_by_template`, never by row, or evaluation leaks.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = ["IntentData", "intent_sentences", "split_by_template"]
+
+_LOGGER = logging.getLogger(__name__)
+
+# Rules reference rules; a cap turns a (malformed) cycle into a counted skip, not RecursionError.
+_MAX_DEPTH = 40
+# Share of numbers spoken as words ("fifty percent"): HA accepts both, and users say both.
+_WORDS_SHARE = 0.25
+# Draw budget per wanted sentence, and how many duplicates in a row mean "template exhausted";
+# small templates would otherwise burn the whole budget re-drawing the same few sentences.
+_DRAWS_PER_SENTENCE = 4
+_MAX_MISSES = 30
+
+
+# Stand-ins for lists HA fills at runtime (areas, devices, floors) or leaves as wildcards, one
+# "list: a|b" line each (repeated keys extend). "name.<domain>" lines are entity names: {name} is
+# drawn from the names of the block's domains, which keeps "lock the tv" out of the data.
+_VOCAB_TEXT = """
+area: kitchen|living room|bedroom|master bedroom|bathroom|garage|office|dining room|hallway
+area: basement|guest room|laundry room|kids room|nursery|patio|attic|study|den|porch|garden
+floor: ground floor|first floor|second floor|upstairs|downstairs|basement|attic|main floor|ground
+zone: home|work|the office|school|the gym|grandma's house|downtown|the airport
+timer_name: pizza|pasta|laundry|tea|eggs|oven|cookies|nap|workout|bread|rice|homework|chicken
+timer_command: turn off the lights|turn on the porch light|lock the front door|open the blinds
+timer_command: turn off the tv|start the vacuum|close the garage door|turn on the coffee maker
+shopping_list_item: milk|eggs|bread|apples|coffee|bananas|paper towels|butter|cheese|rice
+shopping_list_item: orange juice|toothpaste|dish soap|chicken|tomatoes|olive oil|cereal|yogurt
+todo_list_item: milk|eggs|coffee|batteries|call mom|take out the trash|pay the bills|walk the dog
+todo_list_item: water the plants|book a dentist appointment|clean the gutters|buy a present
+message: dinner is ready|time to wake up|the movie is starting|please come downstairs|time for bed
+message: we are leaving in five minutes|the laundry is done|someone is at the door
+search_query: the beatles|taylor swift|abbey road|bohemian rhapsody|jazz classics|top hits
+search_query: my workout playlist|stranger things|lo-fi beats|miles davis|beethoven|chill vibes
+name.light: ceiling light|desk lamp|floor lamp|kitchen lights|porch light|bedside lamp|led strip
+name.switch: coffee maker|christmas tree|space heater|fountain|outlet|smart plug
+name.fan: ceiling fan|bedroom fan|tower fan|exhaust fan|desk fan
+name.media_player: tv|living room speaker|sonos|kitchen speaker|bedroom tv|chromecast|soundbar
+name.input_boolean: guest mode|vacation mode|party mode|away mode
+name.climate: thermostat|air conditioner|heat pump|heater|ac
+name.cover: garage door|living room blinds|patio shades|bedroom curtains|skylight|awning
+name.valve: water valve|irrigation valve|main water|gas valve|sprinkler valve
+name.lock: front door|back door|garage side door|front gate|patio door lock
+name.scene: movie time|good night|romantic|reading|dinner party|relax|morning
+name.script: morning routine|bedtime|leave home|arrive home
+name.button: doorbell chime|restart router|identify
+name.input_button: feed the cat|reset filter
+name.binary_sensor: front door sensor|motion sensor|window sensor|hallway motion|smoke detector
+name.sensor: outdoor temperature|humidity|power usage|air quality|battery level|pool temperature
+name.person: john|mary|alex|emma|dad|mom|sarah|michael
+name.weather: home|forecast|outside
+name.lawn_mower: lawn mower|robomow|automower
+name.todo: shopping|grocery|to do|chores|packing|hardware store
+name.vacuum: roomba|robot vacuum|rosie|vacuum
+"""
+_VOCAB: dict[str, list[str]] = {}
+for _line in _VOCAB_TEXT.strip().splitlines():
+    _key, _, _values = _line.partition(":")
+    _VOCAB.setdefault(_key, []).extend(v.strip() for v in _values.split("|"))
+# Blocks without a domain ("turn on {name}") target the everyday on/off devices.
+_DEFAULT_DOMAINS = ("light", "switch", "fan", "media_player")
+# Plausible windows inside a range's bounds, by list name or range type: HA accepts a
+# 100-hour timer or 2 degrees, but nobody asks for them, and the classifier should see real use.
+_PLAUSIBLE = {"temperature": (15, 80), "color_temperature": (2000, 6500),
+              "timer_hours": (1, 12), "timer_minutes": (1, 60), "timer_seconds": (1, 60)}
+
+
+@dataclass(frozen=True)
+class IntentData:
+    """Generated sentences; row ``i`` is ``sentences[i]`` labelled ``intents[i]``."""
+
+    sentences: list[str]  # lower-case plain text
+    intents: list[str]  # intent name per sentence, e.g. "HassTurnOn"
+    template_ids: np.ndarray  # int64 per sentence; unique across all intents
+    labels: list[str]  # sorted unique intent names
+
+
+class _Unsupported(Exception):
+    """A construct the walker cannot fill; the message is the reason it is counted under."""
+
+
+@dataclass(frozen=True)
+class _Range:
+    start: int
+    stop: int
+    step: int
+    kind: str
+    fractions: str | None
+    words: bool
+    digits: bool
+
+
+class _Walker:
+    """Draws one sentence per call by choosing a random path through a template's tree."""
+
+    def __init__(self, language: str, lists: dict[str, Any], rules: dict[str, Any]) -> None:
+        self.lists = lists
+        self.rules = rules
+        self.names: list[Any] = []
+        # Bound once: importing inside the per-node walk would cost on every node.
+        from hassil import expression
+
+        self.hx = expression
+        try:
+            from hassil.numbers import get_rbnf_engine
+
+            self.engine: Any = get_rbnf_engine(language)
+        except Exception:  # no number words for this language: digits still work
+            self.engine = None
+
+    def sample(self, expression: Any, rng: random.Random) -> str:
+        out: list[str] = []
+        self._walk(expression, rng, out, 0)
+        return " ".join("".join(out).split()).lower()
+
+    def _walk(self, expr: Any, rng: random.Random, out: list[str], depth: int) -> None:
+        hx = self.hx
+        if depth > _MAX_DEPTH:
+            raise _Unsupported("rule nesting deeper than limit")
+        # Subclasses first: Alternative and Permutation are Groups too.
+        if isinstance(expr, hx.TextChunk):
+            out.append(expr.original_text)
+        elif isinstance(expr, hx.Alternative):
+            if expr.items:  # optionals carry an empty-text item, so they are skipped 1/(n+1)
+                self._walk(rng.choice(expr.items), rng, out, depth + 1)
+        elif isinstance(expr, hx.Permutation):
+            items = list(expr.items)
+            rng.shuffle(items)  # hassil pads permutation items with spaces itself
+            for item in items:
+                self._walk(item, rng, out, depth + 1)
+        elif isinstance(expr, hx.Group):
+            for item in expr.items:
+                self._walk(item, rng, out, depth + 1)
+        elif isinstance(expr, hx.RuleReference):
+            if expr.rule_name not in self.rules:
+                raise _Unsupported(f"missing rule <{expr.rule_name}>")
+            self._walk(self.rules[expr.rule_name], rng, out, depth + 1)
+        elif isinstance(expr, hx.ListReference):
+            self._list(expr, rng, out, depth)
+        else:
+            raise _Unsupported(f"unknown expression {type(expr).__name__}")
+
+    def _list(self, ref: Any, rng: random.Random, out: list[str], depth: int) -> None:
+        values: Any = self.names if ref.list_name == "name" else self.lists.get(ref.list_name)
+        if ref.is_inline_range:  # {1..100:slot} carries its own range
+            start, stop, step = ref.get_inline_range()
+            values = _Range(start, stop, step, "number", None, True, True)
+        if isinstance(values, _Range):
+            out.append(self._number(values, ref.list_name, rng))
+        elif values:
+            self._walk(rng.choice(values), rng, out, depth + 1)
+        else:
+            raise _Unsupported(f"no values for list {{{ref.list_name}}}")
+
+    def _number(self, r: _Range, list_name: str, rng: random.Random) -> str:
+        low, high = _PLAUSIBLE.get(list_name) or _PLAUSIBLE.get(r.kind) or (r.start, r.stop)
+        low, high = max(low, r.start), min(high, r.stop)
+        if low > high:  # plausible window misses the range entirely: fall back to the range
+            low, high = r.start, r.stop
+        first = r.start + -(-(low - r.start) // r.step) * r.step  # first step at or above low
+        value: float = rng.randrange(first, max(first, high) + 1, r.step)
+        if r.fractions and value < high and rng.random() < 0.3:  # 80.5 would overshoot 80
+            value += 0.5 if r.fractions == "halves" else rng.randint(1, 9) / 10
+        if self.engine is not None and r.words and (not r.digits or rng.random() < _WORDS_SHARE):
+            try:
+                spoken = sorted(set(self.engine.format_number(value).text_by_ruleset.values()))
+            except Exception:  # a number the language's rules cannot spell: digits will do
+                spoken = []
+            if spoken:
+                return str(rng.choice(spoken))
+        return str(round(value, 1))
+
+
+def _parse_lists(raw: dict[str, Any], skips: Counter[str]) -> dict[str, Any]:
+    """Raw JSON lists -> name -> list of value expressions, or a _Range."""
+    from hassil.expression import TextChunk
+    from hassil.parse_expression import parse_sentence
+    from hassil.util import is_template, normalize_text
+
+    lists: dict[str, Any] = {}
+    for name, spec in raw.items():
+        try:
+            if "range" in spec:
+                rd = spec["range"]
+                if int(rd["from"]) > int(rd["to"]) or int(rd.get("step", 1)) < 1:
+                    raise ValueError("empty range")
+                lists[name] = _Range(int(rd["from"]), int(rd["to"]), int(rd.get("step", 1)),
+                                     str(rd.get("type", "number")), rd.get("fractions"),
+                                     bool(rd.get("words", True)), bool(rd.get("digits", True)))
+            elif spec.get("values"):
+                values = []
+                for item in spec["values"]:
+                    text = item if isinstance(item, str) else item.get("in")
+                    if not isinstance(text, str):
+                        skips[f"list value without text in {{{name}}}"] += 1
+                    elif is_template(text):
+                        values.append(parse_sentence(text).expression)
+                    else:
+                        values.append(TextChunk(normalize_text(text)))
+                lists[name] = values
+            # Wildcard and empty lists are left out so the built-in vocabulary fills them.
+        except Exception as exc:  # one bad list must not sink the whole language
+            skips[f"unparsable list {{{name}}}: {type(exc).__name__}"] += 1
+    return lists
+
+
+def _parse_rules(raw: dict[str, str], skips: Counter[str]) -> dict[str, Any]:
+    from hassil.parse_expression import parse_sentence
+
+    rules: dict[str, Any] = {}
+    for name, body in raw.items():
+        try:
+            rules[name] = parse_sentence(body).expression
+        except Exception:  # a broken rule only fails the draws that reach it (counted there)
+            skips[f"unparsable rule <{name}>"] += 1
+    return rules
+
+
+def _draw(walker: _Walker, expression: Any, rng: random.Random, wanted: int,
+          skips: Counter[str]) -> list[str]:
+    seen: dict[str, None] = {}  # an ordered set, so output order follows the draws
+    draws = misses = 0
+    while len(seen) < wanted and draws < wanted * _DRAWS_PER_SENTENCE and misses < _MAX_MISSES:
+        draws += 1
+        try:
+            sentence = walker.sample(expression, rng)
+        except _Unsupported as exc:  # only this path is unfillable; other paths may work
+            skips[f"draw failed: {exc}"] += 1
+            sentence = ""
+        misses = misses + 1 if not sentence or sentence in seen else 0
+        if sentence:
+            seen[sentence] = None
+    return list(seen)
+
+
+def _build(language: str, per_template: int, seed: int,
+           max_templates: int | None) -> tuple[IntentData, Counter[str]]:
+    """The work behind :func:`intent_sentences`; also returns what was skipped, and why."""
+    from hassil.expression import TextChunk
+    from hassil.parse_expression import parse_sentence
+    from home_assistant_intents import get_intents
+
+    raw = get_intents(language)
+    if raw is None:
+        raise ValueError(f"home-assistant-intents has no templates for language {language!r}")
+    skips: Counter[str] = Counter()
+    vocab = {k: [TextChunk(v) for v in vals] for k, vals in _VOCAB.items() if "." not in k}
+    base_lists = {**vocab, **_parse_lists(raw.get("lists", {}), skips)}
+    base_rules = _parse_rules(raw.get("expansion_rules", {}), skips)
+    walker = _Walker(language, base_lists, base_rules)
+
+    # (template_id, intent, block, text, rank within intent); ids follow the package order.
+    templates: list[tuple[int, str, dict[str, Any], str, int]] = []
+    for intent in sorted(raw["intents"]):
+        blocks = raw["intents"][intent].get("data", [])
+        texts = [(block, text) for block in blocks for text in block.get("sentences", [])]
+        templates += [(len(templates) + r, intent, b, t, r) for r, (b, t) in enumerate(texts)]
+    if max_templates is not None:
+        # Round-robin over intents so small caps still cover every intent.
+        templates = sorted(sorted(templates, key=lambda t: (t[4], t[1]))[:max_templates])
+
+    sentences: list[str] = []
+    intents: list[str] = []
+    ids: list[int] = []
+    current: dict[str, Any] | None = None
+    for tid, intent, block, text, _ in templates:
+        if block is not current:  # once per data block, so its list problems count once
+            current = block
+            # Block-local lists/rules override the language-wide ones, as in hassil.
+            walker.lists = {**base_lists, **_parse_lists(block.get("lists", {}), skips)}
+            walker.rules = {**base_rules, **_parse_rules(block.get("expansion_rules", {}), skips)}
+            found: list[str] = []
+            for source in (block.get("requires_context"), block.get("slots")):
+                dom = source.get("domain") if isinstance(source, dict) else None
+                found += [dom] if isinstance(dom, str) else list(dom or [])
+            domains = [d for d in found if f"name.{d}" in _VOCAB] or _DEFAULT_DOMAINS
+            names = [n for d in domains for n in _VOCAB[f"name.{d}"]]
+            walker.names = [TextChunk(n) for n in dict.fromkeys(names)]
+        try:
+            expression = parse_sentence(text).expression
+            # One generator per template: results do not depend on which other templates run.
+            drawn = _draw(walker, expression, random.Random(f"{seed}:{language}:{tid}"),
+                          per_template, skips)
+        except Exception as exc:  # parse errors etc.: never let one template crash the run
+            skips[f"template skipped: {type(exc).__name__}: {exc}"] += 1
+            continue
+        if not drawn:
+            skips["template skipped: no sentence could be drawn"] += 1
+        sentences += drawn
+        intents += [intent] * len(drawn)
+        ids += [tid] * len(drawn)
+    if skips:
+        _LOGGER.info("intent templates/constructs skipped: %s", dict(skips))
+    data = IntentData(sentences, intents, np.asarray(ids, dtype=np.int64), sorted(set(intents)))
+    return data, skips
+
+
+def intent_sentences(language: str = "en", per_template: int = 40, seed: int = 0,
+                     max_templates: int | None = None) -> IntentData:
+    """Sample up to ``per_template`` distinct sentences from each Home Assistant template.
+
+    Deterministic for equal arguments (and equal installed package versions). ``max_templates``
+    keeps that many templates, taken round-robin across intents so every intent appears once
+    the cap reaches the number of intents; template ids stay those of the full set.
+    """
+    if per_template < 1 or (max_templates is not None and max_templates < 0):
+        raise ValueError("need per_template >= 1 and max_templates >= 0 (or None)")
+    return _build(language, per_template, seed, max_templates)[0]
+
+
+def split_by_template(
+    data: IntentData, fractions: dict[str, float], seed: int = 0
+) -> dict[str, np.ndarray]:
+    """Row indices per split name, e.g. for ``{"train": .7, "calibration": .05,
+    "validation": .1, "test": .15}``, splitting by template so no template contributes to two
+    splits. Every intent with >= 2 templates has at least one template in train; the split is
+    deterministic for a seed.
+
+    Stratified per intent: its templates are shuffled, the first goes to train (without a positive
+    "train" share: the largest split), each later one to the split furthest below its share of the
+    intent's rows. Fractions are normalised; one-template intents are train-only.
+    """
+    if not fractions or any(f < 0 for f in fractions.values()) or sum(fractions.values()) <= 0:
+        raise ValueError(f"fractions must be non-negative with a positive sum, got {fractions}")
+    total = sum(fractions.values())
+    shares = {name: f / total for name, f in fractions.items()}
+    live = [name for name, share in shares.items() if share > 0]
+    anchor = "train" if shares.get("train", 0) > 0 else max(live, key=lambda n: shares[n])
+    ids = np.asarray(data.template_ids)
+    rows_of: dict[int, list[int]] = {}
+    intent_of: dict[int, str] = {}
+    for row, (tid, intent) in enumerate(zip(ids.tolist(), data.intents, strict=True)):
+        rows_of.setdefault(tid, []).append(row)
+        intent_of[tid] = intent
+    out: dict[str, list[int]] = {name: [] for name in shares}
+    for intent in sorted(set(intent_of.values())):
+        tids = sorted(t for t, i in intent_of.items() if i == intent)
+        # Per-intent generator: one intent's split does not move when another intent changes.
+        random.Random(f"split:{seed}:{intent}").shuffle(tids)
+        size = sum(len(rows_of[t]) for t in tids)
+        given = dict.fromkeys(shares, 0)
+        for k, tid in enumerate(tids):
+            # max() keeps the first of equals, so ties follow the order of ``fractions``.
+            name = anchor if k == 0 else max(live, key=lambda n: shares[n] * size - given[n])
+            given[name] += len(rows_of[tid])
+            out[name] += rows_of[tid]
+    return {name: np.asarray(sorted(rows), dtype=np.int64) for name, rows in out.items()}
