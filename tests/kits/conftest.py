@@ -16,3 +16,8 @@ def fraud_kit() -> Kit:
 @pytest.fixture(scope="session")
 def perception_kit() -> Kit:
     return kits.load("perception", size="small")
+
+
+@pytest.fixture(scope="session")
+def intent_kit() -> Kit:
+    return kits.load("intent", size="small")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from sklearn.datasets import load_digits
@@ -45,7 +47,8 @@ def test_same_outputs_on_every_engine_at_224(perception_kit: Kit, engine: str) -
         np.testing.assert_allclose(s.run(x)["logits"], ref.run(x)["logits"], atol=1e-4)
 
 
-def test_unknown_kit_and_unbuilt_kit() -> None:
+def test_unknown_kit_and_unbuilt_kit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RTINFER_CACHE", str(tmp_path))
     with pytest.raises(ValueError, match=r"unknown kit 'radar'; choose one of"):
         kits.load("radar")
     with pytest.raises(FileNotFoundError, match="rtinfer kits build perception"):

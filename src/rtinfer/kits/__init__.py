@@ -6,8 +6,9 @@
     session = rtinfer.load(kit.model_path)
     kit.evaluate_session(session, "test")      # {"roc_auc": …, "pr_auc": …, …}
 
-Kits: ``fraud`` (financial risk), ``perception`` (vision). Each builds deterministically from
-fixed seeds into ``$RTINFER_CACHE/kits/`` (see :mod:`rtinfer.kits.base`).
+Kits: ``fraud`` (financial risk), ``intent`` (customer service), ``perception`` (vision).
+Each builds deterministically from fixed seeds into ``$RTINFER_CACHE/kits/`` (see
+:mod:`rtinfer.kits.base`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from rtinfer.kits.base import SIZES, Kit, KitRecipe, Progress, Split, build_kit,
 
 __all__ = ["KIT_NAMES", "SIZES", "Kit", "KitRecipe", "Split", "kit_status", "load", "recipe"]
 
-_MODULES = {"fraud": "rtinfer.kits.fraud", "perception": "rtinfer.kits.perception"}
+_MODULES = {"fraud": "rtinfer.kits.fraud", "intent": "rtinfer.kits.intent",
+            "perception": "rtinfer.kits.perception"}
 KIT_NAMES = tuple(_MODULES)
 
 

@@ -13,6 +13,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Sequence
+from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -56,14 +57,20 @@ def tokenize(folder: str | Path, texts: Sequence[str], seq_len: int | None = Non
     With ``seq_len`` every row is padded (or truncated) to exactly that many tokens, the way a
     fixed-shape benchmark feeds a model; without it, to the longest text.
     """
-    transformers = require("transformers", "Tokenizing text for a transformers model")
-    tok = transformers.AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    tok = _tokenizer(str(Path(folder).resolve()))
     kwargs: dict[str, Any] = (
         {"padding": "max_length", "max_length": seq_len, "truncation": True}
         if seq_len else {"padding": True}
     )
     enc = tok(list(texts), return_tensors="np", **kwargs)
     return {k: np.asarray(v, dtype=np.int64) for k, v in enc.items()}
+
+
+@lru_cache(maxsize=4)
+def _tokenizer(folder: str) -> Any:
+    """Loading a tokenizer reads and parses its files (~0.2 s): do it once per folder."""
+    transformers = require("transformers", "Tokenizing text for a transformers model")
+    return transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
 
 
 def from_transformers(folder: str | Path, *, use_cache: bool = True) -> ImportedModel:

@@ -1,0 +1,53 @@
+"""`rtinfer kits list|build` and `--kit` on the measuring verbs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from rtinfer.cli import app
+from rtinfer.kits import Kit
+
+runner = CliRunner()
+
+
+def test_kits_list_shows_each_kit_and_whether_built(fraud_kit: Kit, tmp_path: Path) -> None:
+    res = runner.invoke(app, ["kits", "list", "--json", str(tmp_path / "k.json")])
+    assert res.exit_code == 0, res.output
+    for name in ("fraud", "intent", "perception"):
+        assert name in res.output
+    rows = {r["name"]: r for r in json.loads((tmp_path / "k.json").read_text())["kits"]}
+    assert rows["fraud"]["metric"] == "pr_auc" and rows["fraud"]["objective_p99_ms"] == 10
+
+
+def test_kits_build_small_prints_quality(fraud_kit: Kit) -> None:
+    res = runner.invoke(app, ["kits", "build", "fraud", "--small", "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert "fraud-xgboost" in res.output and "pr_auc" in res.output
+    assert str(fraud_kit.path) in res.output.replace("\n", "")
+
+
+def test_bench_model_with_a_kit_uses_its_real_inputs(perception_kit: Kit, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from rtinfer import kits
+
+    # --kit resolves the full-size build; in a private cache, point it at the small one.
+    monkeypatch.setenv("RTINFER_CACHE", str(tmp_path / "cache"))
+    full = kits.kit_folder(kits.recipe("perception"), "full")
+    full.parent.mkdir(parents=True)
+    full.symlink_to(perception_kit.path)
+    out = tmp_path / "b.json"
+    res = runner.invoke(app, ["bench-model", "--kit", "perception", "-t", "1", "--window",
+                              "0.05", "--quiet", "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    data = json.loads(out.read_text())
+    assert data["model"]["inputs"] == "given"
+    assert data["results"][0]["input_shapes"]["image"] == [1, 3, 32, 32]
+
+
+def test_model_and_kit_are_exclusive() -> None:
+    res = runner.invoke(app, ["inspect"])
+    assert res.exit_code == 2 and "either MODEL or --kit" in res.output
