@@ -30,6 +30,7 @@ from rtinfer.errors import (
 from rtinfer.spec import ModelSpec, TensorSpec
 
 if TYPE_CHECKING:
+    from rtinfer import kits, metrics, models
     from rtinfer.advise import advise
     from rtinfer.artifact import Artifact, load_artifact, save_artifact
     from rtinfer.bench.compare import compare_engines
@@ -66,8 +67,11 @@ __all__ = [
     "compare_engines",
     "engine_names",
     "import_model",
+    "kits",
     "load",
     "load_artifact",
+    "metrics",
+    "models",
     "save_artifact",
     "summarize",
 ]
@@ -90,7 +94,15 @@ _LAZY = {
 }
 
 
+# Subpackages reachable as attributes (rtinfer.kits.load(...)) without importing them upfront.
+_SUBMODULES = ("kits", "metrics", "models")
+
+
 def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        module = importlib.import_module(f"rtinfer.{name}")
+        globals()[name] = module
+        return module
     if name in _LAZY:
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value

@@ -65,8 +65,7 @@ def compare_engines(
                 for b in batch_sizes:
                     say(f"round {r + 1}/{rounds}: {name}, batch {b}")
                     measured.setdefault((name, b), []).append(measure_batch(
-                        sessions[name], feeds[b], window_s=window_s, peak_flops=peak,
-                        dims=dims))
+                        sessions[name], feeds[b], window_s=window_s, peak_flops=peak))
         outputs = {name: sessions[name].run(first) for name in names}
         engine_info = {name: sessions[name].describe() for name in names}
     finally:

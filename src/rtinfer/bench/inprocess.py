@@ -90,8 +90,7 @@ def bench_model(
     for batch in (int(b) for b in batch_sizes):
         feeds = batch_feeds(imported, batch, dims, inputs)
         row, _ = measure_batch(session, feeds, window_s=window_s, stability=stability,
-                               max_windows=max_windows, peak_flops=peak, dims=dims,
-                               progress=say)
+                               max_windows=max_windows, peak_flops=peak, progress=say)
         rows.append(row)
     return {
         "schema": SCHEMA,
@@ -129,7 +128,6 @@ def measure_batch(
     stability: float = 0.10,
     max_windows: int = 10,
     peak_flops: float,
-    dims: Mapping[str, int] | None = None,
     progress: Progress | None = None,
 ) -> tuple[dict[str, Any], np.ndarray]:
     """Warm up, then measure ``feeds`` in stable windows; a result row and the raw samples."""
@@ -145,7 +143,7 @@ def measure_batch(
     )
     cpu1, wall1 = proc.cpu_times(), time.perf_counter()
     latency = latency_summary(run.samples)
-    flops = count_flops(session.model, dims, batch=batch)["total"]
+    flops = count_flops(session.model, _dims_of(session, feeds), batch=batch)["total"]
     median_s = latency["p50"] / 1e3
     row = {
         "batch": batch,
@@ -164,6 +162,16 @@ def measure_batch(
         "efficiency": (flops / median_s) / peak_flops if flops else None,
     }
     return row, run.samples
+
+
+def _dims_of(session: Session, feeds: Mapping[str, np.ndarray]) -> dict[str, int]:
+    """Symbolic dimension sizes as the actual feeds have them (e.g. sequence=23)."""
+    dims: dict[str, int] = {}
+    for spec in session.spec.inputs:
+        for axis, d in enumerate(spec.shape):
+            if isinstance(d, str):
+                dims.setdefault(d, int(feeds[spec.name].shape[axis]))
+    return dims
 
 
 def _say_window(say: Progress, batch: int, window: int) -> None:

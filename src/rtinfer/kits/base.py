@@ -87,6 +87,15 @@ class Kit:
         return self.recipe.name
 
     @property
+    def metric(self) -> str:
+        """The headline metric's name (a key of :meth:`evaluate`'s result)."""
+        return self.recipe.metric
+
+    @property
+    def objective_p99_ms(self) -> float:
+        return self.recipe.objective_p99_ms
+
+    @property
     def labels(self) -> list[str]:
         return list(self.meta["labels"])
 
