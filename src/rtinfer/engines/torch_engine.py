@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from typing import Any
 
@@ -35,8 +36,11 @@ class TorchEngine(Engine):
                 "PyTorch source; load it with engine='onnxruntime' or 'openvino', or pass the "
                 "nn.Module (or transformers folder) itself"
             )
-        self._device = options.get("device", "cpu")
-        self._module = module.eval().to(self._device)
+        self._device = self._torch.device(options.get("device", "cpu"))
+        current = next((p.device for p in module.parameters()), self._torch.device("cpu"))
+        # .to() moves a module in place; other sessions may share it, so move a copy.
+        self._module = (module if current == self._device
+                        else copy.deepcopy(module).to(self._device)).eval()
         self._torch.set_num_threads(threads)
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
