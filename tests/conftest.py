@@ -86,3 +86,25 @@ def sentences() -> list[str]:
         "my card was charged twice for the same order",
         "what is the weather like in Paris tomorrow?",
     ]
+
+
+@pytest.fixture(scope="session")
+def fraud_kit():  # type: ignore[no-untyped-def]
+    """Kits are built at reduced size once per session, inside pytest's temp cache."""
+    from rtinfer import kits
+
+    return kits.load("fraud", size="small")
+
+
+@pytest.fixture(scope="session")
+def perception_kit():  # type: ignore[no-untyped-def]
+    from rtinfer import kits
+
+    return kits.load("perception", size="small")
+
+
+@pytest.fixture(scope="session")
+def intent_kit():  # type: ignore[no-untyped-def]
+    from rtinfer import kits
+
+    return kits.load("intent", size="small")

@@ -30,7 +30,7 @@ from rtinfer.errors import (
 from rtinfer.spec import ModelSpec, TensorSpec
 
 if TYPE_CHECKING:
-    from rtinfer import kits, metrics, models
+    from rtinfer import kits, metrics, models, optimize
     from rtinfer.advise import advise
     from rtinfer.artifact import Artifact, load_artifact, save_artifact
     from rtinfer.bench.compare import compare_engines
@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from rtinfer.engines.base import Session
     from rtinfer.models import ImportedModel, import_model
     from rtinfer.models.summary import summarize
+    from rtinfer.optimize import Quantize
 
 __version__ = "0.1.0"
 
@@ -55,6 +56,7 @@ __all__ = [
     "MissingExtraError",
     "ModelLoadError",
     "ModelSpec",
+    "Quantize",
     "RtinferError",
     "Session",
     "TensorSpec",
@@ -72,6 +74,7 @@ __all__ = [
     "load_artifact",
     "metrics",
     "models",
+    "optimize",
     "save_artifact",
     "summarize",
 ]
@@ -79,6 +82,7 @@ __all__ = [
 # Public names that live in modules we import only on first use (see the module docstring).
 _LAZY = {
     "Artifact": "rtinfer.artifact",
+    "Quantize": "rtinfer.optimize",
     "ImportedModel": "rtinfer.models",
     "Session": "rtinfer.engines.base",
     "advise": "rtinfer.advise",
@@ -95,7 +99,7 @@ _LAZY = {
 
 
 # Subpackages reachable as attributes (rtinfer.kits.load(...)) without importing them upfront.
-_SUBMODULES = ("kits", "metrics", "models")
+_SUBMODULES = ("kits", "metrics", "models", "optimize")
 
 
 def __getattr__(name: str) -> Any:

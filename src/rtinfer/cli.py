@@ -64,6 +64,8 @@ def inspect(
     kit: str | None = KitOpt,
     dim: list[str] | None = DimOpt,
     seq_len: int | None = SeqOpt,
+    quant: bool = typer.Option(False, "--quant", help="List each quantized tensor's n, scale, "
+                               "zero-point, x_min/x_max and how they map to Q(x)."),
     json_path: Path | None = JsonOpt,
 ) -> None:
     """Inputs/outputs, parameters, size, op histogram, opsets and FLOPs per sample."""
@@ -72,6 +74,9 @@ def inspect(
 
     dims = _dims(dim, seq_len)
     path, _ = _model_or_kit(model, kit)
+    if quant:
+        _inspect_quant(import_model(path), json_path)
+        return
     info = summarize(import_model(path), dims)
     _write_json(json_path, info)
     table = Table(title=f"{info['source']['description']}", show_header=False)
@@ -92,6 +97,106 @@ def inspect(
                   + (f" ({flops['unresolved_nodes']} nodes unresolved)"
                      if flops["unresolved_nodes"] else ""))
     console.print(table)
+
+
+def _inspect_quant(model: Any, json_path: Path | None) -> None:
+    from rtinfer.optimize import FORMULA, quant_params
+
+    rows = quant_params(model)
+    _write_json(json_path, {"formula": FORMULA, "tensors": rows})
+    if not rows:
+        console.print("no quantized tensors (no DequantizeLinear with stored scales)")
+        return
+    table = Table(title=f"quantized tensors of {model.source.description}")
+    for col in ("tensor", "kind", "type", "n", "form", "scale", "zero-point", "x_min", "x_max"):
+        table.add_column(col, justify="right" if col not in ("tensor", "kind") else "left")
+
+    def fmt(v: Any) -> str:
+        return f"{v:.4g}" if isinstance(v, float) else f"{v['min']:.3g}..{v['max']:.3g}"
+
+    for r in rows:
+        table.add_row(r["tensor"], r["kind"], r["dtype"],
+                      str(r["n"]), r["form"] + (f" (axis {r['axis']})" if r["per_channel"]
+                                                else ""),
+                      fmt(r["scale"]), fmt(r["zero_point"]), fmt(r["x_min"]), fmt(r["x_max"]))
+    console.print(table)
+    console.print(FORMULA, highlight=False)
+
+
+@app.command()
+def quantize(
+    model: str | None = ModelArg,
+    kit: str | None = KitOpt,
+    data: Path | None = typer.Option(None, "--data", help=".npz with arrays named after the "
+                                     "inputs (+ optional 'labels'): half calibrate, half "
+                                     "validate."),
+    method: str = typer.Option("static", help="static or dynamic."),
+    engine: str = typer.Option("onnxruntime", help="Whose quantizer: onnxruntime or openvino "
+                               "(NNCF); the result also runs on that engine."),
+    preset: str = typer.Option("default", help="default or transformer (NNCF's preset)."),
+    calibration: str = typer.Option("minmax", help="minmax, entropy or percentile."),
+    calib_samples: int = typer.Option(128, help="Calibration samples."),
+    per_channel: bool = typer.Option(True, "--per-channel/--per-tensor"),
+    max_drop: str | None = typer.Option(None, help="Budget, absolute '0.5pt' or relative "
+                                        "'1%'; layers are kept in float until it holds."),
+    metric: str | None = typer.Option(None, help="Budget metric [default: the kit's; without "
+                                      "labels <output>.cosine]."),
+    threads: int | None = typer.Option(None, "--threads", "-t"),
+    out: Path | None = typer.Option(None, "--out", help="Model repository to write into."),
+    name: str | None = typer.Option(None, help="Model name in the repository."),
+    report: bool = typer.Option(False, "--report", help="Show the sensitivity ranking."),
+    json_path: Path | None = JsonOpt,
+    quiet: bool = QuietOpt,
+) -> None:
+    """Calibrate, quantize to int8 under an accuracy budget, verify, measure, write."""
+    from rtinfer.optimize import Quantize
+    from rtinfer.optimize.run import run_quantize
+
+    config = Quantize(method=method, engine=engine, preset=preset, calibration=calibration,
+                      calib_samples=calib_samples, per_channel=per_channel)
+    with _progress(quiet) as say:
+        result = run_quantize(model, kit=kit, data=data, config=config, max_drop=max_drop,
+                              metric=metric, threads=threads, out=out, name=name,
+                              progress=say)
+    _write_json(json_path, result)
+    table = Table(title=f"{config.describe()} — {result['budget']['text']}")
+    for col in ("step", "budget metric drop", "within budget"):
+        table.add_column(col)
+    for step in result["steps"]:
+        table.add_row(step["what"], f"{step['drop']:.4f}", "yes" if step["within_budget"]
+                      else "no")
+    console.print(table)
+    if report and result["sensitivity"]:
+        sens = Table(title="sensitivity: harm when only this layer is quantized "
+                           "(1 - mean cosine on the most-disagreeing samples)")
+        for col in ("layer", "harm", "worst cosine", "SQNR dB"):
+            sens.add_column(col, justify="right")
+        for r in result["sensitivity"][:20]:
+            sens.add_row(r["node"], f"{r['harm']:.2e}", f"{r['cosine_min']:.4f}",
+                         f"{r['sqnr_db']:.1f}")
+        console.print(sens)
+    if result["kept_in_float"]:
+        console.print(f"kept in float: {', '.join(result['kept_in_float'])}", highlight=False)
+    if "held_out" in result:
+        held = result["held_out"]
+        for label in ("float", "int8"):
+            if label in held:
+                console.print(f"{label} on held-out data: " + ", ".join(
+                    f"{k} {v:.4f}" for k, v in held[label].items()), highlight=False)
+        for output, fid in held["fidelity"].items():
+            console.print(f"fidelity of {output}: worst cosine {fid['cosine_min']:.4f}, "
+                          f"mean {fid['cosine_mean']:.4f}, SQNR {fid['sqnr_db']:.1f} dB",
+                          highlight=False)
+        perf = result["performance"]
+        console.print(f"latency at batch 1 on {perf['engine']}: float "
+                      f"{perf['p50_ms']['float']:.2f} ms, int8 {perf['p50_ms']['int8']:.2f} ms "
+                      f"p50 → {perf['speedup']:.2f}x", highlight=False)
+    if "message" in result:
+        console.print(f"[bold yellow]{result['message']}[/]", highlight=False)
+    if "artifact" in result:
+        console.print(f"wrote {result['artifact']}", highlight=False)
+    if result["status"] != "ok":
+        raise typer.Exit(1)
 
 
 @app.command("bench-model")

@@ -1,0 +1,193 @@
+"""Quantize under an accuracy budget: measure, find what hurts, keep it in float, re-measure.
+
+    result = quantize_within_budget(model, Quantize(), calibration, validation, budget,
+                                    targets=y_val, metric=kit_metric(kit))
+    result.status          # "ok" or "over_budget" (then result.model is None: never shipped)
+    result.kept_in_float   # the layers that had to stay float, most harmful first
+    result.sensitivity     # every layer's harm when it alone is quantized
+
+The loop, in the spirit of NNCF's accuracy control but with explicit budgets:
+
+1. quantize everything (the ``config`` given) and evaluate on the validation inputs;
+2. within budget: done. Otherwise rank the quantizable layers by *sensitivity*: quantize one
+   layer alone and measure how far its outputs move from the float model's, on the validation
+   samples where the fully quantized model disagrees most with float (where damage shows);
+3. keep the k most sensitive layers in float, finding the smallest k that meets the budget by
+   galloping then bisecting over k, re-quantizing from cached calibration statistics;
+4. a model over budget is never returned as a result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from rtinfer.engines import load
+from rtinfer.models.imported import ImportedModel
+from rtinfer.optimize.evaluate import (
+    Budget,
+    Evaluation,
+    Metric,
+    evaluate_candidate,
+    fidelity,
+    ranked_by_disagreement,
+    run_batches,
+)
+from rtinfer.optimize.quantize import QUANTIZABLE_OPS, Feeds, Quantize, preprocessed, quantize
+
+__all__ = ["QuantizeResult", "quantizable_nodes", "quantize_within_budget"]
+
+Progress = Callable[[str], None]
+_FOCUS_SAMPLES = 64  # how many worst-disagreeing samples the sensitivity is measured on
+
+
+@dataclass
+class QuantizeResult:
+    status: str                                   # "ok" or "over_budget"
+    model: ImportedModel | None                   # None when over budget: never shipped
+    config: Quantize                              # the setting that produced ``model``
+    budget: Budget
+    float_metrics: dict[str, float]
+    evaluation: Evaluation | None                 # of the returned model (validation split)
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    sensitivity: list[dict[str, Any]] = field(default_factory=list)
+    sensitivity_by: str = ""
+    kept_in_float: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "config": self.config.to_dict(),
+            "budget": {"max_drop": self.budget.max_drop, "kind": self.budget.kind,
+                       "metric": self.budget.metric, "text": self.budget.describe()},
+            "float_metrics": self.float_metrics,
+            "evaluation": self.evaluation.to_dict() if self.evaluation else None,
+            "steps": self.steps,
+            "sensitivity": self.sensitivity,
+            "sensitivity_by": self.sensitivity_by,
+            "kept_in_float": self.kept_in_float,
+        }
+
+
+def quantizable_nodes(model: ImportedModel, config: Quantize) -> list[str]:
+    """Names of the nodes the quantizer would quantize (the names ``exclude`` takes)."""
+    import onnx
+
+    path = model.path if config.engine == "openvino" else preprocessed(model)
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return [n.name for n in graph.node if n.op_type in QUANTIZABLE_OPS and n.name]
+
+
+def quantize_within_budget(
+    model: ImportedModel,
+    config: Quantize,
+    calibration: Feeds | None,
+    validation: Feeds,
+    budget: Budget,
+    *,
+    targets: np.ndarray | None = None,
+    metric: Metric | None = None,
+    threads: int | None = None,
+    max_fallback: int | None = None,
+    progress: Progress | None = None,
+) -> QuantizeResult:
+    """See the module docstring. ``validation`` decides; report test figures separately."""
+    say = progress or (lambda _msg: None)
+    with load(model, "onnxruntime", threads, warmup=False) as session:
+        reference = run_batches(session, validation)
+    float_metrics = metric(targets, reference) if metric is not None and targets is not None \
+        else {}
+
+    def attempt(cfg: Quantize) -> tuple[ImportedModel, Evaluation, dict[str, np.ndarray]]:
+        q = quantize(model, cfg, calibration)
+        with load(q, "onnxruntime", threads, warmup=False) as s:
+            outputs = run_batches(s, validation)
+        ev = evaluate_candidate(outputs, reference, budget, targets=targets, metric=metric,
+                                float_metrics=float_metrics)
+        return q, ev, outputs
+
+    result = QuantizeResult(status="over_budget", model=None, config=config, budget=budget,
+                            float_metrics=float_metrics, evaluation=None)
+    say(f"quantizing: {config.describe()}")
+    q, ev, outputs = attempt(config)
+    result.steps.append(_step(config, ev, "everything quantized"))
+    if ev.within_budget:
+        return _accept(result, q, config, ev)
+
+    say("over budget: measuring each layer's sensitivity")
+    # NNCF recollects statistics on every call (~10 s on MiniLM), so its layers are ranked with
+    # ONNX Runtime's quantizer (cached calibration, ~1 s a layer) as a proxy; both see the
+    # same node names in the exported graph, and only names present in both are ranked.
+    proxy = replace(config, engine="onnxruntime", preset="default") \
+        if config.engine == "openvino" else config
+    names = set(quantizable_nodes(model, config))
+    nodes = [n for n in quantizable_nodes(model, proxy)
+             if n in names and n not in config.exclude]
+    focus = ranked_by_disagreement(reference, outputs, _FOCUS_SAMPLES)
+    focus_inputs = {k: v[focus] for k, v in validation.items()}
+    focus_ref = {k: v[focus] for k, v in reference.items()}
+    for i, node in enumerate(nodes):
+        say(f"sensitivity {i + 1}/{len(nodes)}: {node}")
+        alone = replace(proxy, exclude=tuple(n for n in nodes if n != node) + config.exclude)
+        with load(quantize(model, alone, calibration), "onnxruntime", threads,
+                  warmup=False) as s:
+            fid = fidelity(focus_ref, run_batches(s, focus_inputs))
+        first = next(iter(fid.values()))
+        result.sensitivity.append({"node": node, "harm": 1.0 - first["cosine_mean"],
+                                   "cosine_min": first["cosine_min"],
+                                   "sqnr_db": first["sqnr_db"]})
+    result.sensitivity.sort(key=lambda r: -r["harm"])
+    result.sensitivity_by = proxy.describe() + " of each layer alone"
+
+    limit = len(nodes) if max_fallback is None else min(max_fallback, len(nodes))
+    tried: dict[int, tuple[ImportedModel, Evaluation, Quantize]] = {}
+
+    def keep(k: int) -> bool:
+        """Quantize with the ``k`` most sensitive layers in float; True if within budget."""
+        kept = [r["node"] for r in result.sensitivity[:k]]
+        cfg = replace(config, exclude=config.exclude + tuple(kept))
+        say(f"keeping {k} layer(s) in float")
+        q, ev, _ = attempt(cfg)
+        tried[k] = (q, ev, cfg)
+        result.steps.append(_step(cfg, ev, f"kept the {k} most sensitive layer(s) in float"))
+        return ev.within_budget
+
+    # The drop shrinks (nearly) monotonically as more layers stay float, so gallop (1, 2, 4,
+    # …) to the first count within budget, then bisect down to the smallest such count:
+    # about 2·log2(k) quantize-and-evaluate rounds instead of k.
+    failing, passing, k = 0, None, 1
+    while k <= limit:
+        if keep(k):
+            passing = k
+            break
+        failing, k = k, k * 2
+    if passing is None and failing < limit and keep(limit):
+        passing = limit
+    if passing is None:
+        result.evaluation = tried[max(tried)][1] if tried else ev
+        return result
+    while passing - failing > 1:
+        mid = (passing + failing) // 2
+        if keep(mid):
+            passing = mid
+        else:
+            failing = mid
+    q, ev, cfg = tried[passing]
+    result.kept_in_float = [r["node"] for r in result.sensitivity[:passing]]
+    return _accept(result, q, cfg, ev)
+
+
+def _accept(result: QuantizeResult, q: ImportedModel, cfg: Quantize,
+            ev: Evaluation) -> QuantizeResult:
+    result.status, result.model, result.config, result.evaluation = "ok", q, cfg, ev
+    return result
+
+
+def _step(cfg: Quantize, ev: Evaluation, what: str) -> dict[str, Any]:
+    return {"what": what, "config": cfg.describe(), "drop": ev.drop,
+            "within_budget": ev.within_budget, "metrics": ev.metrics,
+            "fidelity": ev.fidelity}
+

@@ -1,0 +1,162 @@
+"""The whole quantization job behind ``rtinfer quantize``: data in, verified artifact out.
+
+    result = run_quantize(kit="intent", config=Quantize(engine="openvino",
+                          preset="transformer"), max_drop="1pt", metric="sentence_embedding.cosine",
+                          out="repo")
+
+1. Data: a kit's calibration / validation / test splits (labels and its metric), or an ``.npz``
+   of arrays named after the model's inputs (optional ``labels``): the first half calibrates,
+   the second half validates; without labels the budget applies to fidelity.
+2. Quantize under the budget on the validation split (:func:`quantize_within_budget`).
+3. Report on held-out data (the kit's test split): task metrics and fidelity, float vs int8.
+4. Measure float and int8 latency side by side, in this run, on the engine that will run it;
+   when int8 is not faster, say so.
+5. Write the artifact (recipe + measurements in its manifest), unless over budget.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rtinfer.artifact import save_artifact
+from rtinfer.bench.inprocess import measure_batch
+from rtinfer.engines import load
+from rtinfer.hardware import environment, estimate_peak_flops
+from rtinfer.models import ImportedModel, import_model
+from rtinfer.optimize.budgeted import Progress, quantize_within_budget
+from rtinfer.optimize.evaluate import Budget, fidelity, kit_metric, run_batches
+from rtinfer.optimize.quantize import Quantize
+
+__all__ = ["run_quantize"]
+
+# int8 must beat float by more than measurement noise before rtinfer calls it faster.
+_FASTER = 1.05
+
+
+def run_quantize(
+    model: Any = None,
+    *,
+    kit: str | None = None,
+    data: str | Path | None = None,
+    config: Quantize | None = None,
+    max_drop: str | None = None,
+    metric: str | None = None,
+    threads: int | None = None,
+    out: str | Path | None = None,
+    name: str | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """See the module docstring; returns a JSON-ready result (``status`` first)."""
+    config = config or Quantize()
+    say = progress or (lambda _msg: None)
+    float_model, splits, task, default_metric = _inputs(model, kit, data)
+    budget = Budget.parse(max_drop or "100%", metric or default_metric)
+    calibration = splits["calibration"][0]
+    validation, val_targets = splits["validation"]
+    result = quantize_within_budget(
+        float_model, config, calibration, validation, budget,
+        targets=val_targets if task else None, metric=task, threads=threads, progress=say,
+    )
+    report: dict[str, Any] = {"schema": "rtinfer.result/1", "kind": "quantize",
+                              **result.to_dict(), "environment": environment()}
+    if result.model is None:
+        report["message"] = (
+            f"no quantized model met the budget ({budget.describe()}); nothing was written. "
+            "Try --engine openvino --preset transformer, another --calibration, or a larger "
+            "budget"
+        )
+        return report
+
+    say("evaluating on held-out data")
+    test_inputs, test_targets = splits["test"]
+    runtime = "openvino" if config.engine == "openvino" else "onnxruntime"
+    with load(float_model, runtime, threads, warmup=False) as f_s, \
+            load(result.model, runtime, threads, warmup=False) as q_s:
+        f_out, q_out = run_batches(f_s, test_inputs), run_batches(q_s, test_inputs)
+        held_out: dict[str, Any] = {"fidelity": fidelity(f_out, q_out)}
+        if task is not None and test_targets is not None:
+            held_out["float"] = task(test_targets, f_out)
+            held_out["int8"] = task(test_targets, q_out)
+        say("measuring float and int8 latency side by side")
+        one = {k: v[:1] for k, v in test_inputs.items()}
+        peak, _ = estimate_peak_flops(cores=f_s.threads)
+        latency = {label: measure_batch(s, one, window_s=0.5, peak_flops=peak)[0]["latency_ms"]
+                   for label, s in (("float", f_s), ("int8", q_s))}
+    speedup = latency["float"]["p50"] / latency["int8"]["p50"]
+    report["held_out"] = held_out
+    report["performance"] = {"engine": runtime, "batch": 1, "p50_ms": {
+        k: v["p50"] for k, v in latency.items()}, "p99_ms": {k: v["p99"] for k, v in
+                                                               latency.items()},
+        "speedup": speedup, "faster": speedup >= _FASTER,
+        "estimator": latency["float"]["estimator"]}
+    if speedup < _FASTER:
+        report["message"] = (
+            f"int8 is not faster than float on this machine for this model ({speedup:.2f}x at "
+            f"batch 1 on {runtime}); the float model remains the better deployment"
+        )
+    if out is not None:
+        art = save_artifact(
+            result.model, out, name or _default_name(float_model, kit),
+            recipe={"format_version": 1, "passes": [result.config.to_dict()]},
+            measurements={"accuracy": held_out.get("int8", {}),
+                          "accuracy_float": held_out.get("float", {}),
+                          "fidelity": {"held_out": held_out["fidelity"]},
+                          "performance": report["performance"],
+                          "quantization": {"budget": report["budget"],
+                                           "kept_in_float": result.kept_in_float}},
+        )
+        report["artifact"] = str(art.path)
+    return report
+
+
+Splits = dict[str, tuple[dict[str, np.ndarray], np.ndarray | None]]
+
+
+def _inputs(model: Any, kit: str | None, data: str | Path | None
+            ) -> tuple[ImportedModel, Splits, Any, str]:
+    if kit is not None:
+        from rtinfer import kits
+
+        k = kits.load(kit, build=False)
+        splits: Splits = {s: (k.split(s).inputs, k.split(s).targets)
+                          for s in ("calibration", "validation", "test")}
+        return import_model(model or k.model_path), splits, kit_metric(k), k.metric
+    if model is None or data is None:
+        raise ValueError("give a kit (--kit NAME), or a model with representative data "
+                         "(--data FILE.npz holding arrays named after the model's inputs)")
+    imported = import_model(model)
+    with np.load(data, allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files}
+    missing = [n for n in imported.spec.input_names if n not in arrays]
+    if missing:
+        raise ValueError(f"{data} lacks arrays for input(s) {missing}; it has {sorted(arrays)}")
+    inputs = {n: arrays[n] for n in imported.spec.input_names}
+    n = len(next(iter(inputs.values())))
+    if n < 4:
+        raise ValueError(f"{data} holds {n} samples; give at least 4 (half calibrate, "
+                         "half validate)")
+    half = n // 2
+    labels = arrays.get("labels")
+    first = {k: v[:half] for k, v in inputs.items()}
+    second = {k: v[half:] for k, v in inputs.items()}
+    rest = labels[half:] if labels is not None else None
+    splits = {"calibration": (first, None), "validation": (second, rest), "test": (second, rest)}
+    output = imported.spec.output_names[0]
+    return imported, splits, _label_metric if labels is not None else None, (
+        "accuracy" if labels is not None else f"{output}.cosine")
+
+
+def _label_metric(targets: np.ndarray, outputs: Mapping[str, np.ndarray]) -> dict[str, float]:
+    from rtinfer.metrics import accuracy
+
+    first = next(v for v in outputs.values() if v.ndim == 2 and v.dtype.kind == "f")
+    return {"accuracy": accuracy(targets, first)}
+
+
+def _default_name(model: ImportedModel, kit: str | None) -> str:
+    base = kit or Path(str(model.path)).parent.name or "model"
+    return f"{base}-int8"

@@ -1,0 +1,95 @@
+"""Post-training int8: structure, quality floors, and the formula, on real kit models."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+import rtinfer
+from rtinfer.kits import Kit
+from rtinfer.optimize import Quantize, quant_params, quantize
+from rtinfer.optimize.quantize import preprocessed
+
+
+@pytest.fixture(scope="module")
+def perception_int8(perception_kit: Kit) -> rtinfer.ImportedModel:
+    model = rtinfer.import_model(perception_kit.model_path)
+    return quantize(model, Quantize(method="static", per_channel=True),
+                    calibration=perception_kit.split("calibration").inputs)
+
+
+def test_config_round_trips_and_rejects_bad_values() -> None:
+    q = Quantize(method="static", calibration="percentile", exclude=("/head/Gemm",))
+    assert Quantize.from_dict(q.to_dict()) == q
+    with pytest.raises(ValueError, match=r"Quantize.calibration must be one of"):
+        Quantize(calibration="mse")
+    with pytest.raises(ValueError, match="dynamic quantization is ONNX Runtime's"):
+        Quantize(method="dynamic", engine="openvino")
+
+
+def test_static_needs_calibration(perception_kit: Kit) -> None:
+    with pytest.raises(ValueError, match="static quantization needs calibration data"):
+        quantize(rtinfer.import_model(perception_kit.model_path), Quantize())
+
+
+def test_static_int8_keeps_top1_and_quantizes_every_conv(perception_kit: Kit,
+                                                         perception_int8) -> None:  # type: ignore[no-untyped-def]
+    graph = onnx.load(str(perception_int8.path)).graph
+    ops = [n.op_type for n in graph.node]
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    producers = {o: n for n in graph.node for o in n.output}
+    for conv in convs:  # every convolution reads int8 weights through a DequantizeLinear
+        assert producers[conv.input[1]].op_type == "DequantizeLinear", conv.name
+    assert ops.count("QuantizeLinear") >= len(convs)
+    for engine in ("onnxruntime", "openvino"):
+        with rtinfer.load(perception_int8, engine, threads=2) as s:
+            top1 = perception_kit.evaluate_session(s)["top1"]
+        assert top1 >= perception_kit.quality["perception"]["top1"] - 0.005, engine
+
+
+def test_stored_int8_weights_follow_the_formula_exactly(perception_kit: Kit,
+                                                        perception_int8) -> None:  # type: ignore[no-untyped-def]
+    rows = [r for r in quant_params(perception_int8) if r["kind"] == "weight"]
+    assert rows and all(r["form"] == "symmetric" for r in rows)
+    assert {r["dtype"] for r in rows} == {"int8", "int32"}  # weights int8, biases int32
+    float_inits = {i.name: numpy_helper.to_array(i) for i in
+                   onnx.load(str(preprocessed(rtinfer.import_model(
+                       perception_kit.model_path)))).graph.initializer}
+    q_graph = onnx.load(str(perception_int8.path)).graph
+    inits = {i.name: numpy_helper.to_array(i) for i in q_graph.initializer}
+    checked = 0
+    for node in q_graph.node:
+        if node.op_type != "DequantizeLinear" or node.input[0] not in inits:
+            continue
+        stored = inits[node.input[0]]
+        info = np.iinfo(stored.dtype)
+        q = stored.astype(np.int64)
+        s, z = inits[node.input[1]].astype(np.float64), inits[node.input[2]].astype(np.int64)
+        w = float_inits[node.input[0].removesuffix("_quantized")].astype(np.float64)
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+        shape = [1] * w.ndim
+        shape[axis] = -1
+        s_b, z_b = (s.reshape(shape), z.reshape(shape)) if s.size > 1 else (s, z)
+        # The runtime's form of Q(x): q = clamp(round(x / s) + z, q_min, q_max), half to even.
+        expected = np.clip(np.rint(w / s_b) + z_b, info.min, info.max)
+        assert np.array_equal(q, expected), node.input[0]
+        # Dequantization error is at most half a step for every weight inside the range.
+        inside = (w >= s_b * (info.min - z_b)) & (w <= s_b * (info.max - z_b))
+        err = np.abs(w - s_b * (q - z_b))
+        half_step = np.broadcast_to(s_b / 2, w.shape)
+        assert np.all(err[inside] <= half_step[inside] * (1 + 1e-9)), node.input[0]
+        checked += 1
+    assert checked == len(rows)
+
+
+def test_dynamic_int8_on_the_fraud_mlp(fraud_kit: Kit) -> None:
+    model = rtinfer.import_model(fraud_kit.models["fraud-mlp"])
+    q = quantize(model, Quantize(method="dynamic"))
+    ops = {n.op_type for n in onnx.load(str(q.path)).graph.node}
+    assert "DynamicQuantizeLinear" in ops and ({"MatMulInteger", "DynamicQuantizeMatMul"} & ops
+                                               or "QLinearMatMul" in ops)
+    with rtinfer.load(q, threads=1) as s:
+        got = fraud_kit.evaluate_session(s)
+    assert got["roc_auc"] >= fraud_kit.quality["fraud-mlp"]["roc_auc"] - 0.01
