@@ -14,6 +14,7 @@ _EXTRA_OF = {
     "onnx": "all",
     "onnxruntime": "all",
     "openvino": "openvino",
+    "nncf": "openvino",
     "torch": "torch",
     "onnxscript": "torch",
     "transformers": "transformers",
