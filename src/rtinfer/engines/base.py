@@ -24,7 +24,7 @@ import numpy as np
 from rtinfer.models.imported import ImportedModel
 from rtinfer.spec import ModelSpec
 
-__all__ = ["Engine", "Session"]
+__all__ = ["Engine", "Session", "run_in_batches", "runtime_message"]
 
 
 class Engine(ABC):
@@ -102,3 +102,27 @@ class Session:
     def __repr__(self) -> str:
         return (f"Session(engine={self.engine!r}, threads={self.threads}, "
                 f"model={self.model.source.description!r})")
+
+
+def runtime_message(exc: BaseException) -> str:
+    """The informative line of a runtime's error: runtimes put file/line noise first."""
+    lines = [ln.strip(" -") for ln in str(exc).strip().splitlines() if ln.strip(" -")]
+    for ln in lines:
+        if any(k in ln.lower() for k in ("no conversion rule", "not implemented", "not supported",
+                                         "unsupported", "invalid", "mismatch")):
+            return ln
+    noisy = ("Exception from", "Check '")
+    useful = [ln for ln in lines if not ln.startswith(noisy)]
+    return (useful or lines or [type(exc).__name__])[0]
+
+
+def run_in_batches(session: Session, inputs: Mapping[str, np.ndarray],
+                   batch: int = 64) -> dict[str, np.ndarray]:
+    """Run rows of ``inputs`` through ``session`` ``batch`` at a time; outputs concatenated."""
+    n = len(next(iter(inputs.values())))
+    chunks: dict[str, list[np.ndarray]] = {}
+    for start in range(0, n, batch):
+        out = session.run({k: v[start:start + batch] for k, v in inputs.items()})
+        for k, v in out.items():
+            chunks.setdefault(k, []).append(v)
+    return {k: np.concatenate(v) for k, v in chunks.items()}

@@ -7,8 +7,7 @@ from typing import Any
 import numpy as np
 
 from rtinfer._deps import require
-from rtinfer.engines.base import Engine
-from rtinfer.engines.ort_engine import _first_line
+from rtinfer.engines.base import Engine, runtime_message
 from rtinfer.errors import EngineError
 from rtinfer.models.imported import ImportedModel
 
@@ -42,7 +41,7 @@ class OpenVinoEngine(Engine):
         except Exception as exc:  # OpenVINO raises RuntimeError subclasses with long traces
             raise EngineError(
                 f"openvino could not compile {model.path.name} for {self._device}: "
-                f"{_first_line(exc)}. Try engine='onnxruntime'"
+                f"{runtime_message(exc)}. Try engine='onnxruntime'"
             ) from exc
         self._request = self._compiled.create_infer_request()
         wanted = model.spec.output_names
@@ -55,7 +54,7 @@ class OpenVinoEngine(Engine):
         try:
             result = self._request.infer(feeds)
         except Exception as exc:
-            raise EngineError(f"openvino failed to run the model: {_first_line(exc)}") from exc
+            raise EngineError(f"openvino failed to run the model: {runtime_message(exc)}") from exc
         # The request reuses its output buffers on the next call: hand out copies.
         return {name: np.array(result[port], copy=True)
                 for name, port in zip(self._outputs, self._compiled.outputs, strict=True)}

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from rtinfer._deps import require
-from rtinfer.engines.base import Engine
+from rtinfer.engines.base import Engine, runtime_message
 from rtinfer.errors import EngineError, EngineUnavailableError
 from rtinfer.models.imported import ImportedModel
 
@@ -46,7 +46,7 @@ class OnnxRuntimeEngine(Engine):
             self._session = ort.InferenceSession(str(model.path), so, providers=providers)
         except Exception as exc:  # ORT raises its own Fail/InvalidGraph/NotImplemented types
             raise EngineError(
-                f"onnxruntime could not load {model.path.name}: {_first_line(exc)}. If an op "
+                f"onnxruntime could not load {model.path.name}: {runtime_message(exc)}. If an op "
                 "is not implemented, try engine='openvino' or re-export with another opset"
             ) from exc
         self._outputs = [o.name for o in self._session.get_outputs()]
@@ -55,7 +55,8 @@ class OnnxRuntimeEngine(Engine):
         try:
             values = self._session.run(self._outputs, feeds)
         except Exception as exc:
-            raise EngineError(f"onnxruntime failed to run the model: {_first_line(exc)}") from exc
+            raise EngineError(
+                f"onnxruntime failed to run the model: {runtime_message(exc)}") from exc
         return dict(zip(self._outputs, values, strict=True))
 
     def effective_threads(self) -> int:
@@ -63,15 +64,3 @@ class OnnxRuntimeEngine(Engine):
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "providers": self._session.get_providers()}
-
-
-def _first_line(exc: BaseException) -> str:
-    """The informative line of a runtime's error: runtimes put file/line noise first."""
-    lines = [ln.strip(" -") for ln in str(exc).strip().splitlines() if ln.strip(" -")]
-    for ln in lines:
-        if any(k in ln.lower() for k in ("no conversion rule", "not implemented", "not supported",
-                                         "unsupported", "invalid", "mismatch")):
-            return ln
-    noisy = ("Exception from", "Check '")
-    useful = [ln for ln in lines if not ln.startswith(noisy)]
-    return (useful or lines or [type(exc).__name__])[0]

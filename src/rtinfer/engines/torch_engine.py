@@ -9,8 +9,7 @@ from typing import Any
 import numpy as np
 
 from rtinfer._deps import require
-from rtinfer.engines.base import Engine
-from rtinfer.engines.ort_engine import _first_line
+from rtinfer.engines.base import Engine, runtime_message
 from rtinfer.errors import EngineError, EngineUnavailableError
 from rtinfer.models.imported import ImportedModel
 
@@ -53,7 +52,7 @@ class TorchEngine(Engine):
                 out = (self._module(**tensors) if self.model.torch_kwargs
                        else self._module(*tensors.values()))
         except Exception as exc:
-            raise EngineError(f"torch failed to run the model: {_first_line(exc)}") from exc
+            raise EngineError(f"torch failed to run the model: {runtime_message(exc)}") from exc
         arrays = _flatten(torch, out)
         names = self.model.spec.output_names
         if len(arrays) != len(names):

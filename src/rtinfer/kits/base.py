@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from rtinfer.models.transformers_folder import cache_dir
+from rtinfer._cache import cache_dir
 
 __all__ = ["SIZES", "Kit", "KitRecipe", "Split", "build_kit", "kit_folder", "torch_threads"]
 
@@ -144,15 +144,11 @@ class Kit:
     def evaluate_session(self, session: Any, split: str = "test",
                          batch: int = 256) -> dict[str, float]:
         """Run ``session`` over a split in batches and compute the kit's metrics."""
+        from rtinfer.engines.base import run_in_batches
+
         data = self.split(split)
-        chunks: dict[str, list[np.ndarray]] = {}
-        n = len(data)
-        for start in range(0, n, batch):
-            out = session.run({k: v[start:start + batch] for k, v in data.inputs.items()})
-            for k, v in out.items():
-                chunks.setdefault(k, []).append(v)
         return self.recipe.evaluate(self.meta, data.targets,
-                                    {k: np.concatenate(v) for k, v in chunks.items()})
+                                    run_in_batches(session, data.inputs, batch))
 
 
 def kit_folder(recipe: KitRecipe, size: str) -> Path:

@@ -9,7 +9,6 @@ file hashes and the torch version, so a second import costs a hash and a file lo
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -20,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from rtinfer._cache import cache_dir
 from rtinfer._deps import require
 from rtinfer._hashing import sha256_file, sha256_files
 from rtinfer.errors import ModelLoadError
@@ -33,14 +33,6 @@ _MODEL_FILE_SUFFIXES = (".json", ".safetensors", ".txt", ".model")
 # One unpadded probe sentence, twice (batch 2): padded positions of a transformer's output are
 # undefined (the mask hides them), so they would make the comparison meaningless.
 _PROBE = ["rtinfer checks that the export matches the original model."] * 2
-
-
-def cache_dir() -> Path:
-    """``$RTINFER_CACHE``, else ``$XDG_CACHE_HOME/rtinfer``, else ``~/.cache/rtinfer``."""
-    if os.environ.get("RTINFER_CACHE"):
-        return Path(os.environ["RTINFER_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "rtinfer"
 
 
 def is_transformers_folder(path: Path) -> bool:

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from rtinfer.engines.base import run_in_batches as run_batches
+
 __all__ = ["Budget", "Evaluation", "evaluate_candidate", "fidelity", "kit_metric",
            "ranked_by_disagreement", "run_batches"]
 
@@ -62,17 +64,6 @@ class Evaluation:
     def to_dict(self) -> dict[str, Any]:
         return {"metrics": self.metrics, "fidelity": self.fidelity, "drop": self.drop,
                 "within_budget": self.within_budget}
-
-
-def run_batches(session: Any, inputs: Mapping[str, np.ndarray],
-                batch: int = 64) -> dict[str, np.ndarray]:
-    n = len(next(iter(inputs.values())))
-    chunks: dict[str, list[np.ndarray]] = {}
-    for start in range(0, n, batch):
-        out = session.run({k: v[start:start + batch] for k, v in inputs.items()})
-        for k, v in out.items():
-            chunks.setdefault(k, []).append(v)
-    return {k: np.concatenate(v) for k, v in chunks.items()}
 
 
 def fidelity(reference: Mapping[str, np.ndarray],

@@ -30,11 +30,11 @@ from typing import Any
 
 import numpy as np
 
+from rtinfer._cache import cache_dir
 from rtinfer._deps import require
 from rtinfer.errors import ExportError
 from rtinfer.models.imported import ImportedModel, Source
 from rtinfer.models.onnx_file import load_onnx
-from rtinfer.models.transformers_folder import cache_dir
 
 __all__ = ["CONFIG_VERSION", "Feeds", "Quantize", "batches", "quantize"]
 
