@@ -163,8 +163,8 @@ def quantize(
     for col in ("step", "budget metric drop", "within budget"):
         table.add_column(col)
     for step in result["steps"]:
-        table.add_row(step["what"], f"{step['drop']:.4f}", "yes" if step["within_budget"]
-                      else "no")
+        drop = "failed" if step["drop"] is None else f"{step['drop']:.4f}"
+        table.add_row(step["what"], drop, "yes" if step["within_budget"] else "no")
     console.print(table)
     if report and result["sensitivity"]:
         sens = Table(title="sensitivity: harm when only this layer is quantized "

@@ -9,9 +9,11 @@
 The loop, in the spirit of NNCF's accuracy control but with explicit budgets:
 
 1. quantize everything (the ``config`` given) and evaluate on the validation inputs;
-2. within budget: done. Otherwise rank the quantizable layers by *sensitivity*: quantize one
-   layer alone and measure how far its outputs move from the float model's, on the validation
-   samples where the fully quantized model disagrees most with float (where damage shows);
+2. within budget: done. Otherwise try the other calibration methods (percentile, entropy) and
+   keep the best as the base; still over budget, rank the quantizable layers by *sensitivity*:
+   quantize one layer alone and measure how far its outputs move from the float model's, on
+   the validation samples where the fully quantized model disagrees most with float (where the
+   damage shows);
 3. keep the k most sensitive layers in float, finding the smallest k that meets the budget by
    galloping then bisecting over k, re-quantizing from cached calibration statistics;
 4. a model over budget is never returned as a result.
@@ -26,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from rtinfer.engines import load
+from rtinfer.errors import ExportError
 from rtinfer.models.imported import ImportedModel
 from rtinfer.optimize.evaluate import (
     Budget,
@@ -92,6 +95,7 @@ def quantize_within_budget(
     metric: Metric | None = None,
     threads: int | None = None,
     max_fallback: int | None = None,
+    try_calibrations: bool = True,
     progress: Progress | None = None,
 ) -> QuantizeResult:
     """See the module docstring. ``validation`` decides; report test figures separately."""
@@ -116,6 +120,27 @@ def quantize_within_budget(
     result.steps.append(_step(config, ev, "everything quantized"))
     if ev.within_budget:
         return _accept(result, q, config, ev)
+
+    if config.method == "static" and config.engine == "onnxruntime" and try_calibrations:
+        # A different range estimate can fix outlier-heavy activations without giving up any
+        # int8 layer; the best one (smallest drop) becomes the base of the layer fallback.
+        for method in ("percentile", "entropy", "minmax"):
+            if method == config.calibration:
+                continue
+            cfg = replace(config, calibration=method)
+            say(f"trying {method} calibration")
+            try:
+                q2, ev2, out2 = attempt(cfg)
+            except ExportError as exc:  # e.g. histogram calibrators on constant tensors
+                result.steps.append({"what": f"{method} calibration", "config": cfg.describe(),
+                                     "failed": str(exc), "within_budget": False,
+                                     "drop": None})
+                continue
+            result.steps.append(_step(cfg, ev2, f"{method} calibration, everything quantized"))
+            if ev2.within_budget:
+                return _accept(result, q2, cfg, ev2)
+            if ev2.drop < ev.drop:
+                config, ev, outputs = cfg, ev2, out2
 
     say("over budget: measuring each layer's sensitivity")
     # NNCF recollects statistics on every call (~10 s on MiniLM), so its layers are ranked with
