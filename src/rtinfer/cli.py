@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -400,11 +401,26 @@ def print_comparison(result: dict[str, Any], title: str) -> None:
 
 @contextmanager
 def _progress(quiet: bool) -> Iterator[Callable[[str], None]]:
+    """A progress line on stderr; messages that say "i/n" (epochs, sentences, layers) drive
+    a bar, the others just update its text."""
     if quiet:
         yield lambda _msg: None
         return
-    with err_console.status("starting") as status:
-        yield lambda msg: status.update(msg)
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                  TimeElapsedColumn(), console=err_console, transient=True) as bar:
+        task = bar.add_task("starting", total=None)
+
+        def update(msg: str) -> None:
+            m = re.search(r"(\d[\d,]*)/(\d[\d,]*)", msg)
+            if m:
+                done, total = (int(g.replace(",", "")) for g in m.groups())
+                bar.update(task, description=msg, completed=done, total=max(total, 1))
+            else:
+                bar.update(task, description=msg, completed=0, total=None)
+
+        yield update
 
 
 def _dims(dim: list[str] | None, seq_len: int | None) -> dict[str, int]:
