@@ -319,6 +319,31 @@ def demo(
     print_comparison(result, f"all-MiniLM-L6-v2, '{DEMO_SENTENCE}' padded to {seq_len} tokens")
 
 
+@app.command()
+def serve(
+    repo: Path = typer.Argument(..., help="Model repository (<repo>/<name>/<version>/)."),
+    host: str = typer.Option("127.0.0.1", help="Bind address; loopback unless you say so."),
+    port: int = typer.Option(8000),
+    api_key: str | None = typer.Option(None, "--api-key", envvar="RTINFER_API_KEY",
+                                       help="Require this key on inference requests."),
+    api_key_file: Path | None = typer.Option(None, "--api-key-file"),
+    max_body_mb: float = typer.Option(64.0, help="Largest accepted request body."),
+    engine: str | None = typer.Option(None, "--engine", "-e"),
+    threads: int | None = typer.Option(None, "--threads", "-t"),
+) -> None:
+    """Serve a model repository over the Open Inference Protocol (KServe v2) HTTP API."""
+    import uvicorn
+
+    from rtinfer.serve import create_app, load_repository
+
+    key = api_key_file.read_text().strip() if api_key_file else api_key
+    app_ = create_app(load_repository(repo, engine=engine, threads=threads), api_key=key,
+                      max_body_bytes=int(max_body_mb * (1 << 20)))
+    err_console.print(f"serving {sorted(app_.state.models)} on http://{host}:{port}",
+                      highlight=False)
+    uvicorn.run(app_, host=host, port=port, log_level="warning", access_log=False)
+
+
 @kits_app.command("list")
 def kits_list(json_path: Path | None = JsonOpt) -> None:
     """Each kit with its metric, latency objective and whether it is built."""

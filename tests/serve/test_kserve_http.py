@@ -1,0 +1,126 @@
+"""A real server on a free loopback port, spoken to by Triton's own HTTP client."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.http as httpclient
+import uvicorn
+from tritonclient.utils import InferenceServerException
+
+import rtinfer
+from rtinfer.models import ImportedModel
+from rtinfer.serve import create_app, load_repository
+
+KEY = "test-key"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(cnn: ImportedModel, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    repo = tmp_path_factory.mktemp("repo")
+    rtinfer.save_artifact(cnn, repo, "cnn")
+    app = create_app(load_repository(repo, threads=1), api_key=KEY, max_body_bytes=1 << 20)
+    port = _free_port()
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    url = f"127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # poll readiness, never sleep a fixed time
+        try:
+            with urllib.request.urlopen(f"http://{url}/v2/health/ready", timeout=1) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            time.sleep(0.05)
+    yield url
+    srv.should_exit = True
+    thread.join(timeout=10)
+
+
+def _client(url: str) -> httpclient.InferenceServerClient:
+    return httpclient.InferenceServerClient(url)
+
+
+def _infer(url: str, x: np.ndarray, binary: bool, key: str | None = KEY):  # type: ignore[no-untyped-def]
+    inp = httpclient.InferInput("image", list(x.shape), "FP32")
+    inp.set_data_from_numpy(x, binary_data=binary)
+    out = httpclient.InferRequestedOutput("logits", binary_data=binary)
+    headers = {"Authorization": f"Bearer {key}"} if key else None
+    return _client(url).infer("cnn", [inp], outputs=[out], headers=headers)
+
+
+def test_health_and_metadata(server: str) -> None:
+    client = _client(server)
+    assert client.is_server_live() and client.is_server_ready()
+    assert client.is_model_ready("cnn")
+    assert "binary_tensor_data" in client.get_server_metadata()["extensions"]
+    meta = client.get_model_metadata("cnn")
+    assert meta["inputs"] == [{"name": "image", "datatype": "FP32", "shape": [-1, 3, 32, 32]}]
+    assert meta["outputs"][0]["name"] == "logits" and meta["versions"] == ["1"]
+
+
+@pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
+def test_tritonclient_infer_matches_the_engine(server: str, cnn: ImportedModel,
+                                               binary: bool) -> None:
+    x = np.random.default_rng(1).standard_normal((3, 3, 32, 32)).astype(np.float32)
+    got = _infer(server, x, binary).as_numpy("logits")
+    with rtinfer.load(cnn, threads=1) as s:
+        want = s.run({"image": x})["logits"]
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_wrong_dtype_is_a_400_naming_the_input(server: str) -> None:
+    x = np.zeros((1, 3, 32, 32), np.float64)
+    inp = httpclient.InferInput("image", list(x.shape), "FP64")
+    inp.set_data_from_numpy(x, binary_data=False)
+    with pytest.raises(InferenceServerException, match="input 'image' has dtype float64, "
+                       "expected float32") as info:
+        _client(server).infer("cnn", [inp], headers={"X-API-Key": KEY})
+    assert info.value.status() == "400"
+
+
+def test_unknown_model_is_404_and_missing_key_is_401(server: str) -> None:
+    with pytest.raises(InferenceServerException, match="unknown model 'nope'") as info:
+        _client(server).get_model_metadata("nope")
+    assert info.value.status() == "404"
+    with pytest.raises(InferenceServerException, match="missing or wrong API key") as info:
+        _infer(server, np.zeros((1, 3, 32, 32), np.float32), binary=True, key=None)
+    assert info.value.status() == "401"
+
+
+def test_oversized_body_is_413_and_the_server_keeps_serving(server: str) -> None:
+    big = np.zeros((100, 3, 32, 32), np.float32)  # 1.2 MB > the 1 MiB limit
+    with pytest.raises(InferenceServerException, match="over this server's limit") as info:
+        _infer(server, big, binary=True)
+    assert info.value.status() == "413"
+    assert _infer(server, big[:2], binary=True).as_numpy("logits").shape == (2, 10)
+
+
+def test_malformed_json_is_400(server: str) -> None:
+    req = urllib.request.Request(f"http://{server}/v2/models/cnn/infer", data=b"{not json",
+                                 headers={"X-API-Key": KEY}, method="POST")
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(req, timeout=5)
+    assert info.value.code == 400
+    assert "not valid JSON" in json.loads(info.value.read())["error"]
+
+
+def test_empty_repository_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(rtinfer.RtinferError, match="holds no models"):
+        load_repository(tmp_path)
