@@ -3,54 +3,20 @@
 from __future__ import annotations
 
 import json
-import socket
-import threading
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tritonclient.http as httpclient
-import uvicorn
 from tritonclient.utils import InferenceServerException
 
 import rtinfer
 from rtinfer.models import ImportedModel
-from rtinfer.serve import create_app, load_repository
+from rtinfer.serve import load_repository
 
-KEY = "test-key"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def server(cnn: ImportedModel, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    repo = tmp_path_factory.mktemp("repo")
-    rtinfer.save_artifact(cnn, repo, "cnn")
-    app = create_app(load_repository(repo, threads=1), api_key=KEY, max_body_bytes=1 << 20)
-    port = _free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    url = f"127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:  # poll readiness, never sleep a fixed time
-        try:
-            with urllib.request.urlopen(f"http://{url}/v2/health/ready", timeout=1) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            time.sleep(0.05)
-    yield url
-    srv.should_exit = True
-    thread.join(timeout=10)
+KEY = "test-key"  # the key the conftest server requires
 
 
 def _client(url: str) -> httpclient.InferenceServerClient:

@@ -6,10 +6,11 @@ tensors), for every model of a repository, with an optional API key and a reques
 
 Routes: ``GET /v2``, ``/v2/health/live``, ``/v2/health/ready``, ``/v2/models/{m}[/versions/{v}]``,
 ``/v2/models/{m}[/versions/{v}]/ready``, ``POST /v2/models/{m}[/versions/{v}]/infer``.
-Errors are ``{"error": "..."}``: 400 bad request, 401 missing/wrong key, 404 unknown model or
-version, 413 body over the limit, 500 engine failure. Models load and warm up before the app
-answers ready. Request payloads are never logged. Not yet here (tracked in the serve issue):
-dynamic batching, TF Serving routes, versions policy and reload, metrics.
+``GET /v2/models/{m}/stats`` reports the batcher's counts. Errors are ``{"error": "..."}``:
+400 bad request, 401 missing/wrong key, 404 unknown model or version, 413 body over the limit,
+503 (with ``Retry-After``) queue full or timed out, 500 engine failure. Models load and warm up
+before the app answers ready. Request payloads are never logged. Not yet here (tracked in the
+serve issue): TF Serving routes, version policy and reload, Prometheus metrics.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from rtinfer import __version__
 from rtinfer.artifact import load_artifact
 from rtinfer.engines import Session, load
 from rtinfer.errors import EngineError, InvalidInputError, RtinferError
+from rtinfer.serve.batcher import Batcher, BatchingConfig, QueueFullError, QueueTimeoutError
 from rtinfer.serve.protocol import decode_infer_request, encode_infer_response
 
 __all__ = ["ServedModel", "create_app", "load_repository"]
@@ -43,6 +45,14 @@ class ServedModel:
     name: str
     version: str
     session: Session
+    batcher: Batcher | None = None
+
+    @property
+    def batchable(self) -> bool:
+        """Every input and output has a leading batch dimension to concatenate along."""
+        spec = self.session.spec
+        return all(t.shape and not isinstance(t.shape[0], int)
+                   for t in (*spec.inputs, *spec.outputs))
 
     def metadata(self) -> dict[str, Any]:
         def tensor(t: Any) -> dict[str, Any]:
@@ -72,9 +82,18 @@ def load_repository(repo: str | Path, *, engine: str | None = None,
 
 
 def create_app(models: dict[str, ServedModel] | str | Path, *, api_key: str | None = None,
-               max_body_bytes: int = 64 << 20) -> Starlette:
-    """The ASGI app over already-loaded ``models`` (or a repository path to load)."""
+               max_body_bytes: int = 64 << 20,
+               batching: BatchingConfig | None = None) -> Starlette:
+    """The ASGI app over already-loaded ``models`` (or a repository path to load).
+
+    With ``batching``, each model whose inputs and outputs share a leading batch dimension
+    gets a dynamic batcher (see :mod:`rtinfer.serve.batcher`).
+    """
     served = models if isinstance(models, dict) else load_repository(models)
+    if batching is not None:
+        for model in served.values():
+            if model.batchable:
+                model.batcher = Batcher(model.session, batching)
 
     def error(status: int, message: str) -> JSONResponse:
         return JSONResponse({"error": message}, status_code=status)
@@ -134,17 +153,43 @@ def create_app(models: dict[str, ServedModel] | str | Path, *, api_key: str | No
             parsed, feeds, binary = decode_infer_request(
                 bytes(body), int(header) if header and header.isdigit() else None,
                 found.session.spec)
-            outputs = await run_in_threadpool(found.session.run, feeds)
+            if found.batcher is not None:
+                timeout = (parsed.get("parameters") or {}).get("timeout")
+                outputs = await found.batcher.submit(
+                    feeds, timeout_us=int(timeout) if isinstance(timeout, int) else None)
+            else:
+                outputs = await run_in_threadpool(found.session.run, feeds)
             payload, json_len = encode_infer_response(found.name, found.version, parsed,
                                                       outputs, binary)
         except InvalidInputError as exc:
             return error(400, str(exc))
+        except QueueFullError as exc:
+            return JSONResponse({"error": f"model '{found.name}' is busy: {exc}; retry "
+                                          "shortly"}, status_code=503,
+                                headers={"Retry-After": "1"})
+        except QueueTimeoutError as exc:
+            return error(503, f"model '{found.name}': {exc}")
         except EngineError as exc:
             _LOG.warning("inference failed for %s: %s", found.name, exc)
             return error(500, str(exc))
         headers = {_HEADER_LENGTH: str(json_len)} if json_len is not None else {}
         media = "application/octet-stream" if json_len is not None else "application/json"
         return Response(payload, headers=headers, media_type=media)
+
+    async def model_stats(request: Request) -> Response:
+        found = model_for(request)
+        if isinstance(found, JSONResponse):
+            return found
+        stats = found.batcher.stats if found.batcher else None
+        return JSONResponse({"model_stats": [{
+            "name": found.name, "version": found.version,
+            "inference_count": stats.rows if stats else None,
+            "execution_count": stats.batches if stats else None,
+            "batch_sizes": {str(k): v for k, v in sorted(stats.batch_sizes.items())}
+            if stats else {},
+            "rejected": stats.rejected if stats else 0,
+            "timed_out": stats.timed_out if stats else 0,
+        }]})
 
     routes = [
         Route("/v2", server_metadata),
@@ -153,6 +198,7 @@ def create_app(models: dict[str, ServedModel] | str | Path, *, api_key: str | No
         Route("/v2/models/{model}", model_metadata),
         Route("/v2/models/{model}/versions/{version}", model_metadata),
         Route("/v2/models/{model}/ready", model_ready),
+        Route("/v2/models/{model}/stats", model_stats),
         Route("/v2/models/{model}/versions/{version}/ready", model_ready),
         Route("/v2/models/{model}/infer", infer, methods=["POST"]),
         Route("/v2/models/{model}/versions/{version}/infer", infer, methods=["POST"]),

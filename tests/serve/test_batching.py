@@ -1,0 +1,92 @@
+"""Dynamic batching over HTTP: concurrent requests share batches, each gets its own rows back,
+a full queue answers 503 with Retry-After and the server keeps serving."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.http as httpclient
+from conftest_helpers import running
+from tritonclient.utils import InferenceServerException
+
+import rtinfer
+from rtinfer.models import ImportedModel
+from rtinfer.serve import BatchingConfig, create_app, load_repository
+
+
+def _repo(cnn: ImportedModel, tmp: Path) -> Path:
+    rtinfer.save_artifact(cnn, tmp, "cnn")
+    return tmp
+
+
+@pytest.fixture(scope="module")
+def batching_server(cnn: ImportedModel,
+                    tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    models = load_repository(_repo(cnn, tmp_path_factory.mktemp("repo")), threads=1)
+    app = create_app(models, batching=BatchingConfig(max_batch_size=8,
+                                                     max_queue_delay_us=50_000))
+    with running(app) as url:
+        yield url
+
+
+def _one(url: str, x: np.ndarray) -> np.ndarray:
+    client = httpclient.InferenceServerClient(url)
+    inp = httpclient.InferInput("image", list(x.shape), "FP32")
+    inp.set_data_from_numpy(x, binary_data=True)
+    return client.infer("cnn", [inp]).as_numpy("logits")
+
+
+def test_concurrent_requests_are_batched_and_answered_row_for_row(
+        batching_server: str, cnn: ImportedModel) -> None:
+    rng = np.random.default_rng(0)
+    xs = [rng.standard_normal((1 + i % 2, 3, 32, 32)).astype(np.float32) for i in range(16)]
+    # tritonclient's own concurrency (gevent): 16 requests in flight at once.
+    client = httpclient.InferenceServerClient(batching_server, concurrency=16)
+    pending = []
+    for x in xs:
+        inp = httpclient.InferInput("image", list(x.shape), "FP32")
+        inp.set_data_from_numpy(x, binary_data=True)
+        pending.append(client.async_infer("cnn", [inp]))
+    got = [p.get_result().as_numpy("logits") for p in pending]
+    with rtinfer.load(cnn, threads=1) as s:
+        for x, y in zip(xs, got, strict=True):  # every request gets its own rows, in order
+            np.testing.assert_allclose(y, s.run({"image": x})["logits"], atol=1e-5)
+    with urllib.request.urlopen(f"http://{batching_server}/v2/models/cnn/stats") as r:
+        stats = json.loads(r.read())["model_stats"][0]
+    assert stats["inference_count"] == sum(len(x) for x in xs)
+    assert stats["execution_count"] < len(xs)  # fewer runs than requests: batches formed
+    assert max(int(k) for k in stats["batch_sizes"]) <= 8
+
+
+def test_full_queue_is_503_with_retry_after(cnn: ImportedModel, tmp_path: Path) -> None:
+    models = load_repository(_repo(cnn, tmp_path), threads=1)
+    # The oldest request waits up to 2 s for company; a queue of 2 fills at once.
+    app = create_app(models, batching=BatchingConfig(max_batch_size=64,
+                                                     max_queue_delay_us=2_000_000,
+                                                     max_queue_size=2))
+    x = np.zeros((1, 3, 32, 32), np.float32)
+    with running(app) as url:
+        client = httpclient.InferenceServerClient(url, concurrency=6)
+        inp = httpclient.InferInput("image", list(x.shape), "FP32")
+        inp.set_data_from_numpy(x, binary_data=True)
+        pending = [client.async_infer("cnn", [inp]) for _ in range(6)]
+        results, rejected = [], []
+        for p in pending:
+            try:
+                results.append(p.get_result())
+            except InferenceServerException as exc:
+                rejected.append(exc)
+        assert rejected and all(e.status() == "503" for e in rejected)
+        assert "is busy" in str(rejected[0]) and "retry" in str(rejected[0])
+        assert results  # the queued ones were served
+        assert _one(url, x).shape == (1, 10)  # and the server still serves
+
+
+def test_batching_config_is_checked() -> None:
+    with pytest.raises(ValueError, match="max_batch_size must be >= 1"):
+        BatchingConfig(max_batch_size=0)
