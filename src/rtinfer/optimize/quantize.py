@@ -125,8 +125,7 @@ def quantize(model: ImportedModel, config: Quantize, calibration: Feeds | None =
     folder = Path(tempfile.mkdtemp(prefix="rtinfer-quant-")) if out_dir is None else Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "model.onnx"
-    quiet = _Quiet()
-    with quiet:
+    with _Sandbox(folder):
         if config.engine == "openvino":
             _nncf(model, config, calibration or {}, path)
         else:
@@ -240,11 +239,22 @@ def _file_hash(path: Path) -> str:
     return sha256_file(path)
 
 
-class _Quiet:
-    """The quantizers print progress bars and warnings meant for their own CLIs; rtinfer
-    reports progress itself, so their chatter is captured (and logged at DEBUG)."""
+class _Sandbox:
+    """Contain the quantizers' side effects.
+
+    They print progress bars and warnings meant for their own CLIs (rtinfer reports progress
+    itself, so the chatter is captured and logged at DEBUG), and some of their steps write
+    scratch external-data shards named ``<uuid>.data`` into the working directory — 90 MB each
+    for MiniLM, found in a checkout after a test run. They run with the working directory set
+    to the output folder, and shards the result does not reference are deleted afterwards.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self._folder = folder
 
     def __enter__(self) -> None:
+        self._cwd = os.getcwd()
+        os.chdir(self._folder)
         self._out, self._err = io.StringIO(), io.StringIO()
         self._stack: list[Any] = [redirect_stdout(self._out), redirect_stderr(self._err),
                                   warnings.catch_warnings()]
@@ -255,4 +265,19 @@ class _Quiet:
     def __exit__(self, *exc: object) -> None:
         for ctx in reversed(self._stack):
             ctx.__exit__(*exc)
+        os.chdir(self._cwd)
         logging.getLogger("rtinfer").debug("quantizer output: %s", self._out.getvalue()[-2000:])
+        keep = _referenced_files(self._folder / "model.onnx")
+        for shard in self._folder.glob("*.data"):
+            if shard.name not in keep:
+                shard.unlink()
+
+
+def _referenced_files(model: Path) -> set[str]:
+    if not model.is_file():
+        return set()
+    import onnx
+
+    proto = onnx.load(str(model), load_external_data=False)
+    return {e.value for init in proto.graph.initializer for e in init.external_data
+            if e.key == "location"}
