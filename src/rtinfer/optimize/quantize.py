@@ -20,6 +20,7 @@ import hashlib
 import io
 import logging
 import os
+import shutil
 import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
@@ -122,10 +123,12 @@ def quantize(model: ImportedModel, config: Quantize, calibration: Feeds | None =
             "calibration split, an .npz file or a dict of arrays); or use method='dynamic'"
         )
     owned = out_dir is None
-    folder = Path(tempfile.mkdtemp(prefix="rtinfer-quant-")) if out_dir is None else Path(out_dir)
+    # Absolute: the quantizers run with another working directory (see _Sandbox).
+    folder = Path(tempfile.mkdtemp(prefix="rtinfer-quant-") if out_dir is None
+                  else out_dir).absolute()
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "model.onnx"
-    with _Sandbox(folder):
+    with _Sandbox():
         if config.engine == "openvino":
             _nncf(model, config, calibration or {}, path)
         else:
@@ -153,10 +156,11 @@ def preprocessed(model: ImportedModel) -> Path:
         fd, name = tempfile.mkstemp(suffix=".onnx", dir=out.parent)
         os.close(fd)
         tmp = Path(name)
-        try:
-            ort_q.quant_pre_process(str(model.path), str(tmp), skip_symbolic_shape=False)
-        except Exception:  # symbolic shape inference fails on some transformer exports
-            ort_q.quant_pre_process(str(model.path), str(tmp), skip_symbolic_shape=True)
+        with _Sandbox():
+            try:
+                ort_q.quant_pre_process(str(model.path), str(tmp), skip_symbolic_shape=False)
+            except Exception:  # symbolic shape inference fails on some transformer exports
+                ort_q.quant_pre_process(str(model.path), str(tmp), skip_symbolic_shape=True)
         tmp.rename(out)
     return out
 
@@ -244,17 +248,15 @@ class _Sandbox:
 
     They print progress bars and warnings meant for their own CLIs (rtinfer reports progress
     itself, so the chatter is captured and logged at DEBUG), and some of their steps write
-    scratch external-data shards named ``<uuid>.data`` into the working directory — 90 MB each
-    for MiniLM, found in a checkout after a test run. They run with the working directory set
-    to the output folder, and shards the result does not reference are deleted afterwards.
+    scratch files into the working directory — ``sym_shape_infer_temp.onnx`` and 90 MB
+    ``<uuid>.data`` shards for MiniLM, found in a checkout after a test run. They run with the
+    working directory set to a private scratch folder, removed afterwards.
     """
-
-    def __init__(self, folder: Path) -> None:
-        self._folder = folder
 
     def __enter__(self) -> None:
         self._cwd = os.getcwd()
-        os.chdir(self._folder)
+        self._scratch = tempfile.mkdtemp(prefix="rtinfer-scratch-")
+        os.chdir(self._scratch)
         self._out, self._err = io.StringIO(), io.StringIO()
         self._stack: list[Any] = [redirect_stdout(self._out), redirect_stderr(self._err),
                                   warnings.catch_warnings()]
@@ -266,18 +268,5 @@ class _Sandbox:
         for ctx in reversed(self._stack):
             ctx.__exit__(*exc)
         os.chdir(self._cwd)
+        shutil.rmtree(self._scratch, ignore_errors=True)
         logging.getLogger("rtinfer").debug("quantizer output: %s", self._out.getvalue()[-2000:])
-        keep = _referenced_files(self._folder / "model.onnx")
-        for shard in self._folder.glob("*.data"):
-            if shard.name not in keep:
-                shard.unlink()
-
-
-def _referenced_files(model: Path) -> set[str]:
-    if not model.is_file():
-        return set()
-    import onnx
-
-    proto = onnx.load(str(model), load_external_data=False)
-    return {e.value for init in proto.graph.initializer for e in init.external_data
-            if e.key == "location"}
