@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from rtinfer._deps import require
+from rtinfer._sandbox import sandbox
 from rtinfer.models.imported import ImportedModel
 
 __all__ = ["count_flops", "summarize"]
@@ -114,7 +115,8 @@ def _infer_shapes(onnx: Any, proto: Any) -> Any:
     try:
         from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
 
-        return SymbolicShapeInference.infer_shapes(proto, auto_merge=True)
+        with sandbox():  # it may leave sym_shape_infer_temp.onnx in the working directory
+            return SymbolicShapeInference.infer_shapes(proto, auto_merge=True)
     except Exception:  # the symbolic engine raises bare Exceptions on ops it does not know
         return onnx.shape_inference.infer_shapes(proto, data_prop=True)
 

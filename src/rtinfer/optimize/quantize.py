@@ -17,14 +17,9 @@ keeping different layers in float, does not recalibrate.
 from __future__ import annotations
 
 import hashlib
-import io
-import logging
 import os
-import shutil
 import tempfile
-import warnings
 from collections.abc import Mapping, Sequence
-from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +28,7 @@ import numpy as np
 
 from rtinfer._cache import cache_dir
 from rtinfer._deps import require
+from rtinfer._sandbox import sandbox
 from rtinfer.errors import ExportError
 from rtinfer.models.imported import ImportedModel, Source
 from rtinfer.models.onnx_file import load_onnx
@@ -123,12 +119,12 @@ def quantize(model: ImportedModel, config: Quantize, calibration: Feeds | None =
             "calibration split, an .npz file or a dict of arrays); or use method='dynamic'"
         )
     owned = out_dir is None
-    # Absolute: the quantizers run with another working directory (see _Sandbox).
+    # Absolute: the quantizers run with another working directory (rtinfer._sandbox).
     folder = Path(tempfile.mkdtemp(prefix="rtinfer-quant-") if out_dir is None
                   else out_dir).absolute()
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "model.onnx"
-    with _Sandbox():
+    with sandbox():
         if config.engine == "openvino":
             _nncf(model, config, calibration or {}, path)
         else:
@@ -156,7 +152,7 @@ def preprocessed(model: ImportedModel) -> Path:
         fd, name = tempfile.mkstemp(suffix=".onnx", dir=out.parent)
         os.close(fd)
         tmp = Path(name)
-        with _Sandbox():
+        with sandbox():
             try:
                 ort_q.quant_pre_process(str(model.path), str(tmp), skip_symbolic_shape=False)
             except Exception:  # symbolic shape inference fails on some transformer exports
@@ -241,32 +237,3 @@ def _file_hash(path: Path) -> str:
     from rtinfer._hashing import sha256_file
 
     return sha256_file(path)
-
-
-class _Sandbox:
-    """Contain the quantizers' side effects.
-
-    They print progress bars and warnings meant for their own CLIs (rtinfer reports progress
-    itself, so the chatter is captured and logged at DEBUG), and some of their steps write
-    scratch files into the working directory — ``sym_shape_infer_temp.onnx`` and 90 MB
-    ``<uuid>.data`` shards for MiniLM, found in a checkout after a test run. They run with the
-    working directory set to a private scratch folder, removed afterwards.
-    """
-
-    def __enter__(self) -> None:
-        self._cwd = os.getcwd()
-        self._scratch = tempfile.mkdtemp(prefix="rtinfer-scratch-")
-        os.chdir(self._scratch)
-        self._out, self._err = io.StringIO(), io.StringIO()
-        self._stack: list[Any] = [redirect_stdout(self._out), redirect_stderr(self._err),
-                                  warnings.catch_warnings()]
-        for ctx in self._stack:
-            ctx.__enter__()
-        warnings.simplefilter("ignore")
-
-    def __exit__(self, *exc: object) -> None:
-        for ctx in reversed(self._stack):
-            ctx.__exit__(*exc)
-        os.chdir(self._cwd)
-        shutil.rmtree(self._scratch, ignore_errors=True)
-        logging.getLogger("rtinfer").debug("quantizer output: %s", self._out.getvalue()[-2000:])
