@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import psutil
 
+from rtinfer._progress import Progress
 from rtinfer.bench.stats import latency_summary, measure_windows
 from rtinfer.engines import Session, load
 from rtinfer.hardware import environment, estimate_peak_flops
@@ -37,7 +38,6 @@ __all__ = ["SCHEMA", "batch_feeds", "bench_model"]
 
 SCHEMA = "rtinfer.result/1"
 
-Progress = Callable[[str], None]
 
 
 def batch_feeds(

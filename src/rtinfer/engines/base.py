@@ -86,7 +86,11 @@ class Session:
         return self._engine.describe()
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        feeds = self.spec.validate(inputs)
+        return self.run_validated(self.spec.validate(inputs))
+
+    def run_validated(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run feeds that already passed ``spec.validate`` (the server validates each request
+        before batching; checking the concatenated batch again would be wasted work)."""
         with self._lock:
             return self._engine.run(feeds)
 

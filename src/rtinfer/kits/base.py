@@ -18,7 +18,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from importlib import metadata
 from pathlib import Path
@@ -27,11 +27,11 @@ from typing import Any
 import numpy as np
 
 from rtinfer._cache import cache_dir
+from rtinfer._progress import Progress
 
 __all__ = ["SIZES", "Kit", "KitRecipe", "Split", "build_kit", "kit_folder", "torch_threads"]
 
 SIZES = ("full", "small")
-Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,6 @@ class KitRecipe:
     preprocess: Callable[[Mapping[str, Any], Sequence[Any]], dict[str, np.ndarray]]
     evaluate: Callable[[Mapping[str, Any], np.ndarray, Mapping[str, np.ndarray]], dict[str, float]]
     packages: tuple[str, ...] = ()  # distributions whose data the build reads
-    raw_example: Callable[[Mapping[str, Any]], list[Any]] = field(default=lambda meta: [])
 
     def key(self, size: str) -> str:
         versions = {}
@@ -182,6 +181,13 @@ def build_kit(recipe: KitRecipe, size: str = "full", *, force: bool = False,
             raise
     meta = json.loads((folder / "kit.json").read_text())
     return Kit(recipe=recipe, path=folder, meta=meta)
+
+
+def record_models(meta: dict[str, Any], folder: Path, artifacts: Mapping[str, Any]) -> None:
+    """Note each float model's artifact folder (relative to the kit) and source hash in
+    ``meta``; the first is the kit's main model."""
+    meta["models"] = {name: str(a.path.relative_to(folder)) for name, a in artifacts.items()}
+    meta["model_sha256"] = {name: a.model.source.sha256 for name, a in artifacts.items()}
 
 
 def save_splits(folder: Path, splits: Mapping[str, Split]) -> None:

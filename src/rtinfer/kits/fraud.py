@@ -23,6 +23,7 @@ from rtinfer.kits.base import (
     KitRecipe,
     Progress,
     Split,
+    record_models,
     save_splits,
     stratified_split,
     torch_threads,
@@ -226,13 +227,11 @@ def build(folder: Path, size: str, say: Progress) -> dict[str, Any]:
     with torch.no_grad():
         mlp_scores = net(torch.from_numpy(test.inputs["features"])).numpy()
     xgb_scores = xgb.predict_proba(test.inputs["features"]).astype(np.float32)
-    meta["models"] = {k: str(a.path.relative_to(folder)) for k, a in arts.items()}
+    record_models(meta, folder, arts)
     meta["quality"] = {
         "fraud-mlp": evaluate(meta, test.targets, {"probabilities": mlp_scores}),
         "fraud-xgboost": evaluate(meta, test.targets, {"probabilities": xgb_scores}),
     }
-    meta["model_sha256"] = {"fraud-mlp": mlp_model.source.sha256,
-                            "fraud-xgboost": xgb_model.source.sha256}
     return meta
 
 

@@ -22,7 +22,14 @@ from typing import Any
 
 import numpy as np
 
-from rtinfer.kits.base import KitRecipe, Progress, Split, save_splits, torch_threads
+from rtinfer.kits.base import (
+    KitRecipe,
+    Progress,
+    Split,
+    record_models,
+    save_splits,
+    torch_threads,
+)
 from rtinfer.metrics import accuracy, macro_f1
 
 __all__ = ["RECIPE", "classifier"]
@@ -155,9 +162,8 @@ def build(folder: Path, size: str, say: Progress) -> dict[str, Any]:
                         torch_kwargs={"n_labels": len(labels)})
     with torch.no_grad():
         test_logits = net.head(torch.from_numpy(embeddings[idx["test"]])).numpy()
-    meta["models"] = {"intent": str(art.path.relative_to(folder))}
+    record_models(meta, folder, {"intent": art})
     meta["quality"] = {"intent": evaluate(meta, targets[idx["test"]], {"logits": test_logits})}
-    meta["model_sha256"] = {"intent": model.source.sha256}
     return meta
 
 

@@ -21,6 +21,7 @@ from rtinfer.kits.base import (
     KitRecipe,
     Progress,
     Split,
+    record_models,
     save_splits,
     stratified_split,
     torch_threads,
@@ -163,10 +164,9 @@ def build(folder: Path, size: str, say: Progress) -> dict[str, Any]:
                         torch_factory="rtinfer.kits.perception:network")
     with torch.no_grad():
         test_logits = net(torch.from_numpy(splits["test"].inputs["image"])).numpy()
-    meta["models"] = {"perception": str(art.path.relative_to(folder))}
+    record_models(meta, folder, {"perception": art})
     meta["quality"] = {"perception": evaluate(meta, splits["test"].targets,
                                               {"logits": test_logits})}
-    meta["model_sha256"] = {"perception": model.source.sha256}
     return meta
 
 

@@ -21,12 +21,12 @@ The loop, in the spirit of NNCF's accuracy control but with explicit budgets:
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
+from rtinfer._progress import Progress
 from rtinfer.engines import load
 from rtinfer.errors import ExportError
 from rtinfer.models.imported import ImportedModel
@@ -43,7 +43,6 @@ from rtinfer.optimize.quantize import QUANTIZABLE_OPS, Feeds, Quantize, preproce
 
 __all__ = ["QuantizeResult", "quantizable_nodes", "quantize_within_budget"]
 
-Progress = Callable[[str], None]
 _FOCUS_SAMPLES = 64  # how many worst-disagreeing samples the sensitivity is measured on
 
 

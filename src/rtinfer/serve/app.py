@@ -158,7 +158,7 @@ def create_app(models: dict[str, ServedModel] | str | Path, *, api_key: str | No
                 outputs = await found.batcher.submit(
                     feeds, timeout_us=int(timeout) if isinstance(timeout, int) else None)
             else:
-                outputs = await run_in_threadpool(found.session.run, feeds)
+                outputs = await run_in_threadpool(found.session.run_validated, feeds)
             payload, json_len = encode_infer_response(found.name, found.version, parsed,
                                                       outputs, binary)
         except InvalidInputError as exc:

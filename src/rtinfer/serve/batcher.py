@@ -157,7 +157,7 @@ class Batcher:
     async def _execute(self, batch: list[_Pending]) -> None:
         feeds = {k: np.concatenate([p.feeds[k] for p in batch]) for k in batch[0].feeds}
         try:
-            outputs = await asyncio.to_thread(self.session.run, feeds)
+            outputs = await asyncio.to_thread(self.session.run_validated, feeds)
         except Exception as exc:  # the engine failed: every request of the batch learns why
             for p in batch:
                 if not p.future.done():
