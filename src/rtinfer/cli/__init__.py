@@ -1,0 +1,30 @@
+"""The ``rtinfer`` command: parse, call the public API, render with rich. Nothing more.
+
+Every verb that measures writes its result dict with ``--json PATH`` as well as a table.
+
+Each verb lives in its own module and registers itself on the shared Typer ``app``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from rtinfer.cli import models, quantize, serve  # noqa: F401  (register the verbs)
+from rtinfer.cli._app import app, err_console, print_comparison
+from rtinfer.errors import RtinferError
+
+__all__ = ["app", "main", "print_comparison"]
+
+
+def main() -> None:
+    """Console entry point: rtinfer's own errors print as one clear line, exit code 2."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # Third-party progress bars and advisories would interleave with rich's output.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    try:
+        app()
+    except (RtinferError, ValueError, TypeError) as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise SystemExit(2) from None

@@ -1,0 +1,3 @@
+from rtinfer.cli import main
+
+main()

@@ -1,0 +1,142 @@
+"""The Typer app, shared options and the small renderers every verb uses."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    name="rtinfer",
+    help="Import, measure, choose an engine for, and (soon) optimize and serve models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+# Tables are wide; when output is not a terminal (CI logs, make demo | tee) rich would wrap at
+# 80 columns, so give it room.
+kits_app = typer.Typer(help="Ready-made scenarios (model + data + metric + objective).",
+                       no_args_is_help=True)
+app.add_typer(kits_app, name="kits")
+console = Console() if sys.stdout.isatty() else Console(width=140)
+err_console = Console(stderr=True)
+
+JsonOpt = typer.Option(None, "--json", help="Also write the full result as JSON to this path.")
+QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress output.")
+DimOpt = typer.Option(
+    None, "--dim", help="Size of a symbolic dimension, e.g. --dim sequence=128 (repeatable)."
+)
+SeqOpt = typer.Option(None, "--seq-len", help="Shorthand for --dim sequence=L.")
+KitOpt = typer.Option(None, "--kit", help="Use a kit's float model and real test inputs.")
+ModelArg = typer.Argument(None, help="ONNX file, artifact, model folder or HF folder.")
+
+
+
+def _model_or_kit(model: str | None, kit: str | None) -> tuple[str, dict[str, Any] | None]:
+    """The model path to use and, for a kit, 64 rows of its real test inputs."""
+    if (model is None) == (kit is None):
+        raise typer.BadParameter("give either MODEL or --kit NAME (one of them)")
+    if kit is None:
+        return str(model), None
+    from rtinfer import kits
+
+    loaded = kits.load(kit, build=False)
+    test = loaded.split("test")
+    return str(loaded.model_path), {k: v[:64] for k, v in test.inputs.items()}
+
+
+def print_comparison(result: dict[str, Any], title: str) -> None:
+    """The engine comparison table shared by ``demo`` and the benchmarks."""
+    table = Table(title=title)
+    for col in ("engine", "batch", "p50 ms", "p99 ms", "n", "samples/s", "CPU %",
+                f"speedup vs {result['baseline']}", "max |diff| vs baseline"):
+        table.add_column(col, justify="right")
+    for r in result["rows"]:
+        diff = max(r["max_abs_diff_vs_baseline"].values())
+        table.add_row(r["engine"], str(r["batch"]), f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}",
+                      str(r["n"]), f"{r['samples_per_s']:.1f}", f"{r['cpu_percent']:.0f}",
+                      f"{r['speedup_vs_baseline']:.2f}x", f"{diff:.1e}")
+    console.print(table)
+    env = result["environment"]
+    console.print(f"CPU: {env['cpu']['model']} ({env['cpu']['usable_cores']} usable cores, "
+                  f"{', '.join(env['cpu']['flags'])}); threads: "
+                  f"{next(iter(result['engines'].values()))['threads']}; percentiles: numpy "
+                  f"linear (type 7) pooled over {result['rounds']} interleaved rounds; speedup: "
+                  "median of per-round p50 ratios; closed loop, one request at a time",
+                  highlight=False)
+
+
+@contextmanager
+def _progress(quiet: bool) -> Iterator[Callable[[str], None]]:
+    """A progress line on stderr; messages that say "i/n" (epochs, sentences, layers) drive
+    a bar, the others just update its text."""
+    if quiet:
+        yield lambda _msg: None
+        return
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                  TimeElapsedColumn(), console=err_console, transient=True) as bar:
+        task = bar.add_task("starting", total=None)
+
+        def update(msg: str) -> None:
+            m = re.search(r"(\d[\d,]*)/(\d[\d,]*)", msg)
+            if m:
+                done, total = (int(g.replace(",", "")) for g in m.groups())
+                bar.update(task, description=msg, completed=done, total=max(total, 1))
+            else:
+                bar.update(task, description=msg, completed=0, total=None)
+
+        yield update
+
+
+def _dims(dim: list[str] | None, seq_len: int | None) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for item in dim or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name or not value.strip().isdigit():
+            raise typer.BadParameter(f"--dim takes NAME=SIZE (e.g. sequence=128), got {item!r}")
+        out[name.strip()] = int(value)
+    if seq_len is not None:
+        out["sequence"] = seq_len
+    return out
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise typer.BadParameter(f"expected positive integers, got {text!r}")
+    return values
+
+
+def _write_json(path: Path | None, data: dict[str, Any]) -> None:
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, default=str))
+    err_console.print(f"wrote {path}", highlight=False)
+
+
+def _shape(shape: list[Any]) -> str:
+    return "(" + ", ".join("?" if d is None else str(d) for d in shape) + ")"
+
+
+def _bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{n} B"
+        n /= 1024  # type: ignore[assignment]
+    return f"{n} B"
+
+

@@ -1,0 +1,97 @@
+"""``rtinfer quantize``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from rtinfer.cli._app import (
+    JsonOpt,
+    KitOpt,
+    ModelArg,
+    QuietOpt,
+    _progress,
+    _write_json,
+    app,
+    console,
+)
+
+
+@app.command()
+def quantize(
+    model: str | None = ModelArg,
+    kit: str | None = KitOpt,
+    data: Path | None = typer.Option(None, "--data", help=".npz with arrays named after the "
+                                     "inputs (+ optional 'labels'): half calibrate, half "
+                                     "validate."),
+    method: str = typer.Option("static", help="static or dynamic."),
+    engine: str = typer.Option("onnxruntime", help="Whose quantizer: onnxruntime or openvino "
+                               "(NNCF); the result also runs on that engine."),
+    preset: str = typer.Option("default", help="default or transformer (NNCF's preset)."),
+    calibration: str = typer.Option("minmax", help="minmax, entropy or percentile."),
+    calib_samples: int = typer.Option(128, help="Calibration samples."),
+    per_channel: bool = typer.Option(True, "--per-channel/--per-tensor"),
+    max_drop: str | None = typer.Option(None, help="Budget, absolute '0.5pt' or relative "
+                                        "'1%'; layers are kept in float until it holds."),
+    metric: str | None = typer.Option(None, help="Budget metric [default: the kit's; without "
+                                      "labels <output>.cosine]."),
+    threads: int | None = typer.Option(None, "--threads", "-t"),
+    out: Path | None = typer.Option(None, "--out", help="Model repository to write into."),
+    name: str | None = typer.Option(None, help="Model name in the repository."),
+    report: bool = typer.Option(False, "--report", help="Show the sensitivity ranking."),
+    json_path: Path | None = JsonOpt,
+    quiet: bool = QuietOpt,
+) -> None:
+    """Calibrate, quantize to int8 under an accuracy budget, verify, measure, write."""
+    from rtinfer.optimize import Quantize
+    from rtinfer.optimize.run import run_quantize
+
+    config = Quantize(method=method, engine=engine, preset=preset, calibration=calibration,
+                      calib_samples=calib_samples, per_channel=per_channel)
+    with _progress(quiet) as say:
+        result = run_quantize(model, kit=kit, data=data, config=config, max_drop=max_drop,
+                              metric=metric, threads=threads, out=out, name=name,
+                              progress=say)
+    _write_json(json_path, result)
+    table = Table(title=f"{config.describe()} — {result['budget']['text']}")
+    for col in ("step", "budget metric drop", "within budget"):
+        table.add_column(col)
+    for step in result["steps"]:
+        drop = "failed" if step["drop"] is None else f"{step['drop']:.4f}"
+        table.add_row(step["what"], drop, "yes" if step["within_budget"] else "no")
+    console.print(table)
+    if report and result["sensitivity"]:
+        sens = Table(title="sensitivity: harm when only this layer is quantized "
+                           "(1 - mean cosine on the most-disagreeing samples)")
+        for col in ("layer", "harm", "worst cosine", "SQNR dB"):
+            sens.add_column(col, justify="right")
+        for r in result["sensitivity"][:20]:
+            sens.add_row(r["node"], f"{r['harm']:.2e}", f"{r['cosine_min']:.4f}",
+                         f"{r['sqnr_db']:.1f}")
+        console.print(sens)
+    if result["kept_in_float"]:
+        console.print(f"kept in float: {', '.join(result['kept_in_float'])}", highlight=False)
+    if "held_out" in result:
+        held = result["held_out"]
+        for label in ("float", "int8"):
+            if label in held:
+                console.print(f"{label} on held-out data: " + ", ".join(
+                    f"{k} {v:.4f}" for k, v in held[label].items()), highlight=False)
+        for output, fid in held["fidelity"].items():
+            console.print(f"fidelity of {output}: worst cosine {fid['cosine_min']:.4f}, "
+                          f"mean {fid['cosine_mean']:.4f}, SQNR {fid['sqnr_db']:.1f} dB",
+                          highlight=False)
+        perf = result["performance"]
+        console.print(f"latency at batch 1 on {perf['engine']}: float "
+                      f"{perf['p50_ms']['float']:.2f} ms, int8 {perf['p50_ms']['int8']:.2f} ms "
+                      f"p50 → {perf['speedup']:.2f}x", highlight=False)
+    if "message" in result:
+        console.print(f"[bold yellow]{result['message']}[/]", highlight=False)
+    if "artifact" in result:
+        console.print(f"wrote {result['artifact']}", highlight=False)
+    if result["status"] != "ok":
+        raise typer.Exit(1)
+
+
