@@ -85,6 +85,7 @@ def save_artifact(
     instances: int = 1,
     torch_factory: str | None = None,
     torch_kwargs: Mapping[str, Any] | None = None,
+    engine: str | None = None,
 ) -> Artifact:
     """Write ``model`` as ``<repo>/<name>/<version>/`` (version: next free number by default).
 
@@ -94,6 +95,9 @@ def save_artifact(
     With ``torch_factory`` (``"rtinfer.kits.perception:network"``: a function of rtinfer's own
     that builds the module, called with ``torch_kwargs``), the PyTorch weights are saved too, as
     safetensors (no pickle), so the torch engine can run the artifact's original module.
+
+    ``engine`` records the engine this version was measured fastest on (``deployment.engine``
+    in the manifest); ``rtinfer serve`` uses it unless told otherwise.
     """
     if not isinstance(name, str) or not _NAME.match(name):
         raise ValueError(
@@ -146,6 +150,8 @@ def save_artifact(
             "environment": environment(),
             "files": files,
         }
+        if engine is not None:
+            manifest["deployment"] = {"engine": engine, "threads": threads}
         if torch_entry:
             manifest["torch"] = torch_entry
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, default=_jsonable))

@@ -36,6 +36,10 @@ DimOpt = typer.Option(
 )
 SeqOpt = typer.Option(None, "--seq-len", help="Shorthand for --dim sequence=L.")
 KitOpt = typer.Option(None, "--kit", help="Use a kit's float model and real test inputs.")
+DataOpt = typer.Option(None, "--data", help=".npz with arrays named after the inputs (+ optional "
+                       "'labels'): half calibrate, half validate.")
+MetricOpt = typer.Option(None, help="Budget metric [default: the kit's; without labels "
+                         "<output>.cosine].")
 ModelArg = typer.Argument(None, help="ONNX file, artifact, model folder or HF folder.")
 
 

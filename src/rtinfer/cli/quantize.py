@@ -8,8 +8,10 @@ import typer
 from rich.table import Table
 
 from rtinfer.cli._app import (
+    DataOpt,
     JsonOpt,
     KitOpt,
+    MetricOpt,
     ModelArg,
     QuietOpt,
     _progress,
@@ -23,9 +25,7 @@ from rtinfer.cli._app import (
 def quantize(
     model: str | None = ModelArg,
     kit: str | None = KitOpt,
-    data: Path | None = typer.Option(None, "--data", help=".npz with arrays named after the "
-                                     "inputs (+ optional 'labels'): half calibrate, half "
-                                     "validate."),
+    data: Path | None = DataOpt,
     method: str = typer.Option("static", help="static or dynamic."),
     engine: str = typer.Option("onnxruntime", help="Whose quantizer: onnxruntime or openvino "
                                "(NNCF); the result also runs on that engine."),
@@ -35,8 +35,7 @@ def quantize(
     per_channel: bool = typer.Option(True, "--per-channel/--per-tensor"),
     max_drop: str | None = typer.Option(None, help="Budget, absolute '0.5pt' or relative "
                                         "'1%'; layers are kept in float until it holds."),
-    metric: str | None = typer.Option(None, help="Budget metric [default: the kit's; without "
-                                      "labels <output>.cosine]."),
+    metric: str | None = MetricOpt,
     threads: int | None = typer.Option(None, "--threads", "-t"),
     out: Path | None = typer.Option(None, "--out", help="Model repository to write into."),
     name: str | None = typer.Option(None, help="Model name in the repository."),

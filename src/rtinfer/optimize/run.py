@@ -31,7 +31,7 @@ from rtinfer.optimize.budgeted import Progress, quantize_within_budget
 from rtinfer.optimize.evaluate import Budget, fidelity, kit_metric, run_batches
 from rtinfer.optimize.quantize import Quantize
 
-__all__ = ["run_quantize"]
+__all__ = ["Splits", "run_quantize", "task_data"]
 
 # int8 must beat float by more than measurement noise before rtinfer calls it faster.
 _FASTER = 1.05
@@ -53,7 +53,7 @@ def run_quantize(
     """See the module docstring; returns a JSON-ready result (``status`` first)."""
     config = config or Quantize()
     say = progress or (lambda _msg: None)
-    float_model, splits, task, default_metric = _inputs(model, kit, data)
+    float_model, splits, task, default_metric = task_data(model, kit, data)
     budget = Budget.parse(max_drop or "100%", metric or default_metric)
     calibration = splits["calibration"][0]
     validation, val_targets = splits["validation"]
@@ -116,12 +116,14 @@ def run_quantize(
 Splits = dict[str, tuple[dict[str, np.ndarray], np.ndarray | None]]
 
 
-def _inputs(model: Any, kit: str | None, data: str | Path | None
-            ) -> tuple[ImportedModel, Splits, Any, str]:
+def task_data(model: Any, kit: Any, data: str | Path | None
+              ) -> tuple[ImportedModel, Splits, Any, str]:
+    """The float model, its calibration/validation/test splits (inputs, targets or None), the
+    task metric (None without labels) and the default budget metric's name."""
     if kit is not None:
         from rtinfer import kits
 
-        k = kits.load(kit, build=False)
+        k = kit if isinstance(kit, kits.Kit) else kits.load(kit, build=False)
         splits: Splits = {s: (k.split(s).inputs, k.split(s).targets)
                           for s in ("calibration", "validation", "test")}
         return import_model(model or k.model_path), splits, kit_metric(k), k.metric

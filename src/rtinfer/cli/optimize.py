@@ -1,0 +1,109 @@
+"""``rtinfer optimize``."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from rtinfer.cli._app import (
+    DataOpt,
+    JsonOpt,
+    KitOpt,
+    MetricOpt,
+    ModelArg,
+    QuietOpt,
+    _progress,
+    _write_json,
+    app,
+    console,
+)
+
+
+@app.command()
+def optimize(
+    model: str | None = ModelArg,
+    kit: str | None = KitOpt,
+    data: Path | None = DataOpt,
+    max_drop: str = typer.Option(..., "--max-drop", help="Accuracy budget, absolute '1pt' or "
+                                 "relative '1%'."),
+    metric: str | None = MetricOpt,
+    slo_p99_ms: float | None = typer.Option(None, "--slo-p99-ms", help="p99 objective (ms)."),
+    goal: str = typer.Option("latency", help="latency (batch 1) or throughput (batch 32)."),
+    time_budget: str = typer.Option("15m", "--time-budget", help="e.g. 90s, 15m, 1h."),
+    engines: str | None = typer.Option(None, help="Comma-separated [default: all installed]."),
+    threads: int | None = typer.Option(None, "--threads", "-t"),
+    out: Path | None = typer.Option(None, "--out", help="Model repository to write into."),
+    name: str | None = typer.Option(None, help="Model name in the repository."),
+    fresh: bool = typer.Option(False, "--fresh", help="Ignore saved progress of this search."),
+    json_path: Path | None = JsonOpt,
+    quiet: bool = QuietOpt,
+) -> None:
+    """Find the fastest variant within an accuracy budget, prove it, write it and a report."""
+    from rtinfer.optimize.search import optimize as run_optimize
+
+    with _progress(quiet) as say:
+        result = run_optimize(
+            model, kit=kit, data=data, max_drop=max_drop, metric=metric, slo_p99_ms=slo_p99_ms,
+            goal=goal, time_budget_s=parse_duration(time_budget),
+            engines=engines.split(",") if engines else None, threads=threads, out=out,
+            name=name, resume=not fresh, progress=say)
+    _write_json(json_path, result)
+    print_optimize(result)
+
+
+def print_optimize(result: dict[str, Any]) -> None:
+    """The candidate table and the verdict (shared with ``rtinfer demo``)."""
+    metric = result["budget"]["metric"]
+    table = Table(title=f"candidates — {result['budget']['text']}; batch {result['batch']}, "
+                        f"{result['threads']} thread(s)")
+    for col in ("candidate", metric, "within budget", "p50 ms", "p99 ms", "samples/s",
+                "vs original ORT", "size MiB"):
+        table.add_column(col, justify="left" if col == "candidate" else "right")
+    base = result["float_metrics"].get(metric, 1.0)
+    for r in result["candidates"]:
+        fin, quick = r["final"], r["quick"]
+        lat = fin["latency_ms"] if fin else {"p50": quick.get("p50_ms"),
+                                             "p99": quick.get("p99_ms")}
+        sps = fin["samples_per_s"] if fin else quick.get("samples_per_s")
+        table.add_row(
+            r["id"], f"{base - r['validation']['drop']:.4f}",
+            "yes" if r["validation"]["within_budget"] else "no",
+            _f(lat["p50"], 3), _f(lat["p99"], 3), _f(sps, 1),
+            f"{fin['speedup_vs_original_ort']:.2f}x" if fin else "-",
+            f"{r['size_bytes'] / 2**20:.2f}", style="bold green" if r["chosen"] else None)
+    console.print(table)
+    c = result["chosen"]
+    console.print(f"[bold]Chosen:[/] {c['id']} — {c['why']}", highlight=False)
+    extra = f", {c['speedup_vs_torch_eager']:.2f}x PyTorch eager" if (
+        "speedup_vs_torch_eager" in c) else ""
+    console.print(f"  p50 {c['latency_ms']['p50']:.3f} ms, p99 {c['latency_ms']['p99']:.3f} ms; "
+                  f"{c['speedup_vs_original_ort']:.2f}x the original on ONNX Runtime{extra}",
+                  highlight=False)
+    held = result.get("held_out", {})
+    if "original" in held:
+        console.print("  held-out test: " + ", ".join(
+            f"{k} {held['original'][k]:.4f} → {held['chosen'][k]:.4f}"
+            for k in held["original"]), highlight=False)
+    for s in result["skipped"]:
+        console.print(f"  [dim]not tried: {s['variant']} ({s['why']})[/]", highlight=False)
+    console.print(f"  search: {result['elapsed_s']:.0f} s of {result['time_budget_s']:.0f} s"
+                  + (f"; resumed {', '.join(result['resumed_variants'])}"
+                     if result["resumed_variants"] else ""), highlight=False)
+    if "artifact" in result:
+        console.print(f"wrote {result['artifact']}\nreport: {result['report']}", highlight=False)
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in '90s', '15m', '1h' or a plain number of seconds."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([smh]?)\s*", text)
+    if not m or float(m.group(1)) <= 0:
+        raise typer.BadParameter(f"time budget {text!r}: give e.g. 90s, 15m or 1h")
+    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
+
+
+def _f(v: float | None, digits: int) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"

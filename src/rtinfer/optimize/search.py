@@ -1,0 +1,458 @@
+"""``rtinfer optimize``: the fastest deployable variant within an accuracy budget, proved.
+
+    result = optimize(kit="fraud", max_drop="1pt", out="repo")
+    result["chosen"]      # the candidate written to repo/<name>/<version>/
+    result["pareto"]      # candidates no other beats on both latency and the budget metric
+
+The search, cheapest first, within ``time_budget_s``:
+
+1. **Variants.** The original, then int8 variants (dynamic, static QDQ, NNCF, mixed precision
+   with sensitive layers in float) — see :mod:`rtinfer.optimize.variants` — and, when a torch
+   model and training data exist and the passes are installed, distilled/pruned models and
+   their int8 forms.
+2. **Accuracy first** (cheap): each variant's outputs on the validation split against the
+   original's: task metric drop and fidelity (worst/mean cosine, SQNR, top-1 agreement).
+3. **Quick latency**: every variant within budget on every engine that runs it (ONNX Runtime,
+   OpenVINO, PyTorch eager for the original), at the goal's batch (1 for latency, 32 for
+   throughput), in one short window each.
+4. **Final measurement**: the best few within budget, the original on each engine, measured
+   in interleaved rounds (same harness as ``bench-model``); speedups are the median of
+   per-round p50 ratios, so a neighbour's burst slows both sides alike.
+5. **Choice**: the fastest finalist within the budget (and the p99 objective when given).
+   Over budget is never chosen; when nothing beats the original, the original on its fastest
+   engine is the answer and the result says why. The chosen model is evaluated on the held-out
+   test split, written as an artifact (recipe, figures, engine) with ``report.html`` and
+   ``optimize.json`` beside it.
+
+Each finished step is saved in a state folder under the cache; re-running the same command
+after an interrupt continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from statistics import median
+from typing import Any
+
+import numpy as np
+
+from rtinfer._cache import cache_dir
+from rtinfer._progress import Progress
+from rtinfer.bench.inprocess import SCHEMA, batch_feeds, measure_batch
+from rtinfer.bench.stats import latency_summary
+from rtinfer.engines import Session, available_engines, load
+from rtinfer.hardware import environment, estimate_peak_flops, usable_cores
+from rtinfer.models import import_model
+from rtinfer.models.imported import ImportedModel
+from rtinfer.optimize.budgeted import quantize_within_budget
+from rtinfer.optimize.evaluate import Budget, evaluate_candidate, fidelity, run_batches
+from rtinfer.optimize.quantize import Quantize
+from rtinfer.optimize.run import Splits, task_data
+from rtinfer.optimize.variants import Variant, quantized_variants
+
+__all__ = ["optimize"]
+
+GOALS = ("latency", "throughput")
+_FINALISTS = 3          # variants within budget measured in the interleaved final rounds
+_ROUNDS = 3
+_FASTER = 1.05          # a variant must beat the original by more than noise to be chosen
+
+
+def optimize(
+    model: Any = None,
+    *,
+    kit: Any = None,
+    data: str | Path | None = None,
+    max_drop: str = "1pt",
+    metric: str | None = None,
+    slo_p99_ms: float | None = None,
+    goal: str = "latency",
+    time_budget_s: float = 900.0,
+    engines: list[str] | None = None,
+    threads: int | None = None,
+    out: str | Path | None = None,
+    name: str | None = None,
+    window_s: float = 0.5,
+    resume: bool = True,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """See the module docstring. Returns a JSON-ready result (``kind: optimize``)."""
+    if goal not in GOALS:
+        raise ValueError(f"goal must be one of {GOALS}, got {goal!r}")
+    if time_budget_s <= 0:
+        raise ValueError(f"time budget must be positive, got {time_budget_s} s")
+    Budget.parse(max_drop, metric or "metric")  # a malformed budget fails before any work
+    say = progress or (lambda _msg: None)
+    start = time.monotonic()
+    deadline = start + time_budget_s
+    original, splits, task, default_metric = task_data(model, kit, data)
+    kit_name = getattr(kit, "name", kit)  # a kit name, or a loaded Kit (tests: small kits)
+    budget = Budget.parse(max_drop, metric or default_metric)
+    usable = available_engines()
+    chosen_engines = [e for e in (engines or usable) if e in usable]
+    if engines and len(chosen_engines) < len(engines):
+        missing = sorted(set(engines) - set(usable))
+        raise ValueError(f"engine(s) {missing} are not installed here; available: {usable}")
+    threads = threads or usable_cores()
+    batch = 1 if goal == "latency" else 32
+    state = _State.open(original, getattr(kit, "path", kit), data, budget, goal, batch, threads,
+                        resume)
+
+    calibration = splits["calibration"][0]
+    validation, val_targets = splits["validation"]
+    say("float model on the validation split")
+    with load(original, "onnxruntime", threads, warmup=False) as s:
+        reference = run_batches(s, validation)
+    float_metrics = task(val_targets, reference) if task and val_targets is not None else {}
+
+    def judge(variant: Variant) -> dict[str, Any]:
+        runtime = "openvino" if _needs_openvino(variant) else "onnxruntime"
+        with load(variant.model, runtime, threads, warmup=False) as s:
+            outputs = run_batches(s, validation)
+        ev = evaluate_candidate(outputs, reference, budget, targets=val_targets, metric=task,
+                                float_metrics=float_metrics)
+        return {**ev.to_dict(), "evaluated_on": runtime}
+
+    feeds = batch_feeds(original, batch, None, splits["test"][0])
+    peak, _ = estimate_peak_flops(cores=threads)
+    variants: dict[str, Variant] = {}
+    records: dict[str, dict[str, Any]] = {}
+    skipped: list[dict[str, str]] = []
+
+    def consider(vid: str, label: str, build: Callable[[], Variant]) -> None:
+        if vid in state.variants:
+            say(f"{label}: from the saved state")
+            variant, record = state.restore(vid)
+        elif time.monotonic() > deadline - _reserve(time_budget_s):
+            skipped.append({"variant": vid, "why": "time budget"})
+            return
+        else:
+            say(f"{label}: building")
+            try:
+                variant = build()
+            except Exception as exc:  # one variant's failure must not end the search
+                skipped.append({"variant": vid, "why": f"{type(exc).__name__}: {exc}"})
+                return
+            say(f"{label}: accuracy on the validation split")
+            record = {"validation": judge(variant)}
+            record["quick"] = {}
+            # Over budget: timed once, on the engine that evaluated it, so the trade-off is
+            # shown in the report; it is never a finalist.
+            runs_on = (variant.engines(chosen_engines) if record["validation"]["within_budget"]
+                       else [record["validation"]["evaluated_on"]])
+            for engine in runs_on:
+                say(f"{label}: quick latency on {engine}")
+                record["quick"][engine] = _quick(variant.model, engine, threads, feeds,
+                                                 window_s, peak)
+            state.save(variant, record)
+        variants[vid] = variant
+        records[vid] = record
+
+    fp32 = Variant("fp32", "original (fp32)", [], original, False)
+    consider("fp32", fp32.label, lambda: fp32)
+    variants["fp32"] = fp32  # keep the torch module for the PyTorch engine
+    for vid, label, build in quantized_variants(original, calibration, engines=chosen_engines):
+        consider(vid, label, build)
+    if not any(r["validation"]["within_budget"] for v, r in records.items() if v != "fp32"):
+        best = _least_harmful(records, variants)
+        if best is not None:
+            def mixed(config: Quantize = best) -> Variant:
+                res = quantize_within_budget(original, config, calibration, validation, budget,
+                                             targets=val_targets, metric=task, threads=threads,
+                                             progress=say)
+                if res.model is None:
+                    raise RuntimeError(f"no mixed-precision model met the budget "
+                                       f"({budget.describe()})")
+                v = Variant("int8-mixed", f"int8 mixed ({len(res.kept_in_float)} layers float)",
+                            [res.config.to_dict()], res.model, True)
+                state.extra["sensitivity"] = res.sensitivity[:30]
+                state.extra["kept_in_float"] = res.kept_in_float
+                return v
+            consider("int8-mixed", "int8 mixed precision", mixed)
+
+    say("final interleaved measurement")
+    finals = _finalists(records, variants)
+    final = _measure_final(finals, variants, threads, feeds, window_s * 2, peak, say)
+    chosen = _choose(final, records, slo_p99_ms)
+    result = _result(original, kit_name, budget, goal, batch, threads, slo_p99_ms, float_metrics,
+                     variants, records, final, chosen, skipped, state, time_budget_s, start)
+    say("held-out evaluation of the original and the chosen model")
+    result["held_out"] = _held_out(variants["fp32"], variants[chosen["variant"]], splits, task,
+                                   threads)
+    if out is not None:
+        _write(result, variants[chosen["variant"]], chosen, out,
+               name or (kit_name or Path(str(original.path)).parent.name or "model"), threads)
+    state.finish(result)
+    return result
+
+
+def _needs_openvino(variant: Variant) -> bool:
+    return any(p.get("engine") == "openvino" for p in variant.recipe if p.get("pass") ==
+               "quantize")
+
+
+def _reserve(budget_s: float) -> float:
+    """Time kept back from building variants for the final measurement and the write-up."""
+    return min(120.0, 0.25 * budget_s)
+
+
+def _quick(model: ImportedModel, engine: str, threads: int, feeds: Mapping[str, np.ndarray],
+           window_s: float, peak: float) -> dict[str, Any]:
+    try:
+        with load(model, engine, threads, warmup=False) as s:
+            row, _ = measure_batch(s, dict(feeds), window_s=window_s, max_windows=3,
+                                   peak_flops=peak)
+    except Exception as exc:  # an engine that cannot run a variant is a finding, not a crash
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    lat = row["latency_ms"]
+    return {"p50_ms": lat["p50"], "p99_ms": lat["p99"],
+            "samples_per_s": row["throughput"]["samples_per_s"]}
+
+
+def _least_harmful(records: Mapping[str, dict[str, Any]],
+                   variants: Mapping[str, Variant]) -> Quantize | None:
+    """The static int8 setting with the smallest drop: the base for mixed precision."""
+    static = [(r["validation"]["drop"], v) for v, r in records.items()
+              if variants[v].quantized and variants[v].recipe[-1].get("method") == "static"]
+    if not static:
+        return None
+    _, vid = min(static)
+    return Quantize.from_dict(variants[vid].recipe[-1])
+
+
+def _finalists(records: Mapping[str, dict[str, Any]],
+               variants: Mapping[str, Variant]) -> list[tuple[str, str]]:
+    """(variant, engine) pairs for the final rounds: the original on every engine it ran on,
+    and the quickest few within budget (by their quick p50)."""
+    pairs = [("fp32", e) for e, q in records["fp32"]["quick"].items() if "p50_ms" in q]
+    within = sorted(
+        ((q["p50_ms"], v, e) for v, r in records.items() if v != "fp32"
+         and r["validation"]["within_budget"] for e, q in r["quick"].items() if "p50_ms" in q))
+    pairs += [(v, e) for _, v, e in within[:_FINALISTS]]
+    return pairs
+
+
+def _measure_final(pairs: list[tuple[str, str]], variants: Mapping[str, Variant], threads: int,
+                   feeds: Mapping[str, np.ndarray], window_s: float, peak: float,
+                   say: Progress) -> dict[tuple[str, str], dict[str, Any]]:
+    sessions: dict[tuple[str, str], Session] = {}
+    per_round: dict[tuple[str, str], list[tuple[dict[str, Any], np.ndarray]]] = {}
+    try:
+        for v, e in pairs:
+            sessions[(v, e)] = load(variants[v].model, e, threads, warmup=True)
+        for r in range(_ROUNDS):
+            for key, s in sessions.items():
+                say(f"round {r + 1}/{_ROUNDS}: {key[0]} on {key[1]}")
+                per_round.setdefault(key, []).append(
+                    measure_batch(s, dict(feeds), window_s=window_s, max_windows=4,
+                                  peak_flops=peak))
+    finally:
+        for s in sessions.values():
+            s.close()
+    base = ("fp32", "onnxruntime") if ("fp32", "onnxruntime") in per_round else pairs[0]
+    out = {}
+    for key, rounds in per_round.items():
+        samples = np.concatenate([s for _, s in rounds])
+        ratios = [b[0]["latency_ms"]["p50"] / c[0]["latency_ms"]["p50"]
+                  for b, c in zip(per_round[base], rounds, strict=True)]
+        out[key] = {"latency_ms": latency_summary(samples),
+                    "samples_per_s": median(r["throughput"]["samples_per_s"]
+                                            for r, _ in rounds),
+                    "cpu_percent": median(r["cpu_percent"] for r, _ in rounds),
+                    "speedup_vs_original_ort": median(ratios),
+                    "samples_ms": (samples * 1e3).round(4).tolist()}
+    if ("fp32", "torch") in per_round:
+        torch_rounds = per_round[("fp32", "torch")]
+        for key, rounds in per_round.items():
+            out[key]["speedup_vs_torch_eager"] = median(
+                t[0]["latency_ms"]["p50"] / c[0]["latency_ms"]["p50"]
+                for t, c in zip(torch_rounds, rounds, strict=True))
+    return out
+
+
+def _choose(final: Mapping[tuple[str, str], dict[str, Any]],
+            records: Mapping[str, dict[str, Any]], slo: float | None) -> dict[str, Any]:
+    """The fastest finalist within budget (and SLO); the original wins unless beaten by more
+    than measurement noise."""
+    def ok(key: tuple[str, str]) -> bool:
+        within = key[0] == "fp32" or records[key[0]]["validation"]["within_budget"]
+        return within and (slo is None or final[key]["latency_ms"]["p99"] <= slo)
+
+    originals = [k for k in final if k[0] == "fp32"]
+    best_original = max(originals, key=lambda k: final[k]["speedup_vs_original_ort"])
+    others = [k for k in final if k[0] != "fp32" and ok(k)]
+    best = max(others, key=lambda k: final[k]["speedup_vs_original_ort"], default=None)
+    ratio = (final[best]["speedup_vs_original_ort"]
+             / final[best_original]["speedup_vs_original_ort"]) if best else 0.0
+    if best is not None and ratio >= _FASTER:
+        why = (f"fastest within the budget: {ratio:.2f}x the original on its fastest engine "
+               f"({best_original[1]})")
+        key = best
+    else:
+        key = best_original
+        why = ("no optimized variant within the budget beats the original by more than "
+               f"{_FASTER - 1:.0%} on this machine" + (f" (best: {best[0]} on {best[1]}, "
+                                                       f"{ratio:.2f}x)" if best else "")
+               + f"; the original on {key[1]} is the answer")
+    meets_slo = slo is None or final[key]["latency_ms"]["p99"] <= slo
+    if not meets_slo:
+        why += f"; note: no candidate met the p99 objective of {slo:g} ms"
+    return {"variant": key[0], "engine": key[1], "why": why, "meets_slo": meets_slo}
+
+
+def _result(original: ImportedModel, kit: str | None, budget: Budget, goal: str, batch: int,
+            threads: int, slo: float | None, float_metrics: Mapping[str, float],
+            variants: Mapping[str, Variant], records: Mapping[str, dict[str, Any]],
+            final: Mapping[tuple[str, str], dict[str, Any]], chosen: dict[str, Any],
+            skipped: list[dict[str, str]], state: _State, time_budget_s: float,
+            start: float) -> dict[str, Any]:
+    rows = []
+    for vid, rec in records.items():
+        v = variants[vid]
+        engines = rec["quick"] or {"-": {}}
+        for engine, quick in engines.items():
+            fin = final.get((vid, engine))
+            rows.append({
+                "id": f"{vid}@{engine}", "variant": vid, "label": v.label, "engine": engine,
+                "recipe": v.recipe, "size_bytes": v.model.size_bytes,
+                "validation": rec["validation"], "quick": quick,
+                "final": {k: x for k, x in fin.items() if k != "samples_ms"} if fin else None,
+                "chosen": (vid, engine) == (chosen["variant"], chosen["engine"]),
+            })
+    chosen_id = f"{chosen['variant']}@{chosen['engine']}"
+    orig_key = max((k for k in final if k[0] == "fp32"),
+                   key=lambda k: final[k]["speedup_vs_original_ort"])
+    return {
+        "schema": SCHEMA, "kind": "optimize",
+        "model": {"source": original.source.to_dict(), "kit": kit,
+                  "size_bytes": original.size_bytes},
+        "budget": {"max_drop": budget.max_drop, "kind": budget.kind, "metric": budget.metric,
+                   "text": budget.describe()},
+        "goal": goal, "batch": batch, "threads": threads, "slo_p99_ms": slo,
+        "float_metrics": dict(float_metrics),
+        "candidates": rows,
+        "pareto": _pareto(rows),
+        "chosen": {**chosen, "id": chosen_id,
+                   **{k: v for k, v in final[(chosen["variant"], chosen["engine"])].items()
+                      if k != "samples_ms"}},
+        "latency_samples_ms": {"original": final[orig_key]["samples_ms"],
+                               "chosen": final[(chosen["variant"], chosen["engine"])][
+                                   "samples_ms"]},
+        "original_engine": orig_key[1],
+        "skipped": skipped,
+        "sensitivity": state.extra.get("sensitivity", []),
+        "kept_in_float": state.extra.get("kept_in_float", []),
+        "measurement": {"quick": "one short stable-window run per candidate",
+                        "final": f"{_ROUNDS} interleaved rounds; speedup = median of "
+                                 "per-round p50 ratios", "loop": "closed, one at a time"},
+        "time_budget_s": time_budget_s,
+        "elapsed_s": round(time.monotonic() - start, 1),
+        "resumed_variants": state.resumed,
+        "environment": environment(),
+    }
+
+
+def _pareto(rows: list[dict[str, Any]]) -> list[str]:
+    """Ids of candidates no other beats on both p50 latency and the budget metric's drop."""
+    points = [(r["quick"]["p50_ms"], r["validation"]["drop"], r["id"]) for r in rows
+              if r["quick"].get("p50_ms") is not None]
+    return [i for p, d, i in points
+            if not any((p2 <= p and d2 <= d) and (p2 < p or d2 < d) for p2, d2, _ in points)]
+
+
+def _held_out(original: Variant, chosen: Variant, splits: Splits, task: Any,
+              threads: int) -> dict[str, Any]:
+    inputs, targets = splits["test"]
+    with load(original.model, "onnxruntime", threads, warmup=False) as s:
+        ref = run_batches(s, inputs)
+    runtime = "openvino" if _needs_openvino(chosen) else "onnxruntime"
+    with load(chosen.model, runtime, threads, warmup=False) as s:
+        got = run_batches(s, inputs)
+    out: dict[str, Any] = {"samples": len(next(iter(inputs.values()))),
+                           "fidelity": fidelity(ref, got)}
+    if task is not None and targets is not None:
+        out["original"] = task(targets, ref)
+        out["chosen"] = task(targets, got)
+    return out
+
+
+def _write(result: dict[str, Any], variant: Variant, chosen: Mapping[str, Any],
+           out: str | Path, name: str, threads: int) -> None:
+    from rtinfer.artifact import save_artifact
+    from rtinfer.optimize.report import render_html
+
+    art = save_artifact(
+        variant.model, out, name,
+        recipe={"format_version": 1, "passes": variant.recipe},
+        measurements={"accuracy": result["held_out"].get("chosen", {}),
+                      "accuracy_original": result["held_out"].get("original", {}),
+                      "fidelity": {"held_out": result["held_out"]["fidelity"]},
+                      "performance": {k: v for k, v in result["chosen"].items()
+                                      if k not in ("why",)},
+                      "budget": result["budget"]},
+        threads=threads, engine=str(chosen["engine"]),
+    )
+    result["artifact"] = str(art.path)
+    folder = Path(out) / name
+    (folder / "optimize.json").write_text(json.dumps(result, indent=2, default=str))
+    (folder / "report.html").write_text(render_html(result))
+    result["report"] = str(folder / "report.html")
+    (folder / "optimize.json").write_text(json.dumps(result, indent=2, default=str))
+
+
+class _State:
+    """Finished steps of one search, keyed by everything that changes their outcome."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.variants: dict[str, dict[str, Any]] = {}
+        self.extra: dict[str, Any] = {}
+        self.resumed: list[str] = []
+        index = folder / "state.json"
+        if index.is_file():
+            saved = json.loads(index.read_text())
+            self.variants, self.extra = saved["variants"], saved.get("extra", {})
+
+    @classmethod
+    def open(cls, model: ImportedModel, kit: Any, data: Any, budget: Budget, goal: str,
+             batch: int, threads: int, resume: bool) -> _State:
+        key = hashlib.sha256(json.dumps(
+            [model.source.sha256, kit, str(data), budget.max_drop, budget.kind, budget.metric,
+             goal, batch, threads], default=str).encode()).hexdigest()[:16]
+        folder = cache_dir() / "optimize" / key
+        if not resume and folder.exists():
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        return cls(folder)
+
+    def save(self, variant: Variant, record: dict[str, Any]) -> None:
+        if variant.id != "fp32":
+            target = self.folder / f"{variant.id}.onnx"
+            shutil.copyfile(variant.model.path, target)
+        self.variants[variant.id] = {"label": variant.label, "recipe": variant.recipe,
+                                     "quantized": variant.quantized, "parent": variant.parent,
+                                     "record": record}
+        self._flush()
+
+    def restore(self, vid: str) -> tuple[Variant, dict[str, Any]]:
+        saved = self.variants[vid]
+        self.resumed.append(vid)
+        model = import_model(self.folder / f"{vid}.onnx") if vid != "fp32" else None
+        variant = Variant(vid, saved["label"], saved["recipe"], model,  # type: ignore[arg-type]
+                          saved["quantized"], saved["parent"])
+        return variant, saved["record"]
+
+    def finish(self, result: Mapping[str, Any]) -> None:
+        self.extra["last_result"] = {"chosen": result["chosen"]["id"]}
+        self._flush()
+
+    def _flush(self) -> None:
+        tmp = self.folder / "state.json.tmp"
+        tmp.write_text(json.dumps({"variants": self.variants, "extra": self.extra},
+                                  default=str))
+        tmp.replace(self.folder / "state.json")

@@ -1,0 +1,93 @@
+"""The model variants ``optimize`` considers, and how each is built from the original.
+
+A *variant* is a model file plus the recipe that produced it (a list of pass dicts, replayable);
+a *candidate* is a variant on one engine with one thread/batch setting. Variants are built in
+order of cost, cheapest first, so a tight time budget still sees the most likely winners:
+
+1. ``fp32``           the original, as given
+2. ``int8-dynamic``   ONNX Runtime dynamic quantization (weights int8, activations quantized on
+                      the fly; no calibration) — only for MatMul/Gemm-heavy models, since
+                      ONNX Runtime has no fast dynamic Conv kernel (ConvInteger)
+3. ``int8-static``    ONNX Runtime static QDQ, per-channel weights, MinMax calibration
+4. ``int8-nncf``      NNCF on the ONNX graph (OpenVINO's quantizer), default preset, and its
+                      transformer preset for models with attention (Softmax + MatMul)
+5. ``int8-mixed``     the best static setting with its most sensitive layers kept in float
+                      until the budget holds (:func:`quantize_within_budget`); built only when
+                      no plain int8 variant met the budget
+
+Torch-side passes (distillation, structured pruning) produce new float models that then go
+through the same list; they are added by :func:`torch_variants` when the passes are available
+and the kit has a torch model with training data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from rtinfer.models.imported import ImportedModel
+from rtinfer.optimize.quantize import Feeds, Quantize, quantize
+
+__all__ = ["Variant", "op_histogram", "quantized_variants"]
+
+
+@dataclass
+class Variant:
+    """A model file with the recipe that made it; ``parent`` names the float model it came
+    from (``fp32`` for the original)."""
+
+    id: str
+    label: str
+    recipe: list[dict[str, Any]]
+    model: ImportedModel
+    quantized: bool
+    parent: str = "fp32"
+    notes: list[str] = field(default_factory=list)
+
+    def engines(self, available: list[str]) -> list[str]:
+        """Engines to time it on: QDQ int8 runs on ONNX Runtime and OpenVINO; the original
+        float model also on PyTorch eager when its module is known."""
+        names: list[str] = [e for e in ("onnxruntime", "openvino") if e in available]
+        if self.id == "fp32" and "torch" in available and (
+                self.model.torch_module is not None or self.model.torch_loader is not None):
+            names.append("torch")
+        return names
+
+
+def op_histogram(model: ImportedModel) -> dict[str, int]:
+    import onnx
+
+    graph = onnx.load(str(model.path), load_external_data=False).graph
+    counts: dict[str, int] = {}
+    for node in graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return counts
+
+
+def quantized_variants(
+    base: ImportedModel, calibration: Feeds, *, prefix: str = "", parent: str = "fp32",
+    base_recipe: list[dict[str, Any]] | None = None, engines: list[str],
+) -> Iterator[tuple[str, str, Callable[[], Variant]]]:
+    """(id, label, build) for each int8 variant of ``base``, cheapest first; ``build`` runs
+    the quantizer only when called, so the search can skip what its time budget excludes."""
+    ops = op_histogram(base)
+    dense = ops.get("MatMul", 0) + ops.get("Gemm", 0)
+    attention = ops.get("Softmax", 0) > 0 and ops.get("MatMul", 0) > 0
+    configs: list[tuple[str, str, Quantize]] = []
+    if dense >= ops.get("Conv", 0):
+        configs.append(("int8-dynamic", "int8 dynamic (ONNX Runtime)",
+                        Quantize(method="dynamic")))
+    configs.append(("int8-static", "int8 static per-channel (ONNX Runtime, MinMax)",
+                    Quantize()))
+    if "openvino" in engines:
+        configs.append(("int8-nncf", "int8 (NNCF, default preset)", Quantize(engine="openvino")))
+        if attention:
+            configs.append(("int8-nncf-transformer", "int8 (NNCF, transformer preset)",
+                            Quantize(engine="openvino", preset="transformer")))
+    for vid, label, config in configs:
+        def build(config: Quantize = config, vid: str = vid, label: str = label) -> Variant:
+            model = quantize(base, config, calibration if config.method == "static" else None)
+            return Variant(prefix + vid, (prefix + " " if prefix else "") + label,
+                           [*(base_recipe or []), config.to_dict()], model, True, parent)
+        yield prefix + vid, label, build

@@ -1,0 +1,123 @@
+"""``optimize``: candidates measured, the budget honoured, the choice written and reported."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from rtinfer.artifact import load_artifact
+from rtinfer.cli.optimize import parse_duration
+from rtinfer.optimize.report import render_html
+from rtinfer.optimize.search import optimize
+
+
+@pytest.fixture(scope="module")
+def fraud_run(fraud_kit: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    repo = tmp_path_factory.mktemp("repo")
+    return optimize(kit=fraud_kit, max_drop="1pt", time_budget_s=600, out=repo,
+                    engines=["onnxruntime", "openvino"], window_s=0.2)
+
+
+def test_candidates_span_precisions_and_engines(fraud_run: dict[str, Any]) -> None:
+    ids = {r["id"] for r in fraud_run["candidates"]}
+    assert {"fp32@onnxruntime", "fp32@openvino"} <= ids
+    variants = {r["variant"] for r in fraud_run["candidates"]}
+    assert {"fp32", "int8-dynamic", "int8-static", "int8-nncf"} <= variants
+    for r in fraud_run["candidates"]:
+        assert r["validation"]["fidelity"], r["id"]
+        if r["validation"]["within_budget"]:
+            assert r["quick"].get("p50_ms", 0) > 0, r["id"]     # measured, not guessed
+        if r["variant"] != "fp32":
+            assert r["recipe"][-1]["pass"] == "quantize"
+
+
+def test_never_chooses_over_budget_and_explains(fraud_run: dict[str, Any]) -> None:
+    chosen = next(r for r in fraud_run["candidates"] if r["chosen"])
+    assert chosen["variant"] == "fp32" or chosen["validation"]["within_budget"]
+    assert chosen["validation"]["drop"] <= 0.01 + 1e-12
+    assert fraud_run["chosen"]["why"]
+    if chosen["variant"] == "fp32":  # nothing beat it: the report says so
+        assert "no optimized variant" in fraud_run["chosen"]["why"]
+    # the held-out test split is evaluated for both and reported
+    held = fraud_run["held_out"]
+    assert set(held["original"]) == set(held["chosen"]) >= {"pr_auc"}
+    assert held["fidelity"]
+
+
+def test_pareto_front_is_non_dominated(fraud_run: dict[str, Any]) -> None:
+    rows = {r["id"]: r for r in fraud_run["candidates"] if "p50_ms" in r["quick"]}
+    front = fraud_run["pareto"]
+    assert front and set(front) <= set(rows)
+    for a in front:
+        pa, da = rows[a]["quick"]["p50_ms"], rows[a]["validation"]["drop"]
+        for b, r in rows.items():
+            pb, db = r["quick"]["p50_ms"], r["validation"]["drop"]
+            assert not (pb <= pa and db <= da and (pb < pa or db < da)), (a, b)
+
+
+def test_writes_artifact_report_and_json(fraud_run: dict[str, Any]) -> None:
+    art = load_artifact(fraud_run["artifact"])
+    assert art.manifest["deployment"]["engine"] == fraud_run["chosen"]["engine"]
+    assert art.manifest["recipe"]["passes"] == next(
+        r["recipe"] for r in fraud_run["candidates"] if r["chosen"])
+    saved = json.loads((Path(fraud_run["artifact"]).parent / "optimize.json").read_text())
+    assert saved["chosen"]["id"] == fraud_run["chosen"]["id"]
+    html = Path(fraud_run["report"]).read_text()
+    assert html.count("<svg") == 2 and "http" not in html.replace(
+        'xmlns="http://www.w3.org/2000/svg"', "")              # self-contained: no fetches
+    for r in fraud_run["candidates"]:
+        assert r["id"] in html
+    for svg in html.split("<svg")[1:]:
+        ET.fromstring("<svg" + svg.split("</svg>")[0] + "</svg>")   # well-formed
+    assert "budget floor" in html and "Pareto front" in html
+
+
+def test_resume_reuses_finished_variants(fraud_kit: Any, fraud_run: dict[str, Any],
+                                         tmp_path: Path) -> None:
+    again = optimize(kit=fraud_kit, max_drop="1pt", time_budget_s=600,
+                     engines=["onnxruntime", "openvino"], window_s=0.2)
+    assert set(again["resumed_variants"]) >= {"fp32", "int8-static"}
+    before = {r["id"]: r["validation"]["drop"] for r in fraud_run["candidates"]}
+    after = {r["id"]: r["validation"]["drop"] for r in again["candidates"]}
+    assert before == after
+
+
+def test_time_budget_is_honoured(fraud_kit: Any) -> None:
+    result = optimize(kit=fraud_kit, max_drop="1pt", time_budget_s=1, engines=["onnxruntime"],
+                      window_s=0.1, resume=False)
+    assert {s["why"] for s in result["skipped"]} == {"time budget"}
+    assert result["chosen"]["variant"] == "fp32"
+
+
+def test_onnx_file_without_labels_budgets_fidelity(cnn: Any, tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    name = cnn.spec.input_names[0]
+    np.savez(tmp_path / "data.npz", **{name: rng.standard_normal((64, 3, 32, 32),
+                                                                  dtype=np.float32)})
+    result = optimize(cnn.path, data=tmp_path / "data.npz", max_drop="1%",
+                      time_budget_s=300, engines=["onnxruntime"], window_s=0.1)
+    assert result["budget"]["metric"].endswith(".cosine")
+    for r in result["candidates"]:
+        worst = min(f["cosine_min"] for f in r["validation"]["fidelity"].values())
+        assert r["validation"]["within_budget"] == (worst >= 0.99 - 1e-12), r["id"]
+    assert "original" not in result["held_out"]   # no labels: fidelity only
+
+
+def test_bad_arguments_say_how_to_fix() -> None:
+    with pytest.raises(ValueError, match="goal must be one of"):
+        optimize(kit="fraud", max_drop="1pt", goal="fast")
+    with pytest.raises(ValueError, match="must say absolute or relative"):
+        optimize(kit="fraud", max_drop="1")
+    assert parse_duration("15m") == 900 and parse_duration("90s") == 90
+    with pytest.raises(Exception, match="give e.g. 90s"):
+        parse_duration("soon")
+
+
+def test_report_refuses_other_results() -> None:
+    with pytest.raises(ValueError, match="not an optimize result"):
+        render_html({"kind": "bench"})
