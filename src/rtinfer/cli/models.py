@@ -192,7 +192,7 @@ def advise(
 
 
 @app.command()
-def demo(
+def compare(
     engines: str | None = typer.Option(None, help="Comma-separated [default: all available]."),
     seq_len: int = typer.Option(128, "--seq-len", help="Tokens per sentence (padded)."),
     batch_sizes: str = typer.Option("1", "--batch-sizes", "-b", help="e.g. 1,32"),
@@ -203,10 +203,10 @@ def demo(
     quiet: bool = QuietOpt,
 ) -> None:
     """Compare the available engines on the built-in MiniLM sentence encoder."""
-    from rtinfer.demo import DEMO_SENTENCE, run_demo
+    from rtinfer.bench.builtin import DEMO_SENTENCE, compare_builtin
 
     with _progress(quiet) as say:
-        result = run_demo(engines.split(",") if engines else None, seq_len=seq_len,
+        result = compare_builtin(engines.split(",") if engines else None, seq_len=seq_len,
                           batch_sizes=_ints(batch_sizes), threads=threads, window_s=window,
                           rounds=rounds, progress=say)
     _write_json(json_path, result)
@@ -259,3 +259,30 @@ def kits_build(
                   highlight=False)
 
 
+
+
+@app.command()
+def demo(
+    kit: str = typer.Option("fraud", "--kit", help="fraud (fast), intent or perception."),
+    out: Path = typer.Option(Path("demo-repo"), "--out", help="Model repository to write."),
+    time_budget: str = typer.Option("4m", "--time-budget", help="For the optimize step."),
+    requests: int = typer.Option(200, help="Requests sent to the served model."),
+    json_path: Path | None = JsonOpt,
+    quiet: bool = QuietOpt,
+) -> None:
+    """The main job on a built-in kit: build, optimize, serve on loopback, load, summarise."""
+    from rtinfer.cli.optimize import parse_duration, print_optimize
+    from rtinfer.demo import run_demo
+
+    with _progress(quiet) as say:
+        result = run_demo(kit, out=out, time_budget_s=parse_duration(time_budget),
+                          requests=requests, progress=say)
+    _write_json(json_path, result)
+    print_optimize(result["optimize"])
+    s = result["serving"]
+    lat = s["latency_ms"]
+    console.print(
+        f"served {s['model']} at {s['url']} ({s['protocol']}): {s['requests']} requests, "
+        f"p50 {lat['p50']:.2f} ms, p99 {lat['p99']:.2f} ms over HTTP incl. JSON; answers equal "
+        f"in-process within {s['max_abs_diff_vs_in_process']:.1e}; server stopped",
+        highlight=False)

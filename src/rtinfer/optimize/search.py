@@ -177,7 +177,11 @@ def optimize(
 
     say("final interleaved measurement")
     finals = _finalists(records, variants)
-    final = _measure_final(finals, variants, threads, feeds, window_s * 2, peak, say)
+    # Fit the final rounds into what is left of the budget (each pair-round takes up to three
+    # windows plus a warm-up), but never below 0.1 s windows: a choice needs a measurement.
+    left = max(deadline - time.monotonic(), 0.0)
+    final_window = min(window_s * 2, max(0.1, 0.6 * left / (len(finals) * _ROUNDS * 3.5)))
+    final = _measure_final(finals, variants, threads, feeds, final_window, peak, say)
     chosen = _choose(final, records, slo_p99_ms)
     result = _result(original, kit_name, budget, goal, batch, threads, slo_p99_ms, float_metrics,
                      variants, records, final, chosen, skipped, state, time_budget_s, start)
@@ -249,7 +253,7 @@ def _measure_final(pairs: list[tuple[str, str]], variants: Mapping[str, Variant]
             for key, s in sessions.items():
                 say(f"round {r + 1}/{_ROUNDS}: {key[0]} on {key[1]}")
                 per_round.setdefault(key, []).append(
-                    measure_batch(s, dict(feeds), window_s=window_s, max_windows=4,
+                    measure_batch(s, dict(feeds), window_s=window_s, max_windows=3,
                                   peak_flops=peak))
     finally:
         for s in sessions.values():
