@@ -36,7 +36,6 @@ import shutil
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from statistics import median
 from typing import Any
 
 import numpy as np
@@ -44,7 +43,7 @@ import numpy as np
 from rtinfer._cache import cache_dir
 from rtinfer._progress import Progress
 from rtinfer.bench.inprocess import SCHEMA, batch_feeds, measure_batch
-from rtinfer.bench.stats import latency_summary
+from rtinfer.bench.interleave import measure_interleaved, ratio
 from rtinfer.engines import Session, available_engines, load
 from rtinfer.hardware import environment, estimate_peak_flops, usable_cores
 from rtinfer.models import import_model
@@ -181,7 +180,7 @@ def optimize(
     # windows plus a warm-up), but never below 0.1 s windows: a choice needs a measurement.
     left = max(deadline - time.monotonic(), 0.0)
     final_window = min(window_s * 2, max(0.1, 0.6 * left / (len(finals) * _ROUNDS * 3.5)))
-    final = _measure_final(finals, variants, threads, feeds, final_window, peak, say)
+    final = _measure_final(finals, variants, threads, feeds, final_window, say)
     chosen = _choose(final, records, slo_p99_ms)
     result = _result(original, kit_name, budget, goal, batch, threads, slo_p99_ms, float_metrics,
                      variants, records, final, chosen, skipped, state, time_budget_s, start)
@@ -242,40 +241,22 @@ def _finalists(records: Mapping[str, dict[str, Any]],
 
 
 def _measure_final(pairs: list[tuple[str, str]], variants: Mapping[str, Variant], threads: int,
-                   feeds: Mapping[str, np.ndarray], window_s: float, peak: float,
+                   feeds: Mapping[str, np.ndarray], window_s: float,
                    say: Progress) -> dict[tuple[str, str], dict[str, Any]]:
     sessions: dict[tuple[str, str], Session] = {}
-    per_round: dict[tuple[str, str], list[tuple[dict[str, Any], np.ndarray]]] = {}
     try:
         for v, e in pairs:
             sessions[(v, e)] = load(variants[v].model, e, threads, warmup=True)
-        for r in range(_ROUNDS):
-            for key, s in sessions.items():
-                say(f"round {r + 1}/{_ROUNDS}: {key[0]} on {key[1]}")
-                per_round.setdefault(key, []).append(
-                    measure_batch(s, dict(feeds), window_s=window_s, max_windows=3,
-                                  peak_flops=peak))
+        out = measure_interleaved(sessions, feeds, rounds=_ROUNDS, window_s=window_s,
+                                  progress=say)
     finally:
         for s in sessions.values():
             s.close()
-    base = ("fp32", "onnxruntime") if ("fp32", "onnxruntime") in per_round else pairs[0]
-    out = {}
-    for key, rounds in per_round.items():
-        samples = np.concatenate([s for _, s in rounds])
-        ratios = [b[0]["latency_ms"]["p50"] / c[0]["latency_ms"]["p50"]
-                  for b, c in zip(per_round[base], rounds, strict=True)]
-        out[key] = {"latency_ms": latency_summary(samples),
-                    "samples_per_s": median(r["throughput"]["samples_per_s"]
-                                            for r, _ in rounds),
-                    "cpu_percent": median(r["cpu_percent"] for r, _ in rounds),
-                    "speedup_vs_original_ort": median(ratios),
-                    "samples_ms": (samples * 1e3).round(4).tolist()}
-    if ("fp32", "torch") in per_round:
-        torch_rounds = per_round[("fp32", "torch")]
-        for key, rounds in per_round.items():
-            out[key]["speedup_vs_torch_eager"] = median(
-                t[0]["latency_ms"]["p50"] / c[0]["latency_ms"]["p50"]
-                for t, c in zip(torch_rounds, rounds, strict=True))
+    base = ("fp32", "onnxruntime") if ("fp32", "onnxruntime") in out else pairs[0]
+    for key, row in out.items():
+        row["speedup_vs_original_ort"] = ratio(out, base, key)
+        if ("fp32", "torch") in out:
+            row["speedup_vs_torch_eager"] = ratio(out, ("fp32", "torch"), key)
     return out
 
 
