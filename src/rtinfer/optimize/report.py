@@ -155,6 +155,7 @@ def _table(result: Mapping[str, Any]) -> str:
 def _pass(p: Mapping[str, Any]) -> str:
     if p.get("pass") == "quantize":
         return f"quantize({p.get('method')}, {p.get('engine')}, {p.get('calibration')}" + (
+            f", {p['preset']} preset" if p.get("preset", "default") != "default" else "") + (
             f", {len(p['exclude'])} float" if p.get("exclude") else "") + ")"
     return str(p.get("pass", "?"))
 
