@@ -106,9 +106,17 @@ def test_interrupted_training_leaves_no_artifact(intent_kit, tmp_path
 
 
 @pytest.mark.slow
-def test_time_bound_stops_training_early(intent_kit) -> None:  # type: ignore[no-untyped-def]
-    config = Distill(steps=10_000, finetune_steps=0, batch_size=8, max_seconds=3)
-    result = distill(kit=intent_kit, config=config, measure=False)
-    run = result.report["training"]["distill"]
-    assert run["stopped_early"] and run["steps"] < 10_000
-    assert np.isfinite(result.report["held_out"]["distilled"]["accuracy"])
+def test_cli_training_is_bounded_in_time(intent_kit, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from typer.testing import CliRunner
+
+    from rtinfer.cli import app
+
+    res = CliRunner().invoke(app, ["distill", "--kit", "intent", "--small", "--steps", "10000",
+                                   "--finetune-steps", "0", "--max-seconds", "3",
+                                   "--no-measure", "-q", "--json", str(tmp_path / "d.json")])
+    assert res.exit_code == 0, res.output
+    report = json.loads((tmp_path / "d.json").read_text())
+    run = report["training"]["distill"]
+    assert run["stopped_early"] and 0 < run["steps"] < 10_000
+    assert np.isfinite(report["held_out"]["distilled"]["accuracy"])
+    assert "held-out accuracy drop" in res.output

@@ -105,8 +105,8 @@ def test_activation_statistics_remove_the_channels_that_never_fire() -> None:
 @pytest.mark.slow
 def test_structured_pruning_shrinks_the_perception_cnn_and_keeps_accuracy(
         perception_kit, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    config = Prune(structured=True, amount=0.5, scope="layer", steps=2, finetune_steps=40,
-                   lr=2e-3)
+    config = Prune(structured=True, amount=0.5, scope="layer", steps=2, finetune_steps=30,
+                   batch_size=32, lr=2e-3)
     result = prune(kit=perception_kit, config=config, out=tmp_path, measure=False)
     rep = result.report
     widths = rep["structure"]["steps"][-1]["widths"]
@@ -166,3 +166,25 @@ def test_transformer_heads_and_ffn_neurons_are_removed() -> None:
     out = net(input_ids=torch.from_numpy(ids), attention_mask=torch.ones(32, 12,
                                                                           dtype=torch.long))
     assert out["logits"].shape == (32, 3) and out["sentence_embedding"].shape == (32, 32)
+
+
+@pytest.mark.slow
+def test_cli_prunes_a_kit_and_reports_sparsity(perception_kit, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from typer.testing import CliRunner
+
+    from rtinfer.cli import app
+
+    runner = CliRunner()
+    res = runner.invoke(app, ["prune", "--kit", "perception", "--small", "--amount", "0.5",
+                              "--scope", "layer", "--no-measure", "-q", "--out",
+                              str(tmp_path / "repo"), "--json", str(tmp_path / "r.json")])
+    assert res.exit_code == 0, res.output
+    assert "sparsity per layer" in res.output and "stages.0.conv1" in res.output
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["recipe"][0]["amount"] == 0.5
+    assert abs(report["sparsity"]["layers"][0]["sparsity"] - 0.5) < 1e-3
+    assert (tmp_path / "repo" / "perception-prune" / "1" / "manifest.json").is_file()
+    bad = runner.invoke(app, ["prune", "--kit", "perception", "--small", "--structured",
+                              "--threshold", "0.1"])
+    assert isinstance(bad.exception, ValueError)
+    assert "for channels give amount" in str(bad.exception)

@@ -19,6 +19,8 @@ ThreadsOpt = typer.Option(2, "--threads", "-t", help="ONNX Runtime threads for t
                           "comparison.")
 SecondsOpt = typer.Option(None, "--max-seconds", help="Stop training after this long (the "
                           "result is still evaluated and written).")
+SmallOpt = typer.Option(False, "--small", help="Use the kit's reduced build (quick checks).")
+MeasureOpt = typer.Option(True, "--measure/--no-measure", help="Measure latency side by side.")
 
 
 @app.command()
@@ -38,6 +40,8 @@ def prune(
     lr: float = typer.Option(1e-3, help="Fine-tuning learning rate."),
     image_size: int | None = typer.Option(None, help="Images: measure latency at this size."),
     max_seconds: float | None = SecondsOpt,
+    small: bool = SmallOpt,
+    measure: bool = MeasureOpt,
     threads: int = ThreadsOpt,
     out: Path | None = OutOpt,
     name: str | None = NameOpt,
@@ -53,7 +57,8 @@ def prune(
                    finetune_steps=finetune_steps, lr=lr, max_seconds=max_seconds)
     with _progress(quiet) as say:
         result = run(kit=kit, config=config, out=out, name=name, threads=threads,
-                     image_size=image_size, progress=say)
+                     image_size=image_size, size="small" if small else "full",
+                     measure=measure, progress=say)
     _render(result.report, config.describe(), json_path)
     sparsity = result.report.get("sparsity")
     if sparsity:
@@ -79,6 +84,8 @@ def distill(
     width: float = typer.Option(1.0, help="Share of FFN neurons the student keeps."),
     lr: float = typer.Option(1e-4, help="Learning rate."),
     max_seconds: float | None = SecondsOpt,
+    small: bool = SmallOpt,
+    measure: bool = MeasureOpt,
     threads: int = ThreadsOpt,
     out: Path | None = OutOpt,
     name: str | None = NameOpt,
@@ -93,7 +100,7 @@ def distill(
                      alpha=alpha, layers=layers, width=width, lr=lr, max_seconds=max_seconds)
     with _progress(quiet) as say:
         result = run(kit=kit, config=config, out=out, name=name, threads=threads,
-                     progress=say)
+                     size="small" if small else "full", measure=measure, progress=say)
     _render(result.report, config.describe(), json_path)
 
 

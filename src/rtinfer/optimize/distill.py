@@ -117,6 +117,7 @@ def distill(
     out: str | Path | None = None,
     name: str | None = None,
     threads: int = 2,
+    size: str = "full",
     measure: bool = True,
     progress: Progress | None = None,
 ) -> Any:
@@ -131,7 +132,7 @@ def distill(
         model, kit = None, model
     say = progress or (lambda _msg: None)
     task = job.task_from(config.teacher if config.teacher is not None else model, kit=kit,
-                         data=data)
+                         data=data, size=size)
     teacher = job.keep_original(task)
     details: dict[str, Any] = {}
     if config.student is not None:

@@ -172,6 +172,7 @@ def prune(
     out: str | Path | None = None,
     name: str | None = None,
     threads: int = 2,
+    size: str = "full",
     image_size: int | None = None,
     measure: bool = True,
     progress: Progress | None = None,
@@ -191,7 +192,7 @@ def prune(
     if isinstance(model, str) and kit is None:
         model, kit = None, model
     say = progress or (lambda _msg: None)
-    task = job.task_from(model, kit=kit, data=data)
+    task = job.task_from(model, kit=kit, data=data, size=size)
     job.keep_original(task)
     module = task.module
     details: dict[str, Any] = {}
