@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from rtinfer.engines.base import Session
     from rtinfer.models import ImportedModel, import_model
     from rtinfer.models.summary import summarize
-    from rtinfer.optimize import Quantize
+    from rtinfer.optimize import Distill, Prune, Quantize
 
 __version__ = "0.1.0"
 
@@ -47,6 +47,7 @@ __all__ = [
     "Artifact",
     "ArtifactError",
     "ArtifactIntegrityError",
+    "Distill",
     "EngineError",
     "EngineUnavailableError",
     "ExportError",
@@ -56,6 +57,7 @@ __all__ = [
     "MissingExtraError",
     "ModelLoadError",
     "ModelSpec",
+    "Prune",
     "Quantize",
     "RtinferError",
     "Session",
@@ -82,6 +84,8 @@ __all__ = [
 # Public names that live in modules we import only on first use (see the module docstring).
 _LAZY = {
     "Artifact": "rtinfer.artifact",
+    "Distill": "rtinfer.optimize",
+    "Prune": "rtinfer.optimize",
     "Quantize": "rtinfer.optimize",
     "ImportedModel": "rtinfer.models",
     "Session": "rtinfer.engines.base",

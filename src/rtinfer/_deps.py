@@ -24,6 +24,7 @@ _EXTRA_OF = {
     "onnxmltools": "sklearn",
     "xgboost": "sklearn",
     "safetensors": "torch",
+    "torch_pruning": "torch",
     "hassil": "kits",
     "home_assistant_intents": "kits",
 }

@@ -1,11 +1,17 @@
-"""Optimization passes. Today: int8 quantization (post-training, ONNX Runtime or NNCF), judged
-against the float model under an explicit budget, with sensitive layers kept in float."""
+"""Optimization passes: int8 quantization (post-training, ONNX Runtime or NNCF) judged against
+the float model under an explicit budget, with sensitive layers kept in float; pruning
+(unstructured magnitude, or structured removal of channels, FFN neurons and heads) and
+distillation into a smaller student, each evaluated against the original on held-out data."""
 
+from rtinfer.optimize._torch_job import TorchResult
 from rtinfer.optimize.budgeted import QuantizeResult, quantizable_nodes, quantize_within_budget
+from rtinfer.optimize.distill import Distill, derive_student, distill
 from rtinfer.optimize.evaluate import Budget, Evaluation, fidelity, kit_metric
 from rtinfer.optimize.inspect_quant import FORMULA, quant_params
+from rtinfer.optimize.prune import Prune, prune, prune_weights, sparsity_report
 from rtinfer.optimize.quantize import Quantize, quantize
 
-__all__ = ["FORMULA", "Budget", "Evaluation", "Quantize", "QuantizeResult", "fidelity",
-           "kit_metric", "quant_params", "quantizable_nodes", "quantize",
-           "quantize_within_budget"]
+__all__ = ["FORMULA", "Budget", "Distill", "Evaluation", "Prune", "Quantize", "QuantizeResult",
+           "TorchResult", "derive_student", "distill", "fidelity", "kit_metric", "prune",
+           "prune_weights", "quant_params", "quantizable_nodes", "quantize",
+           "quantize_within_budget", "sparsity_report"]

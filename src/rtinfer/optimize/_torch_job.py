@@ -1,0 +1,396 @@
+"""What pruning and distillation share: a torch task, a bounded training loop, and the finish.
+
+A :class:`TorchTask` is a PyTorch module with its data splits and metric — from a kit
+(``task_from(kit="perception")``: the kit's float model, train / calibration / validation / test
+splits, its metric) or from a module and arrays. :func:`train` runs at most ``steps`` optimizer
+steps and at most ``max_seconds`` of wall time, reporting progress. :func:`finish` exports the
+result to ONNX (verified against PyTorch), evaluates it against the original on the held-out
+test split, measures both side by side on ONNX Runtime, and writes an artifact with the recipe.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from statistics import median
+from typing import Any
+
+import numpy as np
+
+from rtinfer._progress import Progress
+from rtinfer.optimize.evaluate import fidelity, kit_metric
+
+__all__ = ["TorchResult", "TorchTask", "batches", "finish", "logits_of", "measure_side_by_side",
+           "task_from", "to_tensors", "train"]
+
+Arrays = dict[str, np.ndarray]
+Metric = Callable[[np.ndarray, Mapping[str, np.ndarray]], dict[str, float]]
+
+
+@dataclass
+class TorchTask:
+    """A torch module, its data splits ``{name: (inputs, targets)}`` and how to judge it."""
+
+    name: str
+    module: Any
+    splits: dict[str, tuple[Arrays, np.ndarray]]
+    metric: Metric
+    headline: str
+    input_names: list[str]
+    output_names: list[str]
+    dynamic_axes: dict[str, dict[int, str]] = field(default_factory=dict)
+    original: Any = None  # the original ImportedModel (ONNX), when there is one
+    kit: Any = None
+
+    def split(self, name: str) -> tuple[Arrays, np.ndarray]:
+        if name not in self.splits:
+            raise ValueError(f"{self.name} has no '{name}' split; it has {sorted(self.splits)}")
+        return self.splits[name]
+
+
+@dataclass
+class TorchResult:
+    """What :func:`rtinfer.optimize.prune` and :func:`~rtinfer.optimize.distill` return."""
+
+    module: Any                    # the pruned / distilled torch module (eval mode)
+    model: Any                     # its ONNX export (ImportedModel)
+    report: dict[str, Any]         # JSON-ready: recipe, held-out evaluation, latency, sizes
+    artifact: Path | None = None
+
+
+def task_from(model: Any = None, *, kit: Any = None, data: Mapping[str, Any] | None = None,
+              metric: Metric | None = None, size: str = "full") -> TorchTask:
+    """A task from a kit (name or :class:`~rtinfer.kits.Kit`), or from a torch module and
+    ``data={"train": (inputs, targets), "test": (inputs, targets), ...}``."""
+    if kit is not None:
+        from rtinfer import kits
+        from rtinfer.artifact import load_artifact
+
+        k = kits.load(kit, size=size, build=False) if isinstance(kit, str) else kit
+        art = load_artifact(k.model_path)
+        module = model if model is not None else art.model.load_torch()
+        if module is None:
+            raise ValueError(f"kit '{k.name}' has no PyTorch weights in its artifact; rebuild "
+                             f"it with: rtinfer kits build {k.name}")
+        spec = art.model.spec
+        return TorchTask(
+            name=k.name, module=module.eval(),
+            splits={s: (k.split(s).inputs, k.split(s).targets) for s in k.split_names},
+            metric=kit_metric(k), headline=k.metric, input_names=list(spec.input_names),
+            output_names=list(spec.output_names), dynamic_axes=_axes(spec),
+            original=art.model, kit=k)
+    torch = _torch()
+    if not isinstance(model, torch.nn.Module) or data is None:
+        raise ValueError("give a kit (kit='perception'), or a torch.nn.Module together with "
+                         "data={'train': (inputs, targets), 'test': (inputs, targets)}")
+    missing = [s for s in ("train", "test") if s not in data]
+    if missing:
+        raise ValueError(f"data lacks the split(s) {missing}; give at least 'train' and 'test' "
+                         "as (inputs dict, integer targets)")
+    splits = {s: ({k: np.asarray(v) for k, v in x.items()}, np.asarray(y))
+              for s, (x, y) in data.items()}
+    names = list(splits["train"][0])
+    return TorchTask(name=type(model).__name__, module=model.eval(), splits=splits,
+                     metric=metric or _accuracy, headline="accuracy", input_names=names,
+                     output_names=[])
+
+
+def to_tensors(arrays: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    """numpy feeds -> torch tensors; token inputs are trimmed to the longest unmasked row."""
+    torch = _torch()
+    out = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
+    mask = out.get("attention_mask")
+    if mask is not None and mask.dim() == 2:
+        used = int(mask.sum(1).max())  # padding beyond every row's length changes nothing
+        out = {k: v[:, :used] if v.dim() == 2 and v.shape[1] == mask.shape[1] else v
+               for k, v in out.items()}
+    return out
+
+
+def batches(inputs: Arrays, targets: np.ndarray, size: int, seed: int
+            ) -> Iterator[tuple[dict[str, Any], Any]]:
+    """Endless shuffled mini-batches as torch tensors (a fresh permutation each epoch)."""
+    torch = _torch()
+    rng = np.random.default_rng(seed)
+    n = len(targets)
+    while True:
+        order = rng.permutation(n)
+        for lo in range(0, n - size + 1 if n >= size else 1, size):
+            rows = np.sort(order[lo:lo + size])
+            yield (to_tensors({k: v[rows] for k, v in inputs.items()}),
+                   torch.from_numpy(targets[rows]))
+
+
+def logits_of(output: Any) -> Any:
+    """The class scores of a module's output: the tensor itself or its ``logits`` entry."""
+    return output["logits"] if isinstance(output, Mapping) else output
+
+
+def train(module: Any, step_loss: Callable[[int], Any], *, steps: int, lr: float,
+          max_seconds: float | None, what: str, progress: Progress,
+          params: Any = None) -> dict[str, Any]:
+    """At most ``steps`` AdamW steps of ``step_loss(i)`` (a scalar tensor), stopping early
+    after ``max_seconds``; progress every ~5% as "what i/steps"."""
+    torch = _torch()
+    if steps <= 0:
+        return {"steps": 0, "seconds": 0.0, "stopped_early": False}
+    opt = torch.optim.AdamW(params if params is not None else module.parameters(), lr=lr,
+                            weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps,
+                                                pct_start=0.1)
+    module.train()
+    start, losses, done = time.perf_counter(), [], 0
+    every = max(1, steps // 20)
+    try:
+        for i in range(steps):
+            loss = step_loss(i)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses.append(float(loss.detach()))
+            done = i + 1
+            if done % every == 0 or done == steps:
+                progress(f"{what} {done}/{steps} (loss {median(losses[-every:]):.4f})")
+            if max_seconds is not None and time.perf_counter() - start > max_seconds:
+                progress(f"{what}: time limit of {max_seconds:g} s reached after {done} steps")
+                break
+    finally:
+        module.eval()
+    return {"steps": done, "seconds": round(time.perf_counter() - start, 1),
+            "stopped_early": done < steps, "final_loss": median(losses[-every:])}
+
+
+def predict(task: TorchTask, module: Any, split: str, batch: int = 128) -> Arrays:
+    """Run ``module`` over a split in PyTorch; outputs named like the task's outputs."""
+    torch = _torch()
+    inputs, _ = task.split(split)
+    n = len(next(iter(inputs.values())))
+    mask = inputs.get("attention_mask")
+    # Similar lengths share a batch (less padding); results go back to the split's order.
+    order = np.argsort(mask.sum(1), kind="stable") if mask is not None else np.arange(n)
+    chunks: dict[str, list[np.ndarray]] = {}
+    module.eval()
+    with torch.no_grad():
+        for lo in range(0, n, batch):
+            rows = order[lo:lo + batch]
+            out = module(**to_tensors({k: v[rows] for k, v in inputs.items()}))
+            named = dict(out) if isinstance(out, Mapping) else {
+                (task.output_names or ["logits"])[0]: out}
+            for k, v in named.items():
+                chunks.setdefault(k, []).append(v.numpy())
+    back = np.argsort(order)
+    return {k: np.concatenate(v)[back] for k, v in chunks.items()}
+
+
+def export(task: TorchTask, module: Any) -> Any:
+    """The module as a verified ONNX model with the original's names and dynamic axes."""
+    from rtinfer.models import import_model
+
+    inputs, _ = task.split("validation" if "validation" in task.splits else "test")
+    example = {k: v.numpy() for k, v in to_tensors({k: v[:4] for k, v in inputs.items()}).items()}
+    return import_model(module.eval(), example, output_names=task.output_names or None,
+                        dynamic_axes={k: v for k, v in task.dynamic_axes.items() if k in example})
+
+
+def measure_side_by_side(models: Mapping[str, Any], feeds: Arrays, *, threads: int = 2,
+                         rounds: int = 5, window_s: float = 0.5,
+                         progress: Progress | None = None) -> dict[str, Any]:
+    """p50/p99 of each model on ONNX Runtime at ``threads``, in interleaved rounds; the
+    speedup of each against the first is the median of per-round p50 ratios."""
+    from rtinfer.bench.inprocess import measure_batch
+    from rtinfer.bench.stats import latency_summary
+    from rtinfer.engines import load
+    from rtinfer.hardware import estimate_peak_flops
+
+    say = progress or (lambda _msg: None)
+    sessions = {name: load(m, "onnxruntime", threads) for name, m in models.items()}
+    try:
+        peak, _ = estimate_peak_flops(cores=threads)
+        runs: dict[str, list[tuple[dict[str, Any], np.ndarray]]] = {n: [] for n in sessions}
+        for r in range(rounds):
+            for name, s in sessions.items():
+                say(f"latency round {r + 1}/{rounds}: {name}")
+                runs[name].append(measure_batch(s, feeds, window_s=window_s, peak_flops=peak))
+    finally:
+        for s in sessions.values():
+            s.close()
+    base = next(iter(runs))
+    rows = {}
+    for name, per_round in runs.items():
+        ratios = [b["latency_ms"]["p50"] / e["latency_ms"]["p50"]
+                  for (b, _), (e, _) in zip(runs[base], per_round, strict=True)]
+        lat = latency_summary(np.concatenate([s for _, s in per_round]))
+        rows[name] = {"p50_ms": lat["p50"], "p99_ms": lat["p99"], "n": lat["n"],
+                      "speedup": median(ratios), "speedup_per_round": ratios,
+                      "estimator": lat["estimator"]}
+    return {"engine": "onnxruntime", "threads": threads, "rounds": rounds,
+            "input_shapes": {k: list(v.shape) for k, v in feeds.items()},
+            "baseline": base, "models": rows,
+            "method": "interleaved rounds, closed loop, one request at a time; speedup = "
+                      "median of per-round p50 ratios"}
+
+
+def latency_feeds(task: TorchTask, image_size: int | None) -> Arrays:
+    """One real test sample (batch 1): images resized to ``image_size`` when given (the
+    perception kit's network runs at any size), token inputs trimmed to the sentence."""
+    inputs, _ = task.split("test")
+    one = {k: v[:1] for k, v in inputs.items()}
+    if image_size is not None and "image" in one:
+        import torch
+
+        img = torch.from_numpy(one["image"])
+        one["image"] = torch.nn.functional.interpolate(
+            img, size=(image_size, image_size), mode="bilinear", align_corners=False).numpy()
+    return {k: v.numpy() for k, v in to_tensors(one).items()}
+
+
+def finish(task: TorchTask, module: Any, *, kind: str, recipe: list[dict[str, Any]],
+           details: Mapping[str, Any], out: str | Path | None, name: str | None,
+           threads: int = 2, image_size: int | None = None, measure: bool = True,
+           progress: Progress | None = None) -> TorchResult:
+    """Export, evaluate against the original on held-out data, measure, write the artifact."""
+    from rtinfer.artifact import save_artifact
+    from rtinfer.hardware import environment
+    from rtinfer.models.summary import count_flops
+
+    say = progress or (lambda _msg: None)
+    say("exporting to ONNX and verifying against PyTorch")
+    model = export(task, module)
+    original = task.original or export(task, _original_module(task))
+    say("evaluating against the original on the held-out test split")
+    _, targets = task.split("test")
+    ref, got = predict(task, _original_module(task), "test"), predict(task, module, "test")
+    before, after = task.metric(targets, ref), task.metric(targets, got)
+    held_out: dict[str, Any] = {"original": before, task_label(kind): after,
+                                "fidelity": fidelity(ref, got), "samples": len(targets),
+                                "drop": before[task.headline] - after[task.headline]}
+    feeds = latency_feeds(task, image_size)
+    dims = _dims(model, feeds)
+    sizes = {label: {"onnx_bytes": m.size_bytes, "parameters": count_parameters(mod),
+                     "flops": count_flops(m, dims)["total"]}
+             for label, m, mod in (("original", original, _original_module(task)),
+                                   (task_label(kind), model, module))}
+    report: dict[str, Any] = {
+        "schema": "rtinfer.result/1", "kind": kind, "task": task.name,
+        "metric": task.headline, "recipe": recipe, **details, "held_out": held_out,
+        "size": sizes, "environment": environment()}
+    if measure:
+        say("measuring the original and the result side by side")
+        report["performance"] = measure_side_by_side(
+            {"original": original, task_label(kind): model}, feeds, threads=threads,
+            progress=say)
+    result = TorchResult(module=module, model=model, report=report)
+    if out is not None:
+        art = save_artifact(model, out, name or f"{task.name}-{kind}",
+                            recipe={"format_version": 1, "passes": recipe},
+                            measurements={"accuracy": held_out[task_label(kind)],
+                                          "accuracy_original": held_out["original"],
+                                          "fidelity": {"held_out": held_out["fidelity"]},
+                                          "performance": report.get("performance", {}),
+                                          "size": sizes})
+        result.artifact = art.path
+        report["artifact"] = str(art.path)
+    return result
+
+
+def task_label(kind: str) -> str:
+    return {"prune": "pruned", "distill": "distilled"}.get(kind, kind)
+
+
+def _original_module(task: TorchTask) -> Any:
+    """A pristine copy of the task's original module, made before anything changes it."""
+    cached = getattr(task, "_pristine", None)
+    if cached is None:
+        cached = copy.deepcopy(task.module).eval()
+        task._pristine = cached  # type: ignore[attr-defined]
+    return cached
+
+
+def keep_original(task: TorchTask) -> Any:
+    """Snapshot the original module (call before changing ``task.module`` in place)."""
+    return _original_module(task)
+
+
+def _dims(model: Any, feeds: Arrays) -> dict[str, int]:
+    dims: dict[str, int] = {}
+    for t in model.spec.inputs:
+        for axis, d in enumerate(t.shape):
+            if isinstance(d, str):
+                dims[d] = int(feeds[t.name].shape[axis])
+    return dims
+
+
+def count_parameters(module: Any) -> int:
+    return int(sum(p.numel() for p in module.parameters()))
+
+
+def _axes(spec: Any) -> dict[str, dict[int, str]]:
+    return {t.name: {i: d for i, d in enumerate(t.shape) if isinstance(d, str) and i > 0}
+            for t in spec.inputs}
+
+
+def _accuracy(targets: np.ndarray, outputs: Mapping[str, np.ndarray]) -> dict[str, float]:
+    from rtinfer.metrics import accuracy
+
+    first = next(v for v in outputs.values() if v.ndim == 2)
+    return {"accuracy": accuracy(targets, first)}
+
+
+def _torch() -> Any:
+    from rtinfer._deps import require
+
+    return require("torch", "Pruning and distillation")
+
+
+def kd_loss(student: Any, teacher: Any, targets: Any, *, temperature: float, alpha: float,
+            embedding_weight: float) -> Any:
+    """``alpha·T²·KL(softmax(t/T) ‖ softmax(s/T)) + (1-alpha)·CE(s, y)`` on the logits, plus
+    ``embedding_weight·(1 - cos)`` between the students's and teacher's ``sentence_embedding``
+    when the outputs carry one. With ``alpha=0`` and no embedding term: plain cross-entropy.
+
+    The T² factor keeps the soft term's gradients on the scale of the hard term's (Hinton et
+    al.): with T=4 the softened probabilities' gradients shrink by ~1/16.
+    """
+    torch = _torch()
+    f = torch.nn.functional
+    s_logits = logits_of(student)
+    loss = f.cross_entropy(s_logits, targets) * (1 - alpha)
+    if teacher is not None and alpha > 0:
+        t = temperature
+        soft = f.kl_div(f.log_softmax(s_logits / t, -1), f.log_softmax(logits_of(teacher) / t, -1),
+                        reduction="batchmean", log_target=True)
+        loss = loss + alpha * t * t * soft
+    if (teacher is not None and embedding_weight > 0 and isinstance(student, Mapping)
+            and "sentence_embedding" in student):
+        cos = f.cosine_similarity(student["sentence_embedding"], teacher["sentence_embedding"])
+        loss = loss + embedding_weight * (1 - cos).mean()
+    return loss
+
+
+def fit(task: TorchTask, module: Any, *, teacher: Any, steps: int, lr: float, batch_size: int,
+        max_seconds: float | None, seed: int, what: str, progress: Progress,
+        temperature: float = 1.0, alpha: float = 0.0, embedding_weight: float = 0.0
+        ) -> dict[str, Any]:
+    """``steps`` of :func:`train` on the task's train split with :func:`kd_loss`."""
+    torch = _torch()
+    inputs, targets = task.split("train")
+    stream = batches(inputs, targets, batch_size, seed)
+
+    def step_loss(_i: int) -> Any:
+        xb, yb = next(stream)
+        with torch.no_grad():
+            t_out = teacher(**xb) if teacher is not None else None
+        return kd_loss(module(**xb), t_out, yb, temperature=temperature, alpha=alpha,
+                       embedding_weight=embedding_weight)
+
+    # Embedding tables stay as they are: most rows are words the training split never uses,
+    # and updating MiniLM's 30,522 x 384 table would cost as much optimizer time as the rest.
+    frozen = {id(p) for m in module.modules() if isinstance(m, torch.nn.Embedding)
+              for p in m.parameters()}
+    params = [p for p in module.parameters() if id(p) not in frozen and p.requires_grad]
+    return train(module, step_loss, steps=steps, lr=lr, max_seconds=max_seconds, what=what,
+                 progress=progress, params=params)
