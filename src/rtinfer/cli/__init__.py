@@ -23,6 +23,8 @@ def main() -> None:
     # Third-party progress bars and advisories would interleave with rich's output.
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    # torch.onnx's exporter warns about every optional torchvision op it cannot register.
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     try:
         app()
     except (RtinferError, ValueError, TypeError) as exc:

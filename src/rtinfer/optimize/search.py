@@ -52,7 +52,7 @@ from rtinfer.optimize.budgeted import quantize_within_budget
 from rtinfer.optimize.evaluate import Budget, evaluate_candidate, fidelity, run_batches
 from rtinfer.optimize.quantize import Quantize
 from rtinfer.optimize.run import Splits, task_data
-from rtinfer.optimize.variants import Variant, quantized_variants
+from rtinfer.optimize.variants import Variant, quantized_variants, torch_variants
 
 __all__ = ["optimize"]
 
@@ -157,6 +157,18 @@ def optimize(
     variants["fp32"] = fp32  # keep the torch module for the PyTorch engine
     for vid, label, build in quantized_variants(original, calibration, engines=chosen_engines):
         consider(vid, label, build)
+    kit_obj = _kit(kit)
+    left = deadline - _reserve(time_budget_s) - time.monotonic()
+    for vid, label, build in torch_variants(kit_obj, original, seconds=min(300.0, 0.4 * left),
+                                            progress=say):
+        consider(vid, label, build)
+        if vid not in variants:
+            continue
+        derived = variants[vid]
+        for qid, qlabel, qbuild in quantized_variants(
+                derived.model, calibration, prefix=f"{vid}+", parent=vid,
+                base_recipe=derived.recipe, engines=chosen_engines):
+            consider(qid, qlabel, qbuild)
     if not any(r["validation"]["within_budget"] for v, r in records.items() if v != "fp32"):
         best = _least_harmful(records, variants)
         if best is not None:
@@ -192,6 +204,15 @@ def optimize(
                name or (kit_name or Path(str(original.path)).parent.name or "model"), threads)
     state.finish(result)
     return result
+
+
+def _kit(kit: Any) -> Any:
+    """The loaded kit for a name or a Kit; None without one."""
+    if kit is None or not isinstance(kit, str):
+        return kit
+    from rtinfer import kits
+
+    return kits.load(kit, build=False)
 
 
 def _needs_openvino(variant: Variant) -> bool:

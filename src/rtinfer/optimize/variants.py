@@ -29,7 +29,7 @@ from typing import Any
 from rtinfer.models.imported import ImportedModel
 from rtinfer.optimize.quantize import Feeds, Quantize, quantize
 
-__all__ = ["Variant", "op_histogram", "quantized_variants"]
+__all__ = ["Variant", "op_histogram", "quantized_variants", "torch_variants"]
 
 
 @dataclass
@@ -91,3 +91,37 @@ def quantized_variants(
             return Variant(prefix + vid, (prefix + " " if prefix else "") + label,
                            [*(base_recipe or []), config.to_dict()], model, True, parent)
         yield prefix + vid, label, build
+
+
+def torch_variants(kit: Any, original: ImportedModel, *, seconds: float,
+                   progress: Any) -> Iterator[tuple[str, str, Callable[[], Variant]]]:
+    """(id, label, build) for the smaller float models a kit's torch model can become: a
+    student with half the transformer layers (distillation) for attention models, half the
+    channels removed (structured pruning, fine-tuned between two steps) for CNNs. Nothing
+    when torch or the pruning library is missing, or the kit has no torch weights."""
+    import importlib.util
+
+    if kit is None or (original.torch_loader is None and original.torch_module is None):
+        return
+    ops = op_histogram(original)
+    if ops.get("Softmax", 0) and ops.get("MatMul", 0):
+        from rtinfer.optimize.distill import Distill, distill
+
+        config = Distill(max_seconds=seconds)
+
+        def build_distilled() -> Variant:
+            res = distill(kit=kit, config=config, measure=False, progress=progress)
+            return Variant("distilled", "distilled student (half the layers)",
+                           [config.to_dict()], res.model, False)
+        yield "distilled", "distilled student (half the layers)", build_distilled
+    elif ops.get("Conv", 0) and importlib.util.find_spec("torch_pruning") is not None:
+        from rtinfer.optimize.prune import Prune, prune
+
+        pconfig = Prune(structured=True, amount=0.5, scope="layer", steps=2,
+                        finetune_steps=100, lr=2e-3, max_seconds=seconds)
+
+        def build_pruned() -> Variant:
+            res = prune(kit=kit, config=pconfig, measure=False, progress=progress)
+            return Variant("pruned", "structured pruning (half the channels)",
+                           [pconfig.to_dict()], res.model, False)
+        yield "pruned", "structured pruning (half the channels)", build_pruned
