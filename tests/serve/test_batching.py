@@ -27,9 +27,9 @@ def _repo(cnn: ImportedModel, tmp: Path) -> Path:
 @pytest.fixture(scope="module")
 def batching_server(cnn: ImportedModel,
                     tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    models = load_repository(_repo(cnn, tmp_path_factory.mktemp("repo")), threads=1)
-    app = create_app(models, batching=BatchingConfig(max_batch_size=8,
-                                                     max_queue_delay_us=50_000))
+    models = load_repository(_repo(cnn, tmp_path_factory.mktemp("repo")), threads=1,
+                             overrides={"max_batch_size": 8, "max_queue_delay_us": 50_000})
+    app = create_app(models)
     with running(app) as url:
         yield url
 
@@ -64,11 +64,11 @@ def test_concurrent_requests_are_batched_and_answered_row_for_row(
 
 
 def test_full_queue_is_503_with_retry_after(cnn: ImportedModel, tmp_path: Path) -> None:
-    models = load_repository(_repo(cnn, tmp_path), threads=1)
     # The oldest request waits up to 2 s for company; a queue of 2 fills at once.
-    app = create_app(models, batching=BatchingConfig(max_batch_size=64,
-                                                     max_queue_delay_us=2_000_000,
-                                                     max_queue_size=2))
+    models = load_repository(_repo(cnn, tmp_path), threads=1,
+                             overrides={"max_batch_size": 64, "max_queue_delay_us": 2_000_000,
+                                        "max_queue_size": 2})
+    app = create_app(models)
     x = np.zeros((1, 3, 32, 32), np.float32)
     with running(app) as url:
         client = httpclient.InferenceServerClient(url, concurrency=6)

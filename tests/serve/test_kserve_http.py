@@ -23,6 +23,9 @@ def _client(url: str) -> httpclient.InferenceServerClient:
     return httpclient.InferenceServerClient(url)
 
 
+AUTH = {"X-API-Key": KEY}
+
+
 def _infer(url: str, x: np.ndarray, binary: bool, key: str | None = KEY):  # type: ignore[no-untyped-def]
     inp = httpclient.InferInput("image", list(x.shape), "FP32")
     inp.set_data_from_numpy(x, binary_data=binary)
@@ -33,10 +36,10 @@ def _infer(url: str, x: np.ndarray, binary: bool, key: str | None = KEY):  # typ
 
 def test_health_and_metadata(server: str) -> None:
     client = _client(server)
-    assert client.is_server_live() and client.is_server_ready()
-    assert client.is_model_ready("cnn")
-    assert "binary_tensor_data" in client.get_server_metadata()["extensions"]
-    meta = client.get_model_metadata("cnn")
+    assert client.is_server_live() and client.is_server_ready()  # health needs no key
+    assert client.is_model_ready("cnn", headers=AUTH)
+    assert "binary_tensor_data" in client.get_server_metadata(headers=AUTH)["extensions"]
+    meta = client.get_model_metadata("cnn", headers=AUTH)
     assert meta["inputs"] == [{"name": "image", "datatype": "FP32", "shape": [-1, 3, 32, 32]}]
     assert meta["outputs"][0]["name"] == "logits" and meta["versions"] == ["1"]
 
@@ -63,7 +66,7 @@ def test_wrong_dtype_is_a_400_naming_the_input(server: str) -> None:
 
 def test_unknown_model_is_404_and_missing_key_is_401(server: str) -> None:
     with pytest.raises(InferenceServerException, match="unknown model 'nope'") as info:
-        _client(server).get_model_metadata("nope")
+        _client(server).get_model_metadata("nope", headers=AUTH)
     assert info.value.status() == "404"
     with pytest.raises(InferenceServerException, match="missing or wrong API key") as info:
         _infer(server, np.zeros((1, 3, 32, 32), np.float32), binary=True, key=None)
