@@ -12,6 +12,8 @@ from typing import Any
 
 import uvicorn
 
+KEY = "test-key"  # the API key of the shared server fixture
+
 # A config.pbtxt as Triton users write them (comments, lists, repeated and nested fields).
 TRITON_CONFIG = """
 name: "m"   # a comment

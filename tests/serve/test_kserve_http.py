@@ -10,13 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tritonclient.http as httpclient
+from conftest_helpers import KEY
 from tritonclient.utils import InferenceServerException
 
 import rtinfer
 from rtinfer.models import ImportedModel
 from rtinfer.serve import load_repository
-
-KEY = "test-key"  # the key the conftest server requires
 
 
 def _client(url: str) -> httpclient.InferenceServerClient:
