@@ -30,7 +30,7 @@ dynamic_batching {
 """
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -40,7 +40,7 @@ def _free_port() -> int:
 def running(app: Any, probe: str = "/v2/health/ready") -> Iterator[str]:
     """Yield ``host:port`` of ``app`` served by uvicorn on 127.0.0.1 once ``probe`` answers
     200 (``/v2/health/live`` for a server that is meant not to be ready), stopped on exit."""
-    port = _free_port()
+    port = free_port()
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
@@ -77,6 +77,8 @@ def call(url: str, path: str, body: Any = None, method: str | None = None,
             status, raw = r.status, r.read()
     except urllib.error.HTTPError as exc:
         status, raw = exc.code, exc.read()
+    except OSError:  # not listening (yet): the caller polls
+        return 0, b""
     try:
         return status, json.loads(raw) if raw else None
     except ValueError:

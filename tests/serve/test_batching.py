@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tritonclient.http as httpclient
-from conftest_helpers import running
+from conftest_helpers import call, running
 from tritonclient.utils import InferenceServerException
 
 import rtinfer
@@ -90,3 +90,16 @@ def test_full_queue_is_503_with_retry_after(cnn: ImportedModel, tmp_path: Path) 
 def test_batching_config_is_checked() -> None:
     with pytest.raises(ValueError, match="max_batch_size must be >= 1"):
         BatchingConfig(max_batch_size=0)
+
+
+def test_request_timeout_fails_alone_with_503(cnn: ImportedModel, tmp_path: Path) -> None:
+    models = load_repository(_repo(cnn, tmp_path), threads=1,
+                             overrides={"max_batch_size": 8, "max_queue_delay_us": 5_000_000})
+    x = np.zeros((1, 3, 32, 32), np.float32)
+    body = {"inputs": [{"name": "image", "datatype": "FP32", "shape": list(x.shape),
+                        "data": x.ravel().tolist()}], "parameters": {"timeout": 20_000}}
+    with running(create_app(models)) as url:
+        status, got = call(url, "/v2/models/cnn/infer", body)
+        assert status == 503 and "timed out after" in got["error"]
+        with urllib.request.urlopen(f"http://{url}/v2/models/cnn/stats") as r:
+            assert json.loads(r.read())["model_stats"][0]["timed_out"] == 1

@@ -169,12 +169,16 @@ class Batcher:
                 self.executing += len(batch)
             if batch:
                 await self._execute(session, batch)
+            elif not self.pending and self._idle is not None:
+                self._idle.set()  # every queued request timed out
 
     async def _gather(self) -> list[_Pending]:
         """Oldest request first; wait up to the delay for compatible others to join."""
         cfg = self.config
         head = self._queue[0]
         deadline = head.enqueued + cfg.max_queue_delay_us / 1e6
+        if head.deadline is not None:  # a request's own timeout cuts the wait short
+            deadline = min(deadline, head.deadline)
         while True:
             rows = sum(p.rows for p in self._queue if p.key == head.key)
             full = rows >= cfg.max_batch_size or rows in cfg.preferred_batch_size
@@ -191,7 +195,7 @@ class Batcher:
         taken = 0
         now = time.monotonic()
         for p in list(self._queue):
-            if p.deadline is not None and now > p.deadline:
+            if p.deadline is not None and now >= p.deadline:
                 self._queue.remove(p)
                 self.stats.timed_out += 1
                 p.future.set_exception(QueueTimeoutError(

@@ -104,8 +104,10 @@ def _decode_tensor(item: Any, blobs: memoryview) -> tuple[str, np.ndarray, int]:
         if data is None:
             raise ProtocolError(f"input '{name}' has neither data nor binary_data_size")
         if datatype == "BYTES":
-            flat = np.array([d.encode() if isinstance(d, str) else bytes(d)
-                             for d in np.ravel(np.array(data, dtype=object))], dtype=object)
+            items = np.ravel(np.array(data, dtype=object))
+            if not all(isinstance(d, str) for d in items):
+                raise ProtocolError(f"input '{name}': BYTES data in JSON must be strings")
+            flat = np.array([d.encode() for d in items], dtype=object)
         else:
             try:
                 flat = np.asarray(data, dtype=DTYPE_OF[datatype]).ravel()
