@@ -37,6 +37,11 @@ __all__ = ["Batcher", "BatchingConfig", "ModelUnavailableError", "QueueFullError
 BatchObserver = Callable[[int, list[float], float], None]
 
 
+# A model whose batches take less than this runs on the event loop itself: handing a call to a
+# worker thread and back costs about 50-100 us in CPython, more than such a model computes.
+INLINE_BELOW_S = 100e-6
+
+
 class QueueFullError(Exception):
     """The model's queue is at ``max_queue_size``: retry later."""
 
@@ -102,6 +107,8 @@ class Batcher:
         self._wake: asyncio.Event | None = None
         self._idle: asyncio.Event | None = None
         self._gathering: asyncio.Lock | None = None
+        self._free: asyncio.Queue[Session] | None = None  # sessions not running a batch
+        self._compute_s: float | None = None  # moving average of one batch's engine time
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
 
@@ -112,8 +119,11 @@ class Batcher:
 
     def start(self) -> None:
         self._wake, self._idle, self._gathering = asyncio.Event(), asyncio.Event(), asyncio.Lock()
+        self._free = asyncio.Queue()
+        for session in self.sessions:
+            self._free.put_nowait(session)
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._run(s)) for s in self.sessions]
+        self._tasks = [loop.create_task(self._run()) for _ in self.sessions]
 
     async def stop(self) -> None:
         """Stop at once: queued requests fail with :class:`ModelUnavailableError`."""
@@ -153,24 +163,35 @@ class Batcher:
         item = _Pending(feeds, rows, key, asyncio.get_running_loop().create_future())
         if timeout:
             item.deadline = item.enqueued + timeout / 1e6
-        self._queue.append(item)
         self.stats.requests += 1
+        assert self._free is not None
+        if not self._queue and not self.config.max_queue_delay_us and not self._free.empty():
+            # Nothing to wait for and an idle session: run now, without the worker hand-off
+            # (the same batch of one the worker would form, minus two event-loop hops).
+            self.executing += 1
+            await self._execute(self._free.get_nowait(), [item])
+            return await item.future
+        self._queue.append(item)
         self._wake.set()
         return await item.future
 
-    async def _run(self, session: Session) -> None:
-        assert self._wake is not None and self._gathering is not None
+    async def _run(self) -> None:
+        assert self._wake is not None and self._gathering is not None and self._free is not None
         while True:
             async with self._gathering:  # one worker gathers at a time; others run batches
                 while not self._queue:
                     self._wake.clear()
                     await self._wake.wait()
+                # Wait for a session before gathering: requests arriving meanwhile join in.
+                session = await self._free.get()
                 batch = await self._gather()
                 self.executing += len(batch)
             if batch:
                 await self._execute(session, batch)
-            elif not self.pending and self._idle is not None:
-                self._idle.set()  # every queued request timed out
+            else:
+                self._free.put_nowait(session)
+                if not self.pending and self._idle is not None:
+                    self._idle.set()  # every queued request timed out
 
     async def _gather(self) -> list[_Pending]:
         """Oldest request first; wait up to the delay for compatible others to join."""
@@ -210,15 +231,29 @@ class Batcher:
                 break
         return batch
 
+    async def _call(self, session: Session, feeds: dict[str, np.ndarray]
+                    ) -> dict[str, np.ndarray]:
+        def timed() -> dict[str, np.ndarray]:
+            start = time.perf_counter()
+            outputs = session.run_validated(feeds)
+            took = time.perf_counter() - start
+            self._compute_s = took if self._compute_s is None else (
+                0.8 * self._compute_s + 0.2 * took)
+            return outputs
+
+        if self._compute_s is not None and self._compute_s < INLINE_BELOW_S:
+            return timed()  # cheaper than the hand-off to a worker thread and back
+        return await asyncio.to_thread(timed)
+
     async def _execute(self, session: Session, batch: list[_Pending]) -> None:
         started = time.monotonic()
         try:
             if len(batch) == 1:  # nothing to concatenate or split: no copies at batch 1
-                outputs = await asyncio.to_thread(session.run_validated, batch[0].feeds)
+                outputs = await self._call(session, batch[0].feeds)
                 parts = [outputs]
             else:
                 feeds = {k: np.concatenate([p.feeds[k] for p in batch]) for k in batch[0].feeds}
-                outputs = await asyncio.to_thread(session.run_validated, feeds)
+                outputs = await self._call(session, feeds)
                 parts, start = [], 0
                 for p in batch:  # split in order: request i gets rows [start, start + rows_i)
                     parts.append({k: v[start:start + p.rows] for k, v in outputs.items()})
@@ -229,16 +264,18 @@ class Batcher:
                     p.future.set_exception(exc)
             return
         finally:
+            assert self._free is not None
+            self._free.put_nowait(session)
             self.executing -= len(batch)
             if self._idle is not None and not self.pending:
                 self._idle.set()
+        took = time.monotonic() - started
         rows = sum(p.rows for p in batch)
         self.stats.batches += 1
         self.stats.rows += rows
         self.stats.batch_sizes[rows] = self.stats.batch_sizes.get(rows, 0) + 1
         if self.observer is not None:
-            self.observer(rows, [started - p.enqueued for p in batch],
-                          time.monotonic() - started)
+            self.observer(rows, [started - p.enqueued for p in batch], took)
         for p, part in zip(batch, parts, strict=True):
             if not p.future.done():
                 p.future.set_result(part)

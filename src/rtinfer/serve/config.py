@@ -4,7 +4,7 @@ A model folder of a repository may hold Triton's ``config.pbtxt`` (rtinfer write
 artifact; an existing Triton repository has its own) and rtinfer's ``rtinfer.json``::
 
     {"engine": "openvino", "threads": 1, "instances": 2, "max_queue_delay_us": 500,
-     "version_policy": {"latest": 2}, "length_buckets": [16, 32, 64, 128]}
+     "version_policy": {"latest": 2}, "length_buckets": [16, 32, 64, 128], "kit": "intent"}
 
 From ``config.pbtxt`` these are honoured: ``max_batch_size``, ``dynamic_batching {
 preferred_batch_size, max_queue_delay_microseconds, default_queue_policy { max_queue_size,
@@ -33,7 +33,7 @@ __all__ = ["ModelConfig", "VersionPolicy", "read_model_config"]
 RTINFER_CONFIG = "rtinfer.json"
 _OVERRIDABLE = ("engine", "threads", "instances", "max_batch_size", "preferred_batch_size",
                 "max_queue_delay_us", "max_queue_size", "default_timeout_us", "version_policy",
-                "length_buckets")
+                "length_buckets", "kit", "kit_size")
 
 
 @dataclass(frozen=True)
@@ -106,6 +106,8 @@ class ModelConfig:
     version_policy: VersionPolicy = VersionPolicy()
     model_filename: str = "model.onnx"
     length_buckets: tuple[int, ...] = ()
+    kit: str | None = None                # accept this kit's raw inputs (rtinfer.serve.raw)
+    kit_size: str = "full"
 
     def __post_init__(self) -> None:
         if self.instances < 1:

@@ -74,6 +74,7 @@ class ServerMetrics:
                                            registry=r)
         self.batch_size = prom.Histogram("rtinfer_batch_size", "Rows per executed batch.",
                                          labels, buckets=_ROWS, registry=r)
+        self._children: dict[tuple[str, str], tuple[Any, Any]] = {}
         r.register(_RepositoryCollector(repository, prom))
         prom.ProcessCollector(registry=r)
 
@@ -96,8 +97,13 @@ class ServerMetrics:
 
     def request(self, model: str, version: str, seconds: float, failure: str | None) -> None:
         if failure is None:
-            self.success.labels(model, version).inc()
-            self.request_time.labels(model, version).observe(seconds)
+            key = (model, version)
+            children = self._children.get(key)
+            if children is None:  # labels() costs a lock and a lookup: once per version
+                children = self._children[key] = (self.success.labels(model, version),
+                                                   self.request_time.labels(model, version))
+            children[0].inc()
+            children[1].observe(seconds)
         else:
             self.failure.labels(model, version, failure).inc()
 

@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from rtinfer.errors import RtinferError
 from rtinfer.models import import_model
 from rtinfer.serve.batcher import Batcher, BatchObserver
 from rtinfer.serve.config import ModelConfig
+from rtinfer.serve.raw import RawInputs, raw_inputs_for
 
 __all__ = ["ServedModel", "load_version", "snapshot"]
 
@@ -41,7 +41,7 @@ class ServedModel:
     batcher: Batcher
     load_seconds: float = 0.0
     files: tuple[Any, ...] = ()          # the version folder's snapshot when it was loaded
-    preprocess: Callable[[list[Any]], dict[str, Any]] | None = field(default=None)
+    raw: RawInputs | None = None         # a kit's raw inputs, when deployed from a kit
 
     @property
     def session(self) -> Session:
@@ -62,9 +62,12 @@ class ServedModel:
 
         platform = {"onnxruntime": "onnxruntime_onnx", "openvino": "openvino",
                     "torch": "pytorch_libtorch"}.get(self.session.engine, self.session.engine)
-        return {"name": self.name, "versions": versions or [self.version], "platform": platform,
+        meta = {"name": self.name, "versions": versions or [self.version], "platform": platform,
                 "inputs": [tensor(t) for t in self.session.spec.inputs],
                 "outputs": [tensor(t) for t in self.session.spec.outputs]}
+        if self.raw is not None:  # an extra key: clients that do not know it ignore it
+            meta["raw_inputs"] = self.raw.metadata()
+        return meta
 
     def close(self) -> None:
         for session in self.sessions:
@@ -92,11 +95,12 @@ def load_version(model_dir: Path, version: int, config: ModelConfig,
     else:
         raise RtinferError(f"{folder} holds neither rtinfer's manifest.json nor "
                            f"{config.model_filename}; put the ONNX model there")
+    raw = raw_inputs_for(config.kit, config.kit_size) if config.kit else None
     sessions = [load(model, config.engine, config.thread_budget, warmup=True)
                 for _ in range(config.instances)]
     served = ServedModel(config.name, str(version), sessions, config,
                          Batcher(sessions, config.batching(), observer),
-                         load_seconds=time.perf_counter() - start, files=files)
+                         load_seconds=time.perf_counter() - start, files=files, raw=raw)
     if served.batcher.config.max_batch_size > 1 and not served.batchable:
         _LOG.warning("%s: inputs/outputs have no batch axis; dynamic batching is off",
                      config.name)

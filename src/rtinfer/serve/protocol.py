@@ -13,14 +13,18 @@ when the request asks with ``binary_data_output`` or an output's ``binary_data``
 from __future__ import annotations
 
 import json
+import math
 import struct
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from rtinfer.errors import InvalidInputError
 from rtinfer.spec import ModelSpec
+
+if TYPE_CHECKING:
+    from rtinfer.serve.raw import RawInputs
 
 __all__ = ["DTYPE_OF", "ProtocolError", "decode_infer_request", "encode_infer_response"]
 
@@ -37,12 +41,14 @@ class ProtocolError(InvalidInputError):
     """A request that does not follow the protocol (malformed JSON, shapes, sizes)."""
 
 
-def decode_infer_request(body: bytes, header_length: int | None, spec: ModelSpec
+def decode_infer_request(body: bytes, header_length: int | None, spec: ModelSpec,
+                         raw: RawInputs | None = None
                          ) -> tuple[dict[str, Any], dict[str, np.ndarray], bool]:
     """Parse one request: its JSON header, the inputs as arrays, and whether to reply binary.
 
     Every input is checked against ``spec`` here, before the request joins any batch, so one
-    bad request fails alone.
+    bad request fails alone. With ``raw`` (a kit's raw inputs), a request that sends exactly
+    the raw input names is pre-processed into model inputs first.
     """
     json_len = len(body) if header_length is None else header_length
     if not 0 < json_len <= len(body):
@@ -66,6 +72,8 @@ def decode_infer_request(body: bytes, header_length: int | None, spec: ModelSpec
     if offset != len(blobs):
         raise ProtocolError(f"{len(blobs) - offset} bytes of binary data were not claimed by "
                             "any input's binary_data_size")
+    if raw is not None and raw.matches(list(feeds)):
+        feeds = raw.convert(feeds)
     feeds = spec.validate(feeds)
     params = request.get("parameters") or {}
     binary = bool(params.get("binary_data_output")) or any(
@@ -83,7 +91,7 @@ def _decode_tensor(item: Any, blobs: memoryview) -> tuple[str, np.ndarray, int]:
                             f"{sorted(DTYPE_OF)}")
     if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
         raise ProtocolError(f"input '{name}' needs a shape: a list of non-negative integers")
-    count = int(np.prod(shape)) if shape else 1
+    count = math.prod(shape)  # 1 for a scalar's []
     size = (item.get("parameters") or {}).get("binary_data_size")
     used = 0
     if size is not None:

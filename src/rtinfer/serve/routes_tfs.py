@@ -15,6 +15,8 @@ unavailable, 504 deadline exceeded.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import time
 from typing import Any
@@ -27,6 +29,7 @@ from starlette.routing import Route
 from rtinfer.errors import InvalidInputError
 from rtinfer.serve.app import read_body
 from rtinfer.serve.handler import Failure, classify, run
+from rtinfer.serve.raw import RawInputs
 from rtinfer.serve.repository import ModelNotFoundError, ModelRepository
 from rtinfer.spec import ModelSpec
 
@@ -37,8 +40,13 @@ _TF_DTYPE = {"float32": "DT_FLOAT", "float64": "DT_DOUBLE", "float16": "DT_HALF"
              "uint8": "DT_UINT8", "bool": "DT_BOOL", "object": "DT_STRING"}
 
 
-def decode_predict(request: Any, spec: ModelSpec) -> tuple[dict[str, np.ndarray], bool]:
-    """Feeds from a ``:predict`` body, and whether it used the row (``instances``) form."""
+def decode_predict(request: Any, spec: ModelSpec, raw: RawInputs | None = None
+                   ) -> tuple[dict[str, np.ndarray], bool]:
+    """Feeds from a ``:predict`` body, and whether it used the row (``instances``) form.
+
+    With ``raw`` (a kit's raw inputs), instances may be raw examples: sentences, records of
+    named fields, or ``{"b64": …}`` encoded images.
+    """
     if not isinstance(request, dict) or ("instances" in request) == ("inputs" in request):
         raise InvalidInputError('a predict request is a JSON object with either "instances" '
                                 '(row form) or "inputs" (columnar form), not both')
@@ -48,6 +56,12 @@ def decode_predict(request: Any, spec: ModelSpec) -> tuple[dict[str, np.ndarray]
         instances = request["instances"]
         if not isinstance(instances, list) or not instances:
             raise InvalidInputError('"instances" must be a non-empty list, one item per example')
+        if raw is not None and _is_raw(instances, raw):
+            if not all(isinstance(i, dict) and raw.matches(list(i)) for i in instances):
+                instances = [{raw.names[0]: i} for i in instances]
+            raw_columns = {n: np.array([_raw_value(i[n]) for i in instances], dtype=object)
+                           for n in raw.names}
+            return spec.validate(raw.convert(raw_columns)), True
         if all(isinstance(i, dict) for i in instances):
             missing = [n for n in names if any(n not in i for i in instances)]
             if missing:
@@ -75,6 +89,22 @@ def decode_predict(request: Any, spec: ModelSpec) -> tuple[dict[str, np.ndarray]
             raise InvalidInputError(f"unknown input '{name}'; the model takes {names}")
         feeds[name] = _tensor(name, value, dtypes[name])
     return spec.validate(feeds), row
+
+
+def _is_raw(instances: list[Any], raw: RawInputs) -> bool:
+    first = instances[0]
+    if isinstance(first, dict) and set(first) != {"b64"}:
+        return raw.matches(list(first))
+    return len(raw.names) == 1 and isinstance(first, (str, dict))
+
+
+def _raw_value(value: Any) -> Any:
+    if isinstance(value, dict) and set(value) == {"b64"}:  # TF Serving's binary convention
+        try:
+            return base64.b64decode(value["b64"], validate=True)
+        except (binascii.Error, TypeError):
+            raise InvalidInputError("a {\"b64\": …} value is not valid base64") from None
+    return value
 
 
 def _tensor(name: str, value: Any, dtype: np.dtype[Any]) -> np.ndarray:
@@ -115,7 +145,7 @@ def routes(ctx: dict[str, Any]) -> list[Route]:
                 parsed = json.loads(body)
             except (UnicodeDecodeError, json.JSONDecodeError) as exc:
                 raise InvalidInputError(f"request body is not valid JSON: {exc}") from None
-            feeds, row = decode_predict(parsed, served.session.spec)
+            feeds, row = decode_predict(parsed, served.session.spec, served.raw)
             outputs = await run(served, feeds, None, metrics, started)
         except Exception as exc:
             return error(classify(exc, name))

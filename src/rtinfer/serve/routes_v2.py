@@ -74,7 +74,7 @@ def routes(ctx: dict[str, Any]) -> list[Route]:
             served = found(request)  # after the body: a reload meanwhile routes to the new one
             header = request.headers.get(_HEADER_LENGTH)
             args = (body, int(header) if header and header.isdigit() else None,
-                    served.session.spec)
+                    served.session.spec, served.raw)
             if len(body) > _DECODE_INLINE_BYTES:
                 parsed, feeds, binary = await run_in_threadpool(decode_infer_request, *args)
             else:
@@ -129,7 +129,9 @@ def routes(ctx: dict[str, Any]) -> list[Route]:
 
     model = "/v2/models/{model}"
     version = "/v2/models/{model}/versions/{version}"
-    return [
+    return [  # inference first: routes are matched in order
+        Route(model + "/infer", infer, methods=["POST"]),
+        Route(version + "/infer", infer, methods=["POST"]),
         Route("/v2", server_metadata),
         Route("/v2/health/live", live),
         Route("/v2/health/ready", ready),
@@ -138,8 +140,6 @@ def routes(ctx: dict[str, Any]) -> list[Route]:
         Route(model + "/ready", model_ready),
         Route(version + "/ready", model_ready),
         Route(model + "/stats", model_stats),
-        Route(model + "/infer", infer, methods=["POST"]),
-        Route(version + "/infer", infer, methods=["POST"]),
         Route("/v2/repository/index", repository_index, methods=["POST", "GET"]),
         Route("/v2/repository/models/{model}/load", load_model, methods=["POST"]),
         Route("/v2/repository/models/{model}/unload", unload_model, methods=["POST"]),
