@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _serving import best_under_bound, child_server, closed_loop, free_port, python
 
 import rtinfer
+from _serving import best_under_bound, child_server, closed_loop, free_port, python
 from rtinfer.bench.stats import ESTIMATOR
 from rtinfer.hardware import environment, usable_cores
 
@@ -78,8 +78,9 @@ def overhead(rounds: int, seconds: float, work: Path) -> dict[str, Any]:
                   f"+{p50_srv - p50_in:.3f} ms (client CPU {rows[-1]['client_cpu_pct']:.0f}%)",
                   flush=True)
     diff = float(np.median([r["diff_ms"] for r in rows]))
+    verdict = "met" if diff <= OVERHEAD_TARGET_MS else "NOT met"
     print(f"served p50 - in-process p50: median {diff:.3f} ms over {rounds} rounds "
-          f"(target <= {OVERHEAD_TARGET_MS} ms: {'met' if diff <= OVERHEAD_TARGET_MS else 'NOT met'})")
+          f"(target <= {OVERHEAD_TARGET_MS} ms: {verdict})")
     return {"rounds": rows, "median_diff_ms": diff, "target_ms": OVERHEAD_TARGET_MS}
 
 
