@@ -72,9 +72,26 @@ def run_fastapi(model: str, port: int, threads: int) -> None:
 def run_litserve(model: str, port: int, threads: int) -> None:
     import litserve as ls
 
-    class OnnxAPI(ls.LitAPI):  # type: ignore[misc]
+    api = OnnxAPI(max_batch_size=32, batch_timeout=0.001)
+    api.model_path, api.threads = model, threads  # pickled to LitServe's worker process
+    server = ls.LitServer(api, accelerator="cpu", workers_per_device=1)
+    server.run(host="127.0.0.1", port=port, log_level="warning", generate_client_file=False)
+
+
+try:  # LitServe pickles the API into a spawned worker: the class must live at module level
+    import litserve as _litserve
+except ImportError:  # the parent process does not need it
+    _litserve = None
+
+if _litserve is not None:
+    class OnnxAPI(_litserve.LitAPI):  # type: ignore[misc,name-defined]
+        """One ONNX Runtime session; numpy batch/unbatch."""
+
+        model_path: str
+        threads: int
+
         def setup(self, device: str) -> None:
-            self.session = _session(model, threads)
+            self.session = _session(self.model_path, self.threads)
             self.name = self.session.get_inputs()[0].name
 
         def decode_request(self, request: dict[str, Any]) -> np.ndarray:
@@ -91,10 +108,6 @@ def run_litserve(model: str, port: int, threads: int) -> None:
 
         def encode_response(self, output: np.ndarray) -> dict[str, Any]:
             return {"predictions": output.tolist()}
-
-    server = ls.LitServer(OnnxAPI(max_batch_size=32, batch_timeout=0.001), accelerator="cpu",
-                          workers_per_device=1)
-    server.run(host="127.0.0.1", port=port, log_level="warning", generate_client_file=False)
 
 
 def default_model(work: Path) -> Path:

@@ -103,3 +103,42 @@ def test_request_timeout_fails_alone_with_503(cnn: ImportedModel, tmp_path: Path
         assert status == 503 and "timed out after" in got["error"]
         with urllib.request.urlopen(f"http://{url}/v2/models/cnn/stats") as r:
             assert json.loads(r.read())["model_stats"][0]["timed_out"] == 1
+
+
+
+def _row_sums(folder: Path) -> Path:
+    """A real ONNX model whose second axis is free too: y (batch, 1) = x (batch, n) summed."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("ReduceSum", ["x", "axes"], ["y"], keepdims=1)], "row_sums",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "n"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 1])],
+        [helper.make_tensor("axes", TensorProto.INT64, [1], [1])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    folder.mkdir(parents=True)
+    onnx.save(model, folder / "model.onnx")
+    return folder / "model.onnx"
+
+
+def test_requests_of_different_shapes_batch_apart(tmp_path: Path) -> None:
+    # Rows of length 3 and 5 must not share a batch, and taking one group out of the queue
+    # must leave the other queued (a regression: removing a queued request compared the
+    # arrays of the requests queued before it, and the worker died).
+    rtinfer.save_artifact(rtinfer.import_model(_row_sums(tmp_path / "m")), tmp_path / "repo",
+                          "sums")
+    models = load_repository(tmp_path / "repo", threads=1,
+                             overrides={"max_batch_size": 8, "max_queue_delay_us": 50_000})
+    xs = [np.full((1, 3 + 2 * (i % 2)), i, np.float32) for i in range(8)]
+    with running(create_app(models)) as url:
+        client = httpclient.InferenceServerClient(url, concurrency=8)
+        pending = []
+        for x in xs:
+            inp = httpclient.InferInput("x", list(x.shape), "FP32")
+            inp.set_data_from_numpy(x, binary_data=True)
+            pending.append(client.async_infer("sums", [inp]))
+        got = [p.get_result().as_numpy("y") for p in pending]
+        stats = call(url, "/v2/models/sums/stats")[1]["model_stats"][0]
+    assert [float(y[0, 0]) for y in got] == [float(x.sum()) for x in xs]
+    assert stats["execution_count"] >= 2  # at least one batch per shape

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections import deque
 from collections.abc import Callable
@@ -29,6 +30,8 @@ from typing import Any
 import numpy as np
 
 from rtinfer.engines import Session
+
+_LOG = logging.getLogger("rtinfer.serve")
 
 __all__ = ["Batcher", "BatchingConfig", "ModelUnavailableError", "QueueFullError",
            "QueueTimeoutError", "pad_to_bucket"]
@@ -72,7 +75,7 @@ class BatchingConfig:
             raise ValueError(f"length_buckets must be lengths >= 1, got {self.length_buckets}")
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity: equality would compare the arrays
 class _Pending:
     feeds: dict[str, np.ndarray]
     rows: int
@@ -184,7 +187,16 @@ class Batcher:
                     await self._wake.wait()
                 # Wait for a session before gathering: requests arriving meanwhile join in.
                 session = await self._free.get()
-                batch = await self._gather()
+                try:
+                    batch = await self._gather()
+                except Exception as exc:  # a bug here must not strand later requests
+                    _LOG.exception("batching failed; the queued requests fail with it")
+                    self._free.put_nowait(session)
+                    while self._queue:
+                        p = self._queue.popleft()
+                        if not p.future.done():
+                            p.future.set_exception(exc)
+                    continue
                 self.executing += len(batch)
             if batch:
                 await self._execute(session, batch)
