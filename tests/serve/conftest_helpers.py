@@ -83,3 +83,18 @@ def call(url: str, path: str, body: Any = None, method: str | None = None,
         return status, json.loads(raw) if raw else None
     except ValueError:
         return status, raw
+
+
+def infer_concurrently(url: str, model: str, name: str, xs: list[Any], output: str) -> list[Any]:
+    """Send every array of ``xs`` as input ``name`` at once (tritonclient's gevent
+    concurrency, binary tensors); each request's ``output``, in order."""
+    import tritonclient.http as httpclient
+    from tritonclient.utils import np_to_triton_dtype
+
+    client = httpclient.InferenceServerClient(url, concurrency=len(xs))
+    pending = []
+    for x in xs:
+        inp = httpclient.InferInput(name, list(x.shape), np_to_triton_dtype(x.dtype))
+        inp.set_data_from_numpy(x, binary_data=True)
+        pending.append(client.async_infer(model, [inp]))
+    return [p.get_result().as_numpy(output) for p in pending]

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tritonclient.http as httpclient
-from conftest_helpers import call, running
+from conftest_helpers import call, infer_concurrently, running
 from tritonclient.utils import InferenceServerException
 
 import rtinfer
@@ -46,13 +46,7 @@ def test_concurrent_requests_are_batched_and_answered_row_for_row(
     rng = np.random.default_rng(0)
     xs = [rng.standard_normal((1 + i % 2, 3, 32, 32)).astype(np.float32) for i in range(16)]
     # tritonclient's own concurrency (gevent): 16 requests in flight at once.
-    client = httpclient.InferenceServerClient(batching_server, concurrency=16)
-    pending = []
-    for x in xs:
-        inp = httpclient.InferInput("image", list(x.shape), "FP32")
-        inp.set_data_from_numpy(x, binary_data=True)
-        pending.append(client.async_infer("cnn", [inp]))
-    got = [p.get_result().as_numpy("logits") for p in pending]
+    got = infer_concurrently(batching_server, "cnn", "image", xs, "logits")
     with rtinfer.load(cnn, threads=1) as s:
         for x, y in zip(xs, got, strict=True):  # every request gets its own rows, in order
             np.testing.assert_allclose(y, s.run({"image": x})["logits"], atol=1e-5)
@@ -132,13 +126,7 @@ def test_requests_of_different_shapes_batch_apart(tmp_path: Path) -> None:
                              overrides={"max_batch_size": 8, "max_queue_delay_us": 50_000})
     xs = [np.full((1, 3 + 2 * (i % 2)), i, np.float32) for i in range(8)]
     with running(create_app(models)) as url:
-        client = httpclient.InferenceServerClient(url, concurrency=8)
-        pending = []
-        for x in xs:
-            inp = httpclient.InferInput("x", list(x.shape), "FP32")
-            inp.set_data_from_numpy(x, binary_data=True)
-            pending.append(client.async_infer("sums", [inp]))
-        got = [p.get_result().as_numpy("y") for p in pending]
+        got = infer_concurrently(url, "sums", "x", xs, "y")
         stats = call(url, "/v2/models/sums/stats")[1]["model_stats"][0]
     assert [float(y[0, 0]) for y in got] == [float(x.sum()) for x in xs]
     assert stats["execution_count"] >= 2  # at least one batch per shape
