@@ -10,7 +10,9 @@ one is answered).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -36,8 +38,9 @@ def free_port() -> int:
 def child_server(cmd: Sequence[str], port: int, probe: str,
                  env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
     """Run ``cmd`` (a server on ``port``) until ``probe`` answers 200; stop it on exit."""
+    # A session of its own: servers that fork workers (LitServe) are stopped as a group.
     proc = subprocess.Popen(list(cmd), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env={**os.environ, **(env or {})})
+                            env={**os.environ, **(env or {})}, start_new_session=True)
     try:
         deadline = time.monotonic() + 180
         while True:
@@ -55,11 +58,12 @@ def child_server(cmd: Sequence[str], port: int, probe: str,
             time.sleep(0.1)
         yield proc
     finally:
-        proc.terminate()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         if proc.stderr:
             proc.stderr.close()
@@ -126,6 +130,25 @@ async def _closed_loop(port: int, path: str, bodies: Sequence[bytes], concurrenc
     await asyncio.gather(*(worker(k) for k in range(concurrency)))
     return LoadResult(np.array(latencies), errors, time.perf_counter() - t0,
                       time.process_time() - cpu0)
+
+
+def interleaved(targets: dict[str, tuple[int, str, Sequence[bytes]]], concurrency: int,
+                rounds: int, window_s: float) -> dict[str, LoadResult]:
+    """Each target (name -> port, path, bodies) loaded for ``rounds`` short windows, the
+    targets taking turns, so that background load on a shared machine falls on all alike;
+    each target's windows are pooled into one result."""
+    runs: dict[str, list[LoadResult]] = {name: [] for name in targets}
+    names = list(targets)
+    for r in range(rounds):
+        # The order rotates: the window right after another server's runs slower (its
+        # threads still wind down), and that penalty must fall on every server alike.
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            port, path, bodies = targets[name]
+            runs[name].append(closed_loop(port, path, bodies, concurrency, window_s))
+    return {name: LoadResult(np.concatenate([r.latencies for r in rs]),
+                             sum(r.errors for r in rs), sum(r.seconds for r in rs),
+                             sum(r.client_cpu_s for r in rs))
+            for name, rs in runs.items()}
 
 
 def best_under_bound(results: dict[int, LoadResult], p99_ms: float) -> tuple[int, float]:

@@ -12,7 +12,6 @@ when the request asks with ``binary_data_output`` or an output's ``binary_data``
 
 from __future__ import annotations
 
-import json
 import math
 import struct
 from collections.abc import Mapping
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from rtinfer.errors import InvalidInputError
+from rtinfer.serve._json import dumps, loads
 from rtinfer.spec import ModelSpec
 
 if TYPE_CHECKING:
@@ -55,8 +55,8 @@ def decode_infer_request(body: bytes, header_length: int | None, spec: ModelSpec
         raise ProtocolError(f"Inference-Header-Content-Length {json_len} is outside the body "
                             f"({len(body)} bytes)")
     try:
-        request = json.loads(body[:json_len])
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        request = loads(body[:json_len])
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise ProtocolError(f"request body is not valid JSON: {exc}") from None
     if not isinstance(request, dict) or not isinstance(request.get("inputs"), list):
         raise ProtocolError('request must be a JSON object with an "inputs" list')
@@ -156,12 +156,12 @@ def encode_infer_response(model: str, version: str, request: Mapping[str, Any],
             entry["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
         else:
-            entry["data"] = array.ravel().tolist()
+            entry["data"] = array.ravel()  # written as a flat list by dumps
         tensors.append(entry)
     response = {"model_name": model, "model_version": version, "outputs": tensors}
     if request.get("id") is not None:
         response["id"] = request["id"]
-    header = json.dumps(response, separators=(",", ":")).encode()
+    header = dumps(response)
     if not binary:
         return header, None
     return header + b"".join(blobs), len(header)

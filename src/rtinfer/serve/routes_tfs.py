@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import time
 from typing import Any
 
@@ -27,6 +26,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from rtinfer.errors import InvalidInputError
+from rtinfer.serve._json import dumps, loads
 from rtinfer.serve.app import read_body
 from rtinfer.serve.handler import Failure, classify, run
 from rtinfer.serve.raw import RawInputs
@@ -142,8 +142,8 @@ def routes(ctx: dict[str, Any]) -> list[Route]:
             body = await read_body(request, limit)
             served = repo.resolve(name, request.path_params.get("version"))
             try:
-                parsed = json.loads(body)
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                parsed = loads(body)
+            except ValueError as exc:
                 raise InvalidInputError(f"request body is not valid JSON: {exc}") from None
             feeds, row = decode_predict(parsed, served.session.spec, served.raw)
             outputs = await run(served, feeds, None, metrics, started)
@@ -152,14 +152,14 @@ def routes(ctx: dict[str, Any]) -> list[Route]:
         if row:
             names = list(outputs)
             if len(names) == 1:
-                return JSONResponse({"predictions": outputs[names[0]].tolist()})
-            rows = {k: v.tolist() for k, v in outputs.items()}
-            count = len(next(iter(rows.values())))
-            return JSONResponse({"predictions": [{k: rows[k][i] for k in names}
-                                                 for i in range(count)]})
-        if len(outputs) == 1:
-            return JSONResponse({"outputs": next(iter(outputs.values())).tolist()})
-        return JSONResponse({"outputs": {k: v.tolist() for k, v in outputs.items()}})
+                answer: dict[str, Any] = {"predictions": outputs[names[0]]}
+            else:
+                count = len(outputs[names[0]])
+                answer = {"predictions": [{k: outputs[k][i] for k in names}
+                                          for i in range(count)]}
+        else:
+            answer = {"outputs": next(iter(outputs.values())) if len(outputs) == 1 else outputs}
+        return Response(dumps(answer), media_type="application/json")
 
     async def status(request: Request) -> Response:
         name, version = request.path_params["model"], request.path_params.get("version")
