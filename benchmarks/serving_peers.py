@@ -37,14 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from _serving import (
-    best_under_bound,
-    child_server,
-    closed_loop,
-    free_port,
-    interleaved,
-    python,
-)
+import _serving as srv
 
 GOAL = 1.5
 
@@ -164,11 +157,11 @@ def main() -> None:
         rng = np.random.default_rng(0)
         bodies = [json.dumps({"instances": rng.standard_normal(shape).astype(np.float32)
                               .tolist()}).encode() for _ in range(16)]
-        ports = {name: free_port() for name in ("rtinfer", "litserve", "fastapi")}
-        me = [python(), str(Path(__file__).resolve()), "--model", str(model), "--threads",
+        ports = {name: srv.free_port() for name in ("rtinfer", "litserve", "fastapi")}
+        me = [srv.python(), str(Path(__file__).resolve()), "--model", str(model), "--threads",
               str(threads)]
         commands = {
-            "rtinfer": ([python(), "-m", "rtinfer.cli", "serve", str(work / "repo"), "--port",
+            "rtinfer": ([srv.python(), "-m", "rtinfer.cli", "serve", str(work / "repo"), "--port",
                          str(ports["rtinfer"]), "--threads", str(threads), "--max-batch-size",
                          "32", "--max-queue-delay-us", "0"], "/v2/health/ready",
                         "/v1/models/model:predict"),
@@ -181,12 +174,12 @@ def main() -> None:
         levels = [int(v) for v in args.levels.split(",")]
         with ExitStack() as servers:  # all up at once; idle ones wait on their sockets
             for name, (cmd, probe, path) in commands.items():
-                servers.enter_context(child_server(cmd, ports[name], probe, child_env))
-                closed_loop(ports[name], path, bodies, 4, 1.0)  # warm every code path
+                servers.enter_context(srv.child_server(cmd, ports[name], probe, child_env))
+                srv.closed_loop(ports[name], path, bodies, 4, 1.0)  # warm every code path
             targets = {name: (ports[name], path, bodies)
                        for name, (_, _, path) in commands.items()}
             for level in levels:
-                for name, res in interleaved(targets, level, args.rounds, args.window).items():
+                for name, res in srv.interleaved(targets, level, args.rounds, args.window).items():
                     results[name][level] = res
                     _report(name, level, res)
     _summarise(results, args, model, env, threads)
@@ -202,14 +195,20 @@ def _report(name: str, level: int, res: Any) -> None:
 
 def _summarise(results: dict[str, dict[int, Any]], args: Any, model: Path,
                env: dict[str, Any], threads: int) -> None:
-    best = {name: best_under_bound(r, args.p99_ms) for name, r in results.items()}
+    best = {name: srv.best_under_bound(r, args.p99_ms) for name, r in results.items()}
     print(f"\nthroughput at p99 <= {args.p99_ms:g} ms ({model.name}):")
     for name, (conc, rps) in best.items():
         print(f"  {name:9s} {rps:8.1f} req/s (concurrency {conc})")
     top_peer = max(rps for name, (_, rps) in best.items() if name != "rtinfer")
-    ratio = best["rtinfer"][1] / top_peer if top_peer else float("inf")
+    mine = best["rtinfer"][1]
+    ratio = mine / top_peer if top_peer else (float("inf") if mine else float("nan"))
+    note = " (no peer met the bound)" if not top_peer and mine else ""
     print(f"rtinfer / best peer: {ratio:.2f}x (goal >= {GOAL}x: "
-          f"{'met' if ratio >= GOAL else 'NOT met'})")
+          f"{'met' if ratio >= GOAL else 'NOT met'}){note}")
+    print("throughput ratio at each concurrency, rtinfer / best peer at that level:")
+    for level in results["rtinfer"]:
+        peer = max(r[level].throughput for n, r in results.items() if n != "rtinfer")
+        print(f"  {level:3d}: {results['rtinfer'][level].throughput / peer:.2f}x")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({
