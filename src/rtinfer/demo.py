@@ -58,7 +58,7 @@ def _serve_and_load(repo: Path, name: str, inputs: dict[str, np.ndarray],
     from rtinfer.serve import create_app, load_repository
 
     models = load_repository(repo)
-    session = models[name].session
+    session = models.resolve(name).session
     types = {t.name: t.kserve_datatype for t in session.spec.inputs}
     latencies, worst = [], 0.0
     with _running(create_app(models)) as base, load(session.model, "onnxruntime") as local:

@@ -65,6 +65,9 @@ def test_writes_artifact_report_and_json(fraud_run: dict[str, Any]) -> None:
     assert art.manifest["deployment"]["engine"] == fraud_run["chosen"]["engine"]
     assert art.manifest["recipe"]["passes"] == next(
         r["recipe"] for r in fraud_run["candidates"] if r["chosen"])
+    settings = json.loads((Path(fraud_run["artifact"]).parent / "rtinfer.json").read_text())
+    assert settings["engine"] == fraud_run["chosen"]["engine"]          # what serve will use
+    assert (settings["kit"], settings["kit_size"]) == ("fraud", "small")  # raw inputs served
     saved = json.loads((Path(fraud_run["artifact"]).parent / "optimize.json").read_text())
     assert saved["chosen"]["id"] == fraud_run["chosen"]["id"]
     html = Path(fraud_run["report"]).read_text()

@@ -6,9 +6,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest_helpers import running
-
-KEY = "test-key"
+from conftest_helpers import KEY, running
 
 
 @pytest.fixture(scope="module")

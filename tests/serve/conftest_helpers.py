@@ -12,17 +12,35 @@ from typing import Any
 
 import uvicorn
 
+KEY = "test-key"  # the API key of the shared server fixture
 
-def _free_port() -> int:
+# A config.pbtxt as Triton users write them (comments, lists, repeated and nested fields).
+TRITON_CONFIG = """
+name: "m"   # a comment
+platform: "onnxruntime_onnx"
+max_batch_size: 8
+input [ { name: "x" data_type: TYPE_FP32 dims: [ 4 ] } ]
+instance_group [ { count: 2 kind: KIND_CPU }, { count: 1 kind: KIND_CPU } ]
+version_policy: { specific: { versions: [1, 3] } }
+dynamic_batching {
+  preferred_batch_size: [ 4, 8 ]
+  max_queue_delay_microseconds: 100
+  default_queue_policy { max_queue_size: 3 }
+}
+"""
+
+
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
 @contextmanager
-def running(app: Any) -> Iterator[str]:
-    """Yield ``host:port`` of ``app`` served by uvicorn on 127.0.0.1, stopped on exit."""
-    port = _free_port()
+def running(app: Any, probe: str = "/v2/health/ready") -> Iterator[str]:
+    """Yield ``host:port`` of ``app`` served by uvicorn on 127.0.0.1 once ``probe`` answers
+    200 (``/v2/health/live`` for a server that is meant not to be ready), stopped on exit."""
+    port = free_port()
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
@@ -30,7 +48,7 @@ def running(app: Any) -> Iterator[str]:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:  # poll readiness, never sleep a fixed time
         try:
-            with urllib.request.urlopen(f"http://{url}/v2/health/ready", timeout=1) as r:
+            with urllib.request.urlopen(f"http://{url}{probe}", timeout=1) as r:
                 if r.status == 200:
                     break
         except OSError:
@@ -42,3 +60,41 @@ def running(app: Any) -> Iterator[str]:
     finally:
         srv.should_exit = True
         thread.join(timeout=10)
+
+
+def call(url: str, path: str, body: Any = None, method: str | None = None,
+         headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    """``(status, parsed JSON or raw bytes)`` of one plain-HTTP request; errors are returned."""
+    import json
+    import urllib.error
+
+    data = json.dumps(body).encode() if body is not None and not isinstance(body, bytes) \
+        else body
+    req = urllib.request.Request(f"http://{url}{path}", data=data, headers=headers or {},
+                                 method=method or ("POST" if data is not None else "GET"))
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            status, raw = r.status, r.read()
+    except urllib.error.HTTPError as exc:
+        status, raw = exc.code, exc.read()
+    except OSError:  # not listening (yet): the caller polls
+        return 0, b""
+    try:
+        return status, json.loads(raw) if raw else None
+    except ValueError:
+        return status, raw
+
+
+def infer_concurrently(url: str, model: str, name: str, xs: list[Any], output: str) -> list[Any]:
+    """Send every array of ``xs`` as input ``name`` at once (tritonclient's gevent
+    concurrency, binary tensors); each request's ``output``, in order."""
+    import tritonclient.http as httpclient
+    from tritonclient.utils import np_to_triton_dtype
+
+    client = httpclient.InferenceServerClient(url, concurrency=len(xs))
+    pending = []
+    for x in xs:
+        inp = httpclient.InferInput(name, list(x.shape), np_to_triton_dtype(x.dtype))
+        inp.set_data_from_numpy(x, binary_data=True)
+        pending.append(client.async_infer(model, [inp]))
+    return [p.get_result().as_numpy(output) for p in pending]

@@ -196,6 +196,8 @@ def optimize(
     chosen = _choose(final, records, slo_p99_ms)
     result = _result(original, kit_name, budget, goal, batch, threads, slo_p99_ms, float_metrics,
                      variants, records, final, chosen, skipped, state, time_budget_s, start)
+    if kit_obj is not None:
+        result["model"]["kit_size"] = kit_obj.meta.get("size", "full")
     say("held-out evaluation of the original and the chosen model")
     result["held_out"] = _held_out(variants["fp32"], variants[chosen["variant"]], splits, task,
                                    threads)
@@ -405,6 +407,12 @@ def _write(result: dict[str, Any], variant: Variant, chosen: Mapping[str, Any],
     )
     result["artifact"] = str(art.path)
     folder = Path(out) / name
+    # rtinfer serve reads this: the engine the choice was measured on, and the kit whose raw
+    # inputs (sentences, records, images) the server may accept and pre-process.
+    settings = {"engine": str(chosen["engine"]), "threads": threads}
+    if result["model"]["kit"]:
+        settings.update(kit=result["model"]["kit"], kit_size=result["model"]["kit_size"])
+    (folder / "rtinfer.json").write_text(json.dumps(settings, indent=2))
     (folder / "optimize.json").write_text(json.dumps(result, indent=2, default=str))
     (folder / "report.html").write_text(render_html(result))
     result["report"] = str(folder / "report.html")

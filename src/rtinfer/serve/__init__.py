@@ -1,6 +1,11 @@
-"""Serving: the Open Inference Protocol over HTTP (first slice; see :mod:`rtinfer.serve.app`)."""
+"""Serving: a model repository over the Open Inference Protocol (KServe v2) and TF Serving's
+REST API, with dynamic batching, hot reload and Prometheus metrics (see :mod:`.app`)."""
 
-from rtinfer.serve.app import ServedModel, create_app, load_repository
+from rtinfer.serve.app import create_app
 from rtinfer.serve.batcher import Batcher, BatchingConfig
+from rtinfer.serve.config import ModelConfig, VersionPolicy, read_model_config
+from rtinfer.serve.model import ServedModel
+from rtinfer.serve.repository import ModelRepository, load_repository
 
-__all__ = ["Batcher", "BatchingConfig", "ServedModel", "create_app", "load_repository"]
+__all__ = ["Batcher", "BatchingConfig", "ModelConfig", "ModelRepository", "ServedModel",
+           "VersionPolicy", "create_app", "load_repository", "read_model_config"]

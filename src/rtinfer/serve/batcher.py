@@ -6,17 +6,24 @@
 Requests wait in a queue; one worker takes the oldest request and gathers more until the batch
 holds ``max_batch_size`` rows, reaches a ``preferred_batch_size``, or the oldest request has
 waited ``max_queue_delay_us``. Only requests whose inputs agree on every non-batch dimension
-join one batch (text padded to different lengths waits for a batch of its own length), so no
-request is padded by another. The batch runs once; its outputs are split back row for row, in
-order, to each request. A full queue (``max_queue_size``) rejects at once — the HTTP layer
-answers 503 with ``Retry-After`` — and a request that waited past its timeout fails alone.
+join one batch, so no request is padded by another — except with ``length_buckets``: then a
+2-D (text) input of length L is zero-padded to the smallest bucket >= L, and requests of one
+bucket share batches (pad only to the bucket, not to the longest request or the maximum). That
+suits models whose padding is masked (attention mask) and whose outputs have no length axis.
+With several sessions (instances), as many batches run at once, one per session. A batch runs
+once; its outputs are split back row for row, in order, to each request. A full queue
+(``max_queue_size``) rejects at once — the HTTP layer answers 503 with ``Retry-After`` — and
+a request that waited past its timeout fails alone.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +31,18 @@ import numpy as np
 
 from rtinfer.engines import Session
 
-__all__ = ["Batcher", "BatchingConfig", "QueueFullError", "QueueTimeoutError"]
+_LOG = logging.getLogger("rtinfer.serve")
+
+__all__ = ["Batcher", "BatchingConfig", "ModelUnavailableError", "QueueFullError",
+           "QueueTimeoutError", "pad_to_bucket"]
+
+#: Called after each batch: rows in it, each request's seconds in the queue, seconds computing.
+BatchObserver = Callable[[int, list[float], float], None]
+
+
+# A model whose batches take less than this runs on the event loop itself: handing a call to a
+# worker thread and back costs about 50-100 us in CPython, more than such a model computes.
+INLINE_BELOW_S = 100e-6
 
 
 class QueueFullError(Exception):
@@ -35,6 +53,10 @@ class QueueTimeoutError(Exception):
     """The request waited in the queue past its timeout."""
 
 
+class ModelUnavailableError(Exception):
+    """The model version was unloaded (or is shutting down) before the request could run."""
+
+
 @dataclass(frozen=True)
 class BatchingConfig:
     max_batch_size: int = 8
@@ -42,15 +64,18 @@ class BatchingConfig:
     max_queue_delay_us: int = 0
     max_queue_size: int = 256
     default_timeout_us: int = 0  # 0: no timeout
+    length_buckets: tuple[int, ...] = ()  # pad axis 1 of 2-D inputs up to one of these
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {self.max_batch_size}")
         if self.max_queue_delay_us < 0 or self.max_queue_size < 1:
             raise ValueError("max_queue_delay_us must be >= 0 and max_queue_size >= 1")
+        if any(b < 1 for b in self.length_buckets):
+            raise ValueError(f"length_buckets must be lengths >= 1, got {self.length_buckets}")
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity: equality would compare the arrays
 class _Pending:
     feeds: dict[str, np.ndarray]
     rows: int
@@ -71,59 +96,122 @@ class BatchStats:
 
 
 class Batcher:
-    """One model's queue and its batching worker (start it inside the server's event loop)."""
+    """One model version's queue and its workers, one per session (started on first use)."""
 
-    def __init__(self, session: Session, config: BatchingConfig) -> None:
-        self.session = session
+    def __init__(self, sessions: Session | list[Session], config: BatchingConfig,
+                 observer: BatchObserver | None = None) -> None:
+        self.sessions = sessions if isinstance(sessions, list) else [sessions]
+        self.session = self.sessions[0]
         self.config = config
+        self.observer = observer
         self.stats = BatchStats()
+        self.executing = 0  # requests inside a running batch
         self._queue: deque[_Pending] = deque()
         self._wake: asyncio.Event | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._idle: asyncio.Event | None = None
+        self._gathering: asyncio.Lock | None = None
+        self._free: asyncio.Queue[Session] | None = None  # sessions not running a batch
+        self._compute_s: float | None = None  # moving average of one batch's engine time
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closed = False
+
+    @property
+    def pending(self) -> int:
+        """Requests queued or running."""
+        return len(self._queue) + self.executing
 
     def start(self) -> None:
-        self._wake = asyncio.Event()
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        self._wake, self._idle, self._gathering = asyncio.Event(), asyncio.Event(), asyncio.Lock()
+        self._free = asyncio.Queue()
+        for session in self.sessions:
+            self._free.put_nowait(session)
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._run()) for _ in self.sessions]
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        """Stop at once: queued requests fail with :class:`ModelUnavailableError`."""
+        self._closed = True
+        for task in self._tasks:
+            task.cancel()
+        while self._queue:
+            p = self._queue.popleft()
+            if not p.future.done():
+                p.future.set_exception(ModelUnavailableError("the model was unloaded"))
+
+    async def drain(self, timeout_s: float = 30.0) -> None:
+        """Let every queued and running request finish (up to ``timeout_s``), then stop."""
+        deadline = time.monotonic() + timeout_s
+        while self.pending and self._idle is not None and time.monotonic() < deadline:
+            self._idle.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), deadline - time.monotonic())
+        await self.stop()
 
     async def submit(self, feeds: dict[str, np.ndarray],
                      timeout_us: int | None = None) -> dict[str, np.ndarray]:
+        """Queue validated ``feeds``; their rows of the batch's outputs when it has run."""
+        if self._closed:
+            raise ModelUnavailableError("the model was unloaded")
         if self._wake is None:
             self.start()
         assert self._wake is not None  # set by start(); for the type checker
         if len(self._queue) >= self.config.max_queue_size:
             self.stats.rejected += 1
             raise QueueFullError(f"queue full ({self.config.max_queue_size} requests)")
+        if self.config.length_buckets:
+            feeds = pad_to_bucket(feeds, self.config.length_buckets)
         rows = len(next(iter(feeds.values())))
         key = tuple((k, v.shape[1:], v.dtype.str) for k, v in feeds.items())
         timeout = timeout_us if timeout_us is not None else self.config.default_timeout_us
         item = _Pending(feeds, rows, key, asyncio.get_running_loop().create_future())
         if timeout:
             item.deadline = item.enqueued + timeout / 1e6
-        self._queue.append(item)
         self.stats.requests += 1
+        assert self._free is not None
+        if not self._queue and not self.config.max_queue_delay_us and not self._free.empty():
+            # Nothing to wait for and an idle session: run now, without the worker hand-off
+            # (the same batch of one the worker would form, minus two event-loop hops).
+            self.executing += 1
+            await self._execute(self._free.get_nowait(), [item])
+            return await item.future
+        self._queue.append(item)
         self._wake.set()
         return await item.future
 
     async def _run(self) -> None:
-        assert self._wake is not None
+        assert self._wake is not None and self._gathering is not None and self._free is not None
         while True:
-            if not self._queue:
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            batch = await self._gather()
+            async with self._gathering:  # one worker gathers at a time; others run batches
+                while not self._queue:
+                    self._wake.clear()
+                    await self._wake.wait()
+                # Wait for a session before gathering: requests arriving meanwhile join in.
+                session = await self._free.get()
+                try:
+                    batch = await self._gather()
+                except Exception as exc:  # a bug here must not strand later requests
+                    _LOG.exception("batching failed; the queued requests fail with it")
+                    self._free.put_nowait(session)
+                    while self._queue:
+                        p = self._queue.popleft()
+                        if not p.future.done():
+                            p.future.set_exception(exc)
+                    continue
+                self.executing += len(batch)
             if batch:
-                await self._execute(batch)
+                await self._execute(session, batch)
+            else:
+                self._free.put_nowait(session)
+                if not self.pending and self._idle is not None:
+                    self._idle.set()  # every queued request timed out
 
     async def _gather(self) -> list[_Pending]:
         """Oldest request first; wait up to the delay for compatible others to join."""
         cfg = self.config
         head = self._queue[0]
         deadline = head.enqueued + cfg.max_queue_delay_us / 1e6
+        if head.deadline is not None:  # a request's own timeout cuts the wait short
+            deadline = min(deadline, head.deadline)
         while True:
             rows = sum(p.rows for p in self._queue if p.key == head.key)
             full = rows >= cfg.max_batch_size or rows in cfg.preferred_batch_size
@@ -140,10 +228,11 @@ class Batcher:
         taken = 0
         now = time.monotonic()
         for p in list(self._queue):
-            if p.deadline is not None and now > p.deadline:
+            if p.deadline is not None and now >= p.deadline:
                 self._queue.remove(p)
                 self.stats.timed_out += 1
-                p.future.set_exception(QueueTimeoutError("request timed out in the queue"))
+                p.future.set_exception(QueueTimeoutError(
+                    f"request timed out after {1e3 * (now - p.enqueued):.0f} ms in the queue"))
                 continue
             if p.key != head.key or (taken and taken + p.rows > cfg.max_batch_size):
                 continue
@@ -154,22 +243,69 @@ class Batcher:
                 break
         return batch
 
-    async def _execute(self, batch: list[_Pending]) -> None:
-        feeds = {k: np.concatenate([p.feeds[k] for p in batch]) for k in batch[0].feeds}
+    async def _call(self, session: Session, feeds: dict[str, np.ndarray]
+                    ) -> dict[str, np.ndarray]:
+        def timed() -> dict[str, np.ndarray]:
+            start = time.perf_counter()
+            outputs = session.run_validated(feeds)
+            took = time.perf_counter() - start
+            self._compute_s = took if self._compute_s is None else (
+                0.8 * self._compute_s + 0.2 * took)
+            return outputs
+
+        if self._compute_s is not None and self._compute_s < INLINE_BELOW_S:
+            return timed()  # cheaper than the hand-off to a worker thread and back
+        return await asyncio.to_thread(timed)
+
+    async def _execute(self, session: Session, batch: list[_Pending]) -> None:
+        started = time.monotonic()
         try:
-            outputs = await asyncio.to_thread(self.session.run_validated, feeds)
+            if len(batch) == 1:  # nothing to concatenate or split: no copies at batch 1
+                outputs = await self._call(session, batch[0].feeds)
+                parts = [outputs]
+            else:
+                feeds = {k: np.concatenate([p.feeds[k] for p in batch]) for k in batch[0].feeds}
+                outputs = await self._call(session, feeds)
+                parts, start = [], 0
+                for p in batch:  # split in order: request i gets rows [start, start + rows_i)
+                    parts.append({k: v[start:start + p.rows] for k, v in outputs.items()})
+                    start += p.rows
         except Exception as exc:  # the engine failed: every request of the batch learns why
             for p in batch:
                 if not p.future.done():
                     p.future.set_exception(exc)
             return
+        finally:
+            assert self._free is not None
+            self._free.put_nowait(session)
+            self.executing -= len(batch)
+            if self._idle is not None and not self.pending:
+                self._idle.set()
+        took = time.monotonic() - started
         rows = sum(p.rows for p in batch)
         self.stats.batches += 1
         self.stats.rows += rows
         self.stats.batch_sizes[rows] = self.stats.batch_sizes.get(rows, 0) + 1
-        start = 0
-        for p in batch:  # split back in order: request i gets rows [start, start + rows_i)
-            part = {k: v[start:start + p.rows] for k, v in outputs.items()}
-            start += p.rows
+        if self.observer is not None:
+            self.observer(rows, [started - p.enqueued for p in batch], took)
+        for p, part in zip(batch, parts, strict=True):
             if not p.future.done():
                 p.future.set_result(part)
+
+
+def pad_to_bucket(feeds: dict[str, np.ndarray], buckets: tuple[int, ...]
+                  ) -> dict[str, np.ndarray]:
+    """Zero-pad axis 1 of every 2-D input to the smallest bucket >= its length.
+
+    ``{"input_ids": (1, 11)}`` with buckets (16, 32) becomes (1, 16); a length over the largest
+    bucket is left as it is (it batches with requests of exactly its length).
+    """
+    lengths = {v.shape[1] for v in feeds.values() if v.ndim == 2}
+    if len(lengths) != 1:
+        return feeds
+    (length,) = lengths
+    bucket = next((b for b in sorted(buckets) if b >= length), length)
+    if bucket == length:
+        return feeds
+    return {k: np.pad(v, ((0, 0), (0, bucket - length))) if v.ndim == 2 else v  # (B, bucket)
+            for k, v in feeds.items()}

@@ -12,15 +12,19 @@ when the request asks with ``binary_data_output`` or an output's ``binary_data``
 
 from __future__ import annotations
 
-import json
+import math
 import struct
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from rtinfer.errors import InvalidInputError
+from rtinfer.serve._json import dumps, loads
 from rtinfer.spec import ModelSpec
+
+if TYPE_CHECKING:
+    from rtinfer.serve.raw import RawInputs
 
 __all__ = ["DTYPE_OF", "ProtocolError", "decode_infer_request", "encode_infer_response"]
 
@@ -37,20 +41,22 @@ class ProtocolError(InvalidInputError):
     """A request that does not follow the protocol (malformed JSON, shapes, sizes)."""
 
 
-def decode_infer_request(body: bytes, header_length: int | None, spec: ModelSpec
+def decode_infer_request(body: bytes, header_length: int | None, spec: ModelSpec,
+                         raw: RawInputs | None = None
                          ) -> tuple[dict[str, Any], dict[str, np.ndarray], bool]:
     """Parse one request: its JSON header, the inputs as arrays, and whether to reply binary.
 
     Every input is checked against ``spec`` here, before the request joins any batch, so one
-    bad request fails alone.
+    bad request fails alone. With ``raw`` (a kit's raw inputs), a request that sends exactly
+    the raw input names is pre-processed into model inputs first.
     """
     json_len = len(body) if header_length is None else header_length
     if not 0 < json_len <= len(body):
         raise ProtocolError(f"Inference-Header-Content-Length {json_len} is outside the body "
                             f"({len(body)} bytes)")
     try:
-        request = json.loads(body[:json_len])
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        request = loads(body[:json_len])
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise ProtocolError(f"request body is not valid JSON: {exc}") from None
     if not isinstance(request, dict) or not isinstance(request.get("inputs"), list):
         raise ProtocolError('request must be a JSON object with an "inputs" list')
@@ -66,6 +72,8 @@ def decode_infer_request(body: bytes, header_length: int | None, spec: ModelSpec
     if offset != len(blobs):
         raise ProtocolError(f"{len(blobs) - offset} bytes of binary data were not claimed by "
                             "any input's binary_data_size")
+    if raw is not None and raw.matches(list(feeds)):
+        feeds = raw.convert(feeds)
     feeds = spec.validate(feeds)
     params = request.get("parameters") or {}
     binary = bool(params.get("binary_data_output")) or any(
@@ -83,7 +91,7 @@ def _decode_tensor(item: Any, blobs: memoryview) -> tuple[str, np.ndarray, int]:
                             f"{sorted(DTYPE_OF)}")
     if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
         raise ProtocolError(f"input '{name}' needs a shape: a list of non-negative integers")
-    count = int(np.prod(shape)) if shape else 1
+    count = math.prod(shape)  # 1 for a scalar's []
     size = (item.get("parameters") or {}).get("binary_data_size")
     used = 0
     if size is not None:
@@ -104,8 +112,10 @@ def _decode_tensor(item: Any, blobs: memoryview) -> tuple[str, np.ndarray, int]:
         if data is None:
             raise ProtocolError(f"input '{name}' has neither data nor binary_data_size")
         if datatype == "BYTES":
-            flat = np.array([d.encode() if isinstance(d, str) else bytes(d)
-                             for d in np.ravel(np.array(data, dtype=object))], dtype=object)
+            items = np.ravel(np.array(data, dtype=object))
+            if not all(isinstance(d, str) for d in items):
+                raise ProtocolError(f"input '{name}': BYTES data in JSON must be strings")
+            flat = np.array([d.encode() for d in items], dtype=object)
         else:
             try:
                 flat = np.asarray(data, dtype=DTYPE_OF[datatype]).ravel()
@@ -146,12 +156,12 @@ def encode_infer_response(model: str, version: str, request: Mapping[str, Any],
             entry["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
         else:
-            entry["data"] = array.ravel().tolist()
+            entry["data"] = array.ravel()  # written as a flat list by dumps
         tensors.append(entry)
     response = {"model_name": model, "model_version": version, "outputs": tensors}
     if request.get("id") is not None:
         response["id"] = request["id"]
-    header = json.dumps(response, separators=(",", ":")).encode()
+    header = dumps(response)
     if not binary:
         return header, None
     return header + b"".join(blobs), len(header)

@@ -1,0 +1,167 @@
+"""What the serving benchmarks share: servers as child processes, and a lean closed-loop HTTP
+load generator (asyncio streams, keep-alive connections) that records its own CPU use.
+
+The load generator is deliberately small: the MLPerf LoadGen driver is ``rtinfer bench``'s job.
+Latency is measured per request from just before its bytes are written to the end of its body
+(closed loop: each of ``concurrency`` connections sends its next request when the previous
+one is answered).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from rtinfer.bench.stats import ESTIMATOR, latency_summary
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def child_server(cmd: Sequence[str], port: int, probe: str,
+                 env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``cmd`` (a server on ``port``) until ``probe`` answers 200; stop it on exit."""
+    # A session of its own: servers that fork workers (LitServe) are stopped as a group.
+    proc = subprocess.Popen(list(cmd), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env={**os.environ, **(env or {})}, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{cmd[:4]} exited: {proc.stderr.read().decode()[-2000:]}"
+                                   if proc.stderr else "server exited")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}{probe}", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{cmd[:4]} did not become ready")
+            time.sleep(0.1)
+        yield proc
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        if proc.stderr:
+            proc.stderr.close()
+
+
+@dataclass
+class LoadResult:
+    latencies: np.ndarray   # seconds, one per successful request
+    errors: int
+    seconds: float
+    client_cpu_s: float     # this process's CPU time during the run
+
+    @property
+    def throughput(self) -> float:
+        return len(self.latencies) / self.seconds
+
+    def summary(self) -> dict[str, Any]:
+        lat = latency_summary(self.latencies) if len(self.latencies) else {"n": 0}
+        return {"throughput_rps": self.throughput, "errors": self.errors,
+                "client_cpu_pct": 100 * self.client_cpu_s / self.seconds,
+                "latency_ms": lat, "estimator": ESTIMATOR}
+
+
+def closed_loop(port: int, path: str, bodies: Sequence[bytes], concurrency: int,
+                seconds: float, headers: dict[str, str] | None = None) -> LoadResult:
+    """``concurrency`` keep-alive connections POSTing ``bodies`` in turn for ``seconds``."""
+    return asyncio.run(_closed_loop(port, path, bodies, concurrency, seconds, headers or {}))
+
+
+async def _closed_loop(port: int, path: str, bodies: Sequence[bytes], concurrency: int,
+                       seconds: float, headers: dict[str, str]) -> LoadResult:
+    extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    requests = [(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json"
+                 f"\r\n{extra}Content-Length: {len(b)}\r\n\r\n").encode() + b for b in bodies]
+    latencies: list[float] = []
+    errors = 0
+    stop = time.perf_counter() + seconds
+
+    async def worker(offset: int) -> None:
+        nonlocal errors
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        i = offset
+        try:
+            while time.perf_counter() < stop:
+                start = time.perf_counter()
+                writer.write(requests[i % len(requests)])
+                status, length = 0, 0
+                line = await reader.readline()
+                status = int(line.split()[1])
+                while (line := await reader.readline()) not in (b"\r\n", b""):
+                    key, _, value = line.decode("latin-1").partition(":")
+                    if key.lower() == "content-length":
+                        length = int(value)
+                await reader.readexactly(length)
+                if status == 200:
+                    latencies.append(time.perf_counter() - start)
+                else:
+                    errors += 1
+                i += concurrency
+        finally:
+            writer.close()
+
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    await asyncio.gather(*(worker(k) for k in range(concurrency)))
+    return LoadResult(np.array(latencies), errors, time.perf_counter() - t0,
+                      time.process_time() - cpu0)
+
+
+def interleaved(targets: dict[str, tuple[int, str, Sequence[bytes]]], concurrency: int,
+                rounds: int, window_s: float) -> dict[str, LoadResult]:
+    """Each target (name -> port, path, bodies) loaded for ``rounds`` short windows, the
+    targets taking turns, so that background load on a shared machine falls on all alike;
+    each target's windows are pooled into one result."""
+    runs: dict[str, list[LoadResult]] = {name: [] for name in targets}
+    names = list(targets)
+    for r in range(rounds):
+        # The order rotates: the window right after another server's runs slower (its
+        # threads still wind down), and that penalty must fall on every server alike.
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            port, path, bodies = targets[name]
+            runs[name].append(closed_loop(port, path, bodies, concurrency, window_s))
+    return {name: LoadResult(np.concatenate([r.latencies for r in rs]),
+                             sum(r.errors for r in rs), sum(r.seconds for r in rs),
+                             sum(r.client_cpu_s for r in rs))
+            for name, rs in runs.items()}
+
+
+def best_under_bound(results: dict[int, LoadResult], p99_ms: float) -> tuple[int, float]:
+    """(concurrency, throughput) of the highest-throughput run whose p99 <= ``p99_ms`` and
+    that had no errors; (0, 0.0) when none qualifies."""
+    ok = [(r.throughput, c) for c, r in results.items()
+          if len(r.latencies) and not r.errors
+          and np.percentile(r.latencies * 1e3, 99, method="linear") <= p99_ms]
+    if not ok:
+        return 0, 0.0
+    rps, conc = max(ok)
+    return conc, rps
+
+
+def python() -> str:
+    return sys.executable

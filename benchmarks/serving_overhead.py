@@ -1,0 +1,180 @@
+"""What serving costs, and what dynamic batching buys, measured side by side in one run.
+
+    python benchmarks/serving_overhead.py [--rounds 5] [--seconds 2] [--window 0.5]
+        [--kit-size small] [--only overhead|batching] [--json out.json]
+
+1. Overhead. A tiny MLP (16 -> 32 -> 4) at batch 1, one intra-op thread: ``session.run`` in
+   this process vs the same model behind ``rtinfer serve`` (a child process) called over
+   keep-alive HTTP with a KServe v2 JSON body by one client connection. Interleaved rounds of
+   ``--seconds`` each; per round p50 served minus p50 in-process; the target is a median
+   difference of at most 0.5 ms.
+2. Batching. The intent kit (MiniLM + head, raw sentences in TF Serving's row form, tokenized
+   inside the server) served twice at once: each request alone (``--max-batch-size 1``) and
+   with dynamic batching grouped by length bucket (8/16/32/64 tokens). Closed-loop load at
+   rising concurrency; at each level the two take turns in short windows (``--rounds`` x
+   ``--window`` s each, order rotating, pooled per configuration); the figure is throughput at
+   the highest level whose p99 stays within the kit's objective (50 ms). Target: batching at
+   least 2x the throughput of no batching under the same p99 bound.
+
+Latency percentiles: numpy linear (Hyndman-Fan type 7) over every request of a window. The
+client runs in this process on the same CPU as the servers; its CPU use is printed beside
+each figure. Absolute times on a shared machine are noisy: read the differences and ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import rtinfer
+from _serving import (
+    best_under_bound,
+    child_server,
+    closed_loop,
+    free_port,
+    interleaved,
+    python,
+)
+from rtinfer.bench.stats import ESTIMATOR
+from rtinfer.hardware import environment, usable_cores
+
+OVERHEAD_TARGET_MS = 0.5
+BATCHING_TARGET = 2.0
+
+
+def tiny_model(folder: Path) -> Any:
+    import torch
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
+    return rtinfer.import_model(net.eval(), (torch.randn(2, 16),), input_names=["x"],
+                                output_names=["y"], out_dir=folder)
+
+
+def overhead(rounds: int, seconds: float, work: Path) -> dict[str, Any]:
+    model = tiny_model(work / "tiny")
+    rtinfer.save_artifact(model, work / "repo", "tiny")
+    x = np.random.default_rng(0).standard_normal((1, 16)).astype(np.float32)
+    body = json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 16],
+                                   "data": x.ravel().tolist()}]}).encode()
+    port = free_port()
+    cmd = [python(), "-m", "rtinfer.cli", "serve", str(work / "repo"), "--port", str(port),
+           "--threads", "1"]
+    rows = []
+    with rtinfer.load(model, threads=1) as session, child_server(cmd, port, "/v2/health/ready"):
+        closed_loop(port, "/v2/models/tiny/infer", [body], 1, 0.5)  # warm the connection path
+        for r in range(rounds):
+            lat, stop = [], time.perf_counter() + seconds
+            while time.perf_counter() < stop:
+                t = time.perf_counter()
+                session.run({"x": x})
+                lat.append(time.perf_counter() - t)
+            served = closed_loop(port, "/v2/models/tiny/infer", [body], 1, seconds)
+            p50_in = float(np.percentile(np.array(lat) * 1e3, 50, method="linear"))
+            p50_srv = float(np.percentile(served.latencies * 1e3, 50, method="linear"))
+            rows.append({"round": r, "inprocess_p50_ms": p50_in, "served_p50_ms": p50_srv,
+                         "diff_ms": p50_srv - p50_in, "served_errors": served.errors,
+                         "client_cpu_pct": served.summary()["client_cpu_pct"]})
+            print(f"  round {r}: in-process p50 {p50_in:.3f} ms, served p50 {p50_srv:.3f} ms, "
+                  f"+{p50_srv - p50_in:.3f} ms (client CPU {rows[-1]['client_cpu_pct']:.0f}%)",
+                  flush=True)
+    diff = float(np.median([r["diff_ms"] for r in rows]))
+    verdict = "met" if diff <= OVERHEAD_TARGET_MS else "NOT met"
+    print(f"served p50 - in-process p50: median {diff:.3f} ms over {rounds} rounds "
+          f"(target <= {OVERHEAD_TARGET_MS} ms: {verdict})")
+    return {"rounds": rows, "median_diff_ms": diff, "target_ms": OVERHEAD_TARGET_MS}
+
+
+def batching(kit_size: str, rounds: int, window: float, levels: list[int], work: Path,
+             threads_opt: int | None = None) -> dict[str, Any]:
+    from rtinfer import kits
+
+    kit = kits.load("intent", size=kit_size)
+    name = kit.model_path.parent.name
+    sentences = [str(s) for s in kit.split("test").raw["sentence"][:512]]
+    bodies = [json.dumps({"instances": [s]}).encode() for s in sentences]
+    bound = kit.objective_p99_ms
+    configs = {"no batching": ["--max-batch-size", "1"],
+               "batching + length buckets": ["--max-batch-size", "32", "--max-queue-delay-us",
+                                             "2000", "--length-buckets", "8,16,32,64"]}
+    results: dict[str, dict[int, Any]] = {c: {} for c in configs}
+    ports = {c: free_port() for c in configs}
+    repos = {}
+    for label in configs:
+        repo = work / f"repo-{len(repos)}"
+        shutil.copytree(kit.model_path.parent, repo / name)
+        (repo / name / "rtinfer.json").write_text(json.dumps({"kit": "intent",
+                                                              "kit_size": kit_size}))
+        repos[label] = repo
+    threads = str(threads_opt or usable_cores())
+    with child_server([python(), "-m", "rtinfer.cli", "serve", str(repos["no batching"]),
+                       "--port", str(ports["no batching"]), "--threads", threads,
+                       *configs["no batching"]], ports["no batching"], "/v2/health/ready"), \
+         child_server([python(), "-m", "rtinfer.cli", "serve",
+                       str(repos["batching + length buckets"]), "--port",
+                       str(ports["batching + length buckets"]), "--threads", threads,
+                       *configs["batching + length buckets"]],
+                      ports["batching + length buckets"], "/v2/health/ready"):
+        targets = {label: (ports[label], f"/v1/models/{name}:predict", bodies)
+                   for label in configs}
+        for level in levels:  # the configurations take turns in short windows
+            for label, res in interleaved(targets, level, rounds, window).items():
+                results[label][level] = res
+                s = res.summary()
+                p99 = s["latency_ms"].get("p99", float("nan"))
+                print(f"  {label:26s} concurrency {level:3d}: {s['throughput_rps']:7.1f} req/s "
+                      f"p99 {p99:7.1f} ms errors {res.errors} client CPU "
+                      f"{s['client_cpu_pct']:.0f}%", flush=True)
+    best = {label: best_under_bound(results[label], bound) for label in configs}
+    base, batched = best["no batching"][1], best["batching + length buckets"][1]
+    ratio = batched / base if base else (float("inf") if batched else float("nan"))
+    for label, (conc, rps) in best.items():
+        print(f"{label:26s} {rps:7.1f} req/s at p99 <= {bound:g} ms (concurrency {conc})")
+    verdict = "met" if ratio >= BATCHING_TARGET else "NOT met"  # nan: neither met the bound
+    print(f"batching / no batching: {ratio:.2f}x (target >= {BATCHING_TARGET}x: {verdict})")
+    return {"p99_bound_ms": bound, "threads": int(threads),
+            "best": {k: {"concurrency": c, "throughput_rps": t} for k, (c, t) in best.items()},
+            "ratio": ratio, "target": BATCHING_TARGET,
+            "runs": {k: {c: r.summary() for c, r in v.items()} for k, v in results.items()}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=2.0, help="per window")
+    parser.add_argument("--kit-size", default="small", choices=["small", "full"])
+    parser.add_argument("--window", type=float, default=0.5,
+                        help="batching: seconds per window, configurations taking turns")
+    parser.add_argument("--levels", default="1,4,8,16,32,64")
+    parser.add_argument("--only", choices=["overhead", "batching"])
+    parser.add_argument("--threads", type=int, help="batching: intra-op threads of both "
+                        "servers (default: usable cores)")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    env = environment()
+    print(f"CPU: {env.get('cpu', {}).get('model', '?')}, usable cores {usable_cores()}; "
+          f"percentiles: {ESTIMATOR}")
+    out: dict[str, Any] = {"environment": env}
+    with tempfile.TemporaryDirectory(prefix="rtinfer-bench-") as tmp:
+        if args.only in (None, "overhead"):
+            print("1. serving overhead, tiny MLP, batch 1, 1 thread")
+            out["overhead"] = overhead(args.rounds, args.seconds, Path(tmp))
+        if args.only in (None, "batching"):
+            print("2. intent kit: dynamic batching with length buckets vs none")
+            out["batching"] = batching(args.kit_size, args.rounds, args.window,
+                                       [int(v) for v in args.levels.split(",")], Path(tmp),
+                                       args.threads)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(out, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()

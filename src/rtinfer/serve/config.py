@@ -1,0 +1,219 @@
+"""One model's serving settings, layered: command line > ``rtinfer.json`` > ``config.pbtxt``.
+
+A model folder of a repository may hold Triton's ``config.pbtxt`` (rtinfer writes one with every
+artifact; an existing Triton repository has its own) and rtinfer's ``rtinfer.json``::
+
+    {"engine": "openvino", "threads": 1, "instances": 2, "max_queue_delay_us": 500,
+     "version_policy": {"latest": 2}, "length_buckets": [16, 32, 64, 128], "kit": "intent"}
+
+From ``config.pbtxt`` these are honoured: ``max_batch_size``, ``dynamic_batching {
+preferred_batch_size, max_queue_delay_microseconds, default_queue_policy { max_queue_size,
+default_timeout_microseconds } }``, ``instance_group [{ count }]``, ``version_policy { latest {
+num_versions } | specific { versions } | all {} }``, ``default_model_filename`` and the ONNX
+Runtime backend's ``intra_op_thread_count`` parameter. As in Triton, a model without a
+``dynamic_batching`` block runs each request on its own.
+
+Threads default so that intra-op threads x instances <= the cores this process may use: an
+oversubscribed CPU is the first reason users find a server slower than the bare runtime.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from rtinfer.hardware import usable_cores
+from rtinfer.serve.batcher import BatchingConfig
+from rtinfer.serve.pbtxt import ConfigError, first, parse
+
+__all__ = ["ModelConfig", "VersionPolicy", "read_model_config"]
+
+RTINFER_CONFIG = "rtinfer.json"
+_OVERRIDABLE = ("engine", "threads", "instances", "max_batch_size", "preferred_batch_size",
+                "max_queue_delay_us", "max_queue_size", "default_timeout_us", "version_policy",
+                "length_buckets", "kit", "kit_size")
+
+
+@dataclass(frozen=True)
+class VersionPolicy:
+    """Which numbered versions to serve: the ``latest`` N, a ``specific`` set, or ``all``."""
+
+    latest: int | None = 1
+    specific: tuple[int, ...] = ()
+
+    @classmethod
+    def parse(cls, value: Any) -> VersionPolicy:
+        """From ``{"latest": 2}``, ``{"specific": [1, 3]}``, ``"all"`` or ``"latest:2"``."""
+        if isinstance(value, VersionPolicy):
+            return value
+        if value == "all" or (isinstance(value, dict) and "all" in value):
+            return cls(latest=None)
+        if isinstance(value, str) and value.startswith("latest:") and value[7:].isdigit():
+            value = {"latest": int(value[7:])}
+        if isinstance(value, str) and value.startswith("specific:"):
+            value = {"specific": value[9:].split(",")}
+        if isinstance(value, dict) and "latest" in value:
+            n = value["latest"]
+            if isinstance(n, dict):  # config.pbtxt's latest { num_versions: N }
+                n = n.get("num_versions", 1)
+            if not isinstance(n, int) or n < 1:
+                raise ConfigError(f"version_policy latest must be a number >= 1, got {n!r}")
+            return cls(latest=n)
+        if isinstance(value, dict) and "specific" in value:
+            versions = value["specific"]
+            if isinstance(versions, dict):  # config.pbtxt's specific { versions: [...] }
+                versions = versions.get("versions", [])
+            try:
+                chosen = tuple(sorted(int(v) for v in versions))
+            except (TypeError, ValueError):
+                chosen = ()
+            if not chosen or min(chosen) < 1:
+                raise ConfigError(f"version_policy specific needs version numbers >= 1, got "
+                                  f"{versions!r}")
+            return cls(latest=None, specific=chosen)
+        raise ConfigError(f"version_policy {value!r} is not understood; use latest:N, "
+                          "specific:1,3 or all")
+
+    def select(self, available: list[int]) -> list[int]:
+        """The versions to serve among ``available`` (ascending)."""
+        ordered = sorted(available)
+        if self.specific:
+            return [v for v in ordered if v in self.specific]
+        return ordered if self.latest is None else ordered[-self.latest:]
+
+    def describe(self) -> str:
+        if self.specific:
+            return "specific:" + ",".join(map(str, self.specific))
+        return "all" if self.latest is None else f"latest:{self.latest}"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything the server needs to know to serve one model folder."""
+
+    name: str
+    engine: str | None = None
+    threads: int | None = None            # None: cores // instances
+    instances: int = 1
+    max_batch_size: int = 0               # 0: the model does not batch
+    dynamic_batching: bool = False
+    preferred_batch_size: tuple[int, ...] = ()
+    max_queue_delay_us: int = 0
+    max_queue_size: int = 256
+    default_timeout_us: int = 0
+    version_policy: VersionPolicy = VersionPolicy()
+    model_filename: str = "model.onnx"
+    length_buckets: tuple[int, ...] = ()
+    kit: str | None = None                # accept this kit's raw inputs (rtinfer.serve.raw)
+    kit_size: str = "full"
+
+    def __post_init__(self) -> None:
+        if self.instances < 1:
+            raise ConfigError(f"model '{self.name}': instances must be >= 1, got "
+                              f"{self.instances}")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"model '{self.name}': threads must be >= 1, got {self.threads}")
+
+    @property
+    def thread_budget(self) -> int:
+        """Intra-op threads per instance: given, else the usable cores shared by instances."""
+        return self.threads or max(1, usable_cores() // self.instances)
+
+    def batching(self) -> BatchingConfig:
+        """The batcher's settings; a model without dynamic batching runs requests one by one."""
+        size = self.max_batch_size if self.dynamic_batching and self.max_batch_size > 0 else 1
+        return BatchingConfig(max_batch_size=size,
+                              preferred_batch_size=self.preferred_batch_size,
+                              max_queue_delay_us=self.max_queue_delay_us,
+                              max_queue_size=self.max_queue_size,
+                              default_timeout_us=self.default_timeout_us,
+                              length_buckets=self.length_buckets)
+
+    def with_overrides(self, overrides: dict[str, Any]) -> ModelConfig:
+        """This config with the non-None ``overrides`` applied (the command line's settings)."""
+        unknown = set(overrides) - set(_OVERRIDABLE)
+        if unknown:
+            raise ConfigError(f"unknown model setting(s) {sorted(unknown)}; settings are "
+                              f"{list(_OVERRIDABLE)}")
+        given = {k: v for k, v in overrides.items() if v is not None}
+        if "version_policy" in given:
+            given["version_policy"] = VersionPolicy.parse(given["version_policy"])
+        for key in ("preferred_batch_size", "length_buckets"):
+            if key in given:
+                given[key] = tuple(sorted(int(v) for v in given[key]))
+        if any(k in given for k in ("max_batch_size", "max_queue_delay_us",
+                                    "preferred_batch_size", "length_buckets")):
+            given.setdefault("dynamic_batching", given.get("max_batch_size", 1) > 0)
+        types = {f.name: f.type for f in fields(self)}
+        for key, value in given.items():
+            if types[key] in ("int", "int | None") and (
+                    isinstance(value, bool) or not isinstance(value, int)):
+                raise ConfigError(f"model '{self.name}': {key} must be a whole number, got "
+                                  f"{value!r}")
+        return replace(self, **given)
+
+
+def read_model_config(folder: Path, overrides: dict[str, Any] | None = None) -> ModelConfig:
+    """The layered config of the model folder ``folder`` (see the module docstring)."""
+    config = ModelConfig(name=folder.name)
+    pbtxt = folder / "config.pbtxt"
+    if pbtxt.is_file():
+        config = _from_pbtxt(config, parse(pbtxt.read_text()), pbtxt)
+    own = folder / RTINFER_CONFIG
+    if own.is_file():
+        try:
+            settings = json.loads(own.read_text())
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{own} is not valid JSON: {exc}") from None
+        if not isinstance(settings, dict):
+            raise ConfigError(f"{own} must hold a JSON object of settings")
+        config = config.with_overrides(settings)
+    return config.with_overrides(overrides or {})
+
+
+def _from_pbtxt(config: ModelConfig, msg: dict[str, list[Any]], path: Path) -> ModelConfig:
+    name = first(msg, "name", config.name)
+    if name != config.name:
+        raise ConfigError(f"{path} names the model '{name}' but its folder is "
+                          f"'{config.name}'; they must agree (as in Triton)")
+    platform = first(msg, "platform") or first(msg, "backend")
+    if platform not in (None, "onnxruntime_onnx", "onnxruntime"):
+        raise ConfigError(f"{path}: platform '{platform}' is not servable by rtinfer; it "
+                          "serves ONNX models (platform onnxruntime_onnx)")
+    batching = first(msg, "dynamic_batching")
+    queue = first(batching or {}, "default_queue_policy", {})
+    groups = msg.get("instance_group") or []
+    instances = sum(int(first(g, "count", 1)) for g in groups) or 1
+    threads = None
+    for param in msg.get("parameters", []):
+        if first(param, "key") == "intra_op_thread_count":
+            threads = int(first(first(param, "value", {}), "string_value", "0")) or None
+    policy = first(msg, "version_policy")
+    return replace(
+        config,
+        max_batch_size=int(first(msg, "max_batch_size", 0)),
+        dynamic_batching=batching is not None,
+        preferred_batch_size=tuple(sorted((batching or {}).get("preferred_batch_size", []))),
+        max_queue_delay_us=int(first(batching or {}, "max_queue_delay_microseconds", 0)),
+        max_queue_size=int(first(queue, "max_queue_size", 0)) or config.max_queue_size,
+        default_timeout_us=int(first(queue, "default_timeout_microseconds", 0)),
+        instances=instances,
+        threads=threads,
+        version_policy=_pbtxt_policy(policy, path),
+        model_filename=first(msg, "default_model_filename", config.model_filename),
+    )
+
+
+def _pbtxt_policy(policy: dict[str, list[Any]] | None, path: Path) -> VersionPolicy:
+    if not policy:
+        return VersionPolicy()
+    if "latest" in policy:
+        return VersionPolicy.parse({"latest": first(first(policy, "latest"), "num_versions", 1)})
+    if "specific" in policy:
+        return VersionPolicy.parse({"specific": first(policy, "specific").get("versions", [])})
+    if "all" in policy:
+        return VersionPolicy(latest=None)
+    raise ConfigError(f"{path}: version_policy must be latest, specific or all; got "
+                      f"{sorted(policy)}")

@@ -1,0 +1,90 @@
+"""The serving contract, free of any HTTP framework: run feeds through a model version's
+batcher, count the outcome, and map every failure to a reason and a status code.
+
+    outputs = await run(served, feeds, timeout_us=None, metrics=metrics)
+
+The HTTP routes (KServe v2 and TF Serving) call this the same way; a Ray Serve deployment or a
+gRPC front end could too. Failures are :class:`Failure` values: a reason for the metrics, the
+status each protocol uses, and a message that names the problem.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from rtinfer.errors import InvalidInputError
+from rtinfer.serve.batcher import ModelUnavailableError, QueueFullError, QueueTimeoutError
+from rtinfer.serve.metrics import ServerMetrics
+from rtinfer.serve.model import ServedModel
+from rtinfer.serve.repository import ModelNotFoundError
+
+__all__ = ["BodyTooLargeError", "Failure", "classify", "run", "timeout_param"]
+
+_LOG = logging.getLogger("rtinfer.serve")
+
+
+class BodyTooLargeError(Exception):
+    """The request body is over the server's limit."""
+
+
+@dataclass(frozen=True)
+class Failure:
+    reason: str        # the metrics' failure reason
+    v2_status: int     # Open Inference Protocol status
+    tfs_status: int    # TF Serving REST status
+    message: str
+    retry_after: bool = False
+
+
+def classify(exc: BaseException, model: str | None = None) -> Failure:
+    """The reason, statuses and message for ``exc`` raised while serving ``model``."""
+    where = f"model '{model}': " if model else ""
+    if isinstance(exc, BodyTooLargeError):
+        return Failure("BAD_REQUEST", 413, 413, str(exc))
+    if isinstance(exc, ModelNotFoundError):
+        return Failure("NOT_FOUND", 404, 404, str(exc))
+    if isinstance(exc, InvalidInputError):
+        return Failure("BAD_REQUEST", 400, 400, str(exc))
+    if isinstance(exc, QueueFullError):
+        return Failure("REJECTED", 503, 429, f"model '{model}' is busy: {exc}; retry shortly",
+                       retry_after=True)
+    if isinstance(exc, QueueTimeoutError):
+        return Failure("TIMEOUT", 503, 504, f"{where}{exc}")
+    if isinstance(exc, ModelUnavailableError):
+        return Failure("UNAVAILABLE", 503, 503, f"{where}{exc}; retry", retry_after=True)
+    return Failure("BACKEND", 500, 500, f"{where}inference failed: {exc}")
+
+
+async def run(served: ServedModel, feeds: dict[str, np.ndarray], timeout_us: int | None,
+              metrics: ServerMetrics | None, started: float | None = None
+              ) -> dict[str, np.ndarray]:
+    """The model version's outputs for validated ``feeds``, counted in ``metrics``."""
+    started = time.perf_counter() if started is None else started
+    try:
+        outputs = await served.batcher.submit(feeds, timeout_us=timeout_us)
+    except Exception as exc:
+        reason = classify(exc).reason
+        if reason == "BACKEND":
+            _LOG.warning("inference failed for %s: %s", served.name, exc)
+        if metrics is not None:
+            metrics.request(served.name, served.version, 0.0, reason)
+        raise
+    if metrics is not None:
+        metrics.request(served.name, served.version, time.perf_counter() - started, None)
+    return outputs
+
+
+def timeout_param(parameters: Any) -> int | None:
+    """A request's ``parameters.timeout`` in microseconds (Triton's convention), if given."""
+    timeout = (parameters or {}).get("timeout") if isinstance(parameters, dict) else None
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 0:
+        raise InvalidInputError(f"parameters.timeout must be microseconds (an int >= 0), got "
+                                f"{timeout!r}")
+    return timeout

@@ -1,0 +1,111 @@
+"""One served model version: its sessions (one per instance), its batcher and its metadata.
+
+    served = load_version(Path("repo/cnn"), 2, read_model_config(Path("repo/cnn")))
+    outputs = await served.batcher.submit(feeds)
+
+A version folder is either rtinfer's artifact (``manifest.json``, every file's hash checked) or
+a plain Triton version folder holding ``model.onnx`` (or the config's
+``default_model_filename``). Each instance is loaded and warmed up before the version is
+returned, so it never receives traffic cold.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from rtinfer.artifact import is_artifact, load_artifact
+from rtinfer.engines import Session, load
+from rtinfer.errors import RtinferError
+from rtinfer.models import import_model
+from rtinfer.serve.batcher import Batcher, BatchObserver
+from rtinfer.serve.config import ModelConfig
+from rtinfer.serve.raw import RawInputs, raw_inputs_for
+
+__all__ = ["ServedModel", "load_version", "snapshot"]
+
+_LOG = logging.getLogger("rtinfer.serve")
+
+
+@dataclass
+class ServedModel:
+    """A loaded, warmed model version ready for traffic."""
+
+    name: str
+    version: str
+    sessions: list[Session]
+    config: ModelConfig
+    batcher: Batcher
+    load_seconds: float = 0.0
+    files: tuple[Any, ...] = ()          # the version folder's snapshot when it was loaded
+    raw: RawInputs | None = None         # a kit's raw inputs, when deployed from a kit
+
+    @property
+    def session(self) -> Session:
+        return self.sessions[0]
+
+    @property
+    def batchable(self) -> bool:
+        """Every input and output has a leading batch dimension to concatenate along."""
+        spec = self.session.spec
+        return all(t.shape and not isinstance(t.shape[0], int)
+                   for t in (*spec.inputs, *spec.outputs))
+
+    def metadata(self, versions: list[str] | None = None) -> dict[str, Any]:
+        """The Open Inference Protocol's model metadata (-1 for a variable dimension)."""
+        def tensor(t: Any) -> dict[str, Any]:
+            return {"name": t.name, "datatype": t.kserve_datatype,
+                    "shape": [d if isinstance(d, int) else -1 for d in t.shape]}
+
+        platform = {"onnxruntime": "onnxruntime_onnx", "openvino": "openvino",
+                    "torch": "pytorch_libtorch"}.get(self.session.engine, self.session.engine)
+        meta = {"name": self.name, "versions": versions or [self.version], "platform": platform,
+                "inputs": [tensor(t) for t in self.session.spec.inputs],
+                "outputs": [tensor(t) for t in self.session.spec.outputs]}
+        if self.raw is not None:  # an extra key: clients that do not know it ignore it
+            meta["raw_inputs"] = self.raw.metadata()
+        return meta
+
+    def close(self) -> None:
+        for session in self.sessions:
+            session.close()
+
+
+def snapshot(folder: Path) -> tuple[Any, ...]:
+    """What a version folder holds (relative path, size, mtime) — a change means reload."""
+    if not folder.is_dir():
+        return ()
+    return tuple(sorted((str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns)
+                        for p in folder.rglob("*") if p.is_file()))
+
+
+def load_version(model_dir: Path, version: int, config: ModelConfig,
+                 observer: BatchObserver | None = None) -> ServedModel:
+    """Load ``<model_dir>/<version>/`` with ``config``: every instance loaded and warmed up."""
+    folder = model_dir / str(version)
+    files = snapshot(folder)
+    start = time.perf_counter()
+    if is_artifact(folder):
+        model = load_artifact(folder).model
+    elif (folder / config.model_filename).is_file():
+        model = import_model(folder / config.model_filename)
+    else:
+        raise RtinferError(f"{folder} holds neither rtinfer's manifest.json nor "
+                           f"{config.model_filename}; put the ONNX model there")
+    raw = raw_inputs_for(config.kit, config.kit_size) if config.kit else None
+    sessions = [load(model, config.engine, config.thread_budget, warmup=True)
+                for _ in range(config.instances)]
+    served = ServedModel(config.name, str(version), sessions, config,
+                         Batcher(sessions, config.batching(), observer),
+                         load_seconds=time.perf_counter() - start, files=files, raw=raw)
+    if served.batcher.config.max_batch_size > 1 and not served.batchable:
+        _LOG.warning("%s: inputs/outputs have no batch axis; dynamic batching is off",
+                     config.name)
+        served.batcher.config = replace(served.batcher.config, max_batch_size=1)
+    _LOG.info("loaded %s version %s on %s (%d instance(s) x %d thread(s)) in %.2f s",
+              config.name, version, sessions[0].engine, config.instances,
+              config.thread_budget, served.load_seconds)
+    return served

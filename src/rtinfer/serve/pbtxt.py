@@ -1,0 +1,97 @@
+"""Read the protobuf text format of Triton's ``config.pbtxt`` into plain dicts.
+
+    parse('max_batch_size: 8 dynamic_batching { preferred_batch_size: [4, 8] }')
+    -> {"max_batch_size": [8], "dynamic_batching": [{"preferred_batch_size": [4, 8]}]}
+
+Every field maps to a list of its values, because the text format writes a repeated field
+either as ``f: [a, b]`` or as ``f: a f: b`` and a reader without the schema cannot tell a
+repeated field from a single one. :func:`first` reads a single field. Only what a model config
+uses is understood: scalars (numbers, quoted strings, enum names), messages and lists; ``#``
+comments are skipped. Anything else raises :class:`ConfigError` naming the position.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from rtinfer.errors import RtinferError
+
+__all__ = ["ConfigError", "first", "parse"]
+
+_TOKEN = re.compile(r'\s+|#[^\n]*|"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\''
+                    r'|[{}\[\]:,;<>]|[^\s{}\[\]:,;<>"\']+|.')
+
+
+class ConfigError(RtinferError):
+    """A model configuration that cannot be read or holds an invalid setting."""
+
+
+def parse(text: str) -> dict[str, list[Any]]:
+    """The message in ``text`` as ``{field: [values]}`` (nested messages are dicts too)."""
+    tokens = [t for t in _TOKEN.findall(text) if t.strip() and not t.startswith("#")]
+    message, _ = _message(tokens, 0, closing=None)
+    return message
+
+
+def first(message: dict[str, list[Any]], field: str, default: Any = None) -> Any:
+    """The first value of ``field``, or ``default`` when the field is absent."""
+    values = message.get(field)
+    return values[0] if values else default
+
+
+def _message(tokens: list[str], i: int, closing: str | None) -> tuple[dict[str, list[Any]], int]:
+    out: dict[str, list[Any]] = {}
+    while i < len(tokens):
+        tok = tokens[i]
+        if tok == closing:
+            return out, i + 1
+        if tok in (",", ";"):
+            i += 1
+            continue
+        if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", tok):
+            raise ConfigError(f"config.pbtxt: expected a field name, found {tok!r} "
+                              f"(token {i + 1})")
+        i += 1
+        if i < len(tokens) and tokens[i] == ":":
+            i += 1
+        if i >= len(tokens):
+            raise ConfigError(f"config.pbtxt: field '{tok}' has no value")
+        values, i = _value(tokens, i)
+        out.setdefault(tok, []).extend(values)
+    if closing is not None:
+        raise ConfigError(f"config.pbtxt: a message is not closed with '{closing}'")
+    return out, i
+
+
+def _value(tokens: list[str], i: int) -> tuple[list[Any], int]:
+    tok = tokens[i]
+    if tok in ("{", "<"):
+        msg, i = _message(tokens, i + 1, closing="}" if tok == "{" else ">")
+        return [msg], i
+    if tok == "[":
+        values: list[Any] = []
+        i += 1
+        while i < len(tokens) and tokens[i] != "]":
+            if tokens[i] == ",":
+                i += 1
+                continue
+            more, i = _value(tokens, i)
+            values.extend(more)
+        if i >= len(tokens):
+            raise ConfigError("config.pbtxt: a list is not closed with ']'")
+        return values, i + 1
+    return [_scalar(tok)], i + 1
+
+
+def _scalar(tok: str) -> Any:
+    if tok[0] in "\"'":
+        if len(tok) < 2 or tok[-1] != tok[0]:
+            raise ConfigError(f"config.pbtxt: a string is not closed: {tok!r}")
+        return tok[1:-1].encode().decode("unicode_escape")
+    for kind in (int, float):
+        try:
+            return kind(tok)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(tok, tok)

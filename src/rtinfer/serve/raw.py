@@ -1,0 +1,185 @@
+"""Raw inputs for models deployed from a kit: the server runs the kit's pre-processing.
+
+A model folder whose ``rtinfer.json`` says ``{"kit": "intent"}`` (``"kit_size": "small"`` for
+a reduced build) accepts, beside its tensors, the kit's raw form — so a client needs no
+tokenizer, feature code or image decoder:
+
+========== ================================================= =============================
+kit        raw inputs (KServe v2)                            TF Serving ``instances``
+========== ================================================= =============================
+intent     ``text``: BYTES [N], one sentence each            ``["turn on the light", …]``
+fraud      one input per field (``amount`` FP64 [N],         ``[{"amount": 12.5, …}, …]``
+           ``merchant_category`` BYTES [N], …)
+perception ``image_png``: BYTES [N], 8-bit PNG files         ``[{"b64": "iVBOR…"}, …]``
+========== ================================================= =============================
+
+The raw request is turned into model inputs when it is decoded, before it joins a batch, so a
+bad raw request fails alone with a 400 and raw and tensor requests share batches.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from rtinfer.errors import InvalidInputError
+
+__all__ = ["RawInputs", "decode_png", "raw_inputs_for"]
+
+
+@dataclass(frozen=True)
+class RawInputs:
+    """How one kit's raw inputs become model inputs."""
+
+    kit: str
+    names: tuple[str, ...]
+    datatypes: tuple[str, ...]
+    to_items: Callable[[Mapping[str, np.ndarray]], list[Any]]
+    preprocess: Callable[[Sequence[Any]], dict[str, np.ndarray]]
+
+    def matches(self, names: Sequence[str]) -> bool:
+        """True when ``names`` are exactly the raw inputs; raises when they are only some."""
+        given, raw = set(names), set(self.names)
+        if given & raw and given != raw:
+            raise InvalidInputError(
+                f"raw input for the {self.kit} kit needs {list(self.names)}; missing "
+                f"{sorted(raw - given)}, unexpected {sorted(given - raw)}")
+        return given == raw
+
+    def convert(self, columns: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Model inputs for the raw ``columns`` (every column one value per example)."""
+        lengths = {len(np.ravel(v)) for v in columns.values()}
+        if len(lengths) != 1:
+            raise InvalidInputError(f"raw inputs {sorted(columns)} must hold one value per "
+                                    f"example each; got lengths {sorted(lengths)}")
+        flat = {k: np.ravel(v) for k, v in columns.items()}
+        try:
+            return self.preprocess(self.to_items(flat))
+        except (TypeError, ValueError, KeyError) as exc:
+            raise InvalidInputError(f"raw input for the {self.kit} kit: {exc}") from None
+
+    def metadata(self) -> list[dict[str, Any]]:
+        return [{"name": n, "datatype": d, "shape": [-1]}
+                for n, d in zip(self.names, self.datatypes, strict=True)]
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidInputError("raw text must be UTF-8") from None
+    if isinstance(value, str):
+        return value
+    raise InvalidInputError(f"raw text must be strings, got {type(value).__name__}")
+
+
+def _scalar(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return _text(value)
+    return value.item() if hasattr(value, "item") else value
+
+
+def raw_inputs_for(kit_name: str, size: str = "full") -> RawInputs:
+    """The raw-input converter of ``kit_name`` (the kit must be built: ``rtinfer kits
+    build``)."""
+    from rtinfer import kits
+
+    kit = kits.load(kit_name, size=size, build=False)
+    if kit_name == "intent":
+        raw = RawInputs("intent", ("text",), ("BYTES",),
+                        lambda cols: [_text(v) for v in cols["text"]], kit.preprocess)
+    elif kit_name == "fraud":
+        from rtinfer.kits.fraud import FIELDS as fields
+
+        types = tuple("BYTES" if f in ("merchant_category", "country", "home_country")
+                      else "FP64" for f in fields)
+        raw = RawInputs("fraud", fields, types,
+                        lambda cols: [{f: _scalar(cols[f][i]) for f in fields}
+                                      for i in range(len(cols[fields[0]]))], kit.preprocess)
+    elif kit_name == "perception":
+        raw = RawInputs("perception", ("image_png",), ("BYTES",),
+                        lambda cols: [decode_png(bytes(v)) for v in cols["image_png"]],
+                        kit.preprocess)
+    else:
+        raise InvalidInputError(f"kit '{kit_name}' has no raw input form")
+    # Warm the pre-processing too (a tokenizer loads on first use): ready means fast.
+    example = kit.split("test").raw
+    kit.preprocess([{k: v[0].item() for k, v in example.items()} if len(example) > 1
+                    else next(iter(example.values()))[0].tolist()])
+    return raw
+
+
+def decode_png(data: bytes) -> np.ndarray:
+    """An 8-bit, non-interlaced PNG (gray, gray+alpha, RGB or RGBA) as gray (H, W) in [0, 1].
+
+    Enough for camera frames and test images without an imaging library; palette, 16-bit and
+    interlaced files are refused by name.
+    """
+    if not data.startswith(b"\x89PNG\r\n\x1a\n"):
+        raise InvalidInputError("image_png is not a PNG file (bad signature)")
+    pos, header, chunks = 8, b"", []
+    while pos + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        body = data[pos + 8:pos + 8 + length]
+        if kind == b"IHDR":
+            header = body
+        elif kind == b"IDAT":
+            chunks.append(body)
+        elif kind == b"IEND":
+            break
+        pos += 12 + length
+    if len(header) != 13 or not chunks:
+        raise InvalidInputError("image_png is truncated (no IHDR or IDAT chunk)")
+    width, height, depth, color, _, _, interlace = struct.unpack(">IIBBBBB", header)
+    channels = {0: 1, 4: 2, 2: 3, 6: 4}.get(color)
+    if depth != 8 or channels is None or interlace:
+        raise InvalidInputError(f"image_png must be 8-bit gray/RGB(A), non-interlaced; got "
+                                f"bit depth {depth}, color type {color}, interlace {interlace}")
+    try:
+        raw = zlib.decompress(b"".join(chunks))
+    except zlib.error as exc:
+        raise InvalidInputError(f"image_png data is corrupt: {exc}") from None
+    stride = width * channels
+    if len(raw) != height * (stride + 1):
+        raise InvalidInputError("image_png data does not match its declared size")
+    pixels = _unfilter(raw, height, stride, channels)  # (H, W * C) uint8
+    image = pixels.reshape(height, width, channels).astype(np.float32) / 255.0
+    if channels < 3:
+        return image[..., 0]  # gray (alpha dropped)
+    return image[..., :3] @ np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R 601 luma
+
+
+def _unfilter(raw: bytes, height: int, stride: int, bpp: int) -> np.ndarray:
+    out = np.zeros((height, stride), np.int32)
+    rows = np.frombuffer(raw, np.uint8).reshape(height, stride + 1)
+    prev = np.zeros(stride, np.int32)
+    for y in range(height):
+        kind, line = rows[y, 0], rows[y, 1:].astype(np.int32)
+        if kind == 0:
+            cur = line
+        elif kind == 2:
+            cur = (line + prev) & 0xFF
+        elif kind in (1, 3, 4):  # depend on the pixel to the left: byte by byte
+            cur = np.zeros(stride, np.int32)
+            for x in range(stride):
+                left = cur[x - bpp] if x >= bpp else 0
+                up, up_left = prev[x], (prev[x - bpp] if x >= bpp else 0)
+                if kind == 1:
+                    pred = left
+                elif kind == 3:
+                    pred = (left + up) // 2
+                else:  # Paeth
+                    p = left + up - up_left
+                    pa, pb, pc = abs(p - left), abs(p - up), abs(p - up_left)
+                    pred = left if pa <= pb and pa <= pc else (up if pb <= pc else up_left)
+                cur[x] = (line[x] + pred) & 0xFF
+        else:
+            raise InvalidInputError(f"image_png uses unknown filter type {kind}")
+        out[y] = prev = cur
+    return out.astype(np.uint8)

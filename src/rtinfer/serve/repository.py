@@ -1,0 +1,280 @@
+"""A model repository on disk, served: versions by policy, hot reload, explicit load/unload.
+
+    repo = load_repository("repo", overrides={"max_batch_size": 8})   # everything loaded, warm
+    served = repo.resolve("cnn")          # the highest ready version ("cnn", "2") for a version
+    await repo.poll()                     # pick up new, changed or removed versions
+    await repo.load_model("cnn"); await repo.unload_model("cnn")
+
+Reload never interrupts traffic: a new (or changed) version is loaded and warmed in a worker
+thread while the current versions keep serving; only then is it swapped in, and the versions it
+replaces drain their queues before they are closed. A version that fails to load leaves the
+served ones in place, and :meth:`ModelRepository.index` reports why (``UNAVAILABLE`` + reason).
+A failed version is retried only when its files change. The server is ready when every model not
+explicitly unloaded has a ready version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rtinfer.errors import RtinferError
+from rtinfer.serve.batcher import BatchObserver
+from rtinfer.serve.config import ModelConfig, read_model_config
+from rtinfer.serve.model import ServedModel, load_version, snapshot
+
+__all__ = ["ModelNotFoundError", "ModelRepository", "VersionState", "load_repository"]
+
+_LOG = logging.getLogger("rtinfer.serve")
+
+#: Makes a batch observer for (model, version): how the metrics see each batch.
+ObserverFactory = Callable[[str, str], BatchObserver | None]
+
+
+class ModelNotFoundError(RtinferError, LookupError):
+    """No such model, or no such ready version of it."""
+
+
+@dataclass
+class VersionState:
+    state: str           # READY, UNAVAILABLE (LOADING while a load runs)
+    reason: str = ""
+
+
+class ModelRepository:
+    """The models of one repository folder (or fixed models) and the state of each version."""
+
+    def __init__(self, path: Path | None, overrides: dict[str, Any] | None = None,
+                 drain_timeout_s: float = 30.0) -> None:
+        self.path = path
+        self.overrides = dict(overrides or {})
+        self.drain_timeout_s = drain_timeout_s
+        self.served: dict[str, dict[int, ServedModel]] = {}
+        self.states: dict[str, dict[int, VersionState]] = {}
+        self.unloaded: set[str] = set()
+        self.observer_factory: ObserverFactory = lambda name, version: None
+        self.on_load: Callable[[ServedModel], None] = lambda served: None
+        self._configs: dict[str, tuple[Any, ...]] = {}
+        self._failed: dict[tuple[str, int], tuple[Any, ...]] = {}
+        self._lock: asyncio.Lock | None = None
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def resolve(self, name: str, version: str | None = None) -> ServedModel:
+        """The served version (highest ready one by default); raises ModelNotFoundError."""
+        versions = self.served.get(name)
+        if not versions:
+            known = sorted(set(self.states) - self.unloaded)
+            if name in self.states:
+                raise ModelNotFoundError(f"model '{name}' is not ready: {self._why(name)}")
+            raise ModelNotFoundError(f"unknown model '{name}'; this server has {known}")
+        if version is None:
+            return versions[max(versions)]
+        if not version.isdigit() or int(version) not in versions:
+            raise ModelNotFoundError(f"model '{name}' has no ready version {version}; it "
+                                     f"serves versions {sorted(versions)}")
+        return versions[int(version)]
+
+    def ready(self) -> bool:
+        return all(self.served.get(name) for name in self.states if name not in self.unloaded)
+
+    def models(self) -> list[ServedModel]:
+        return [m for versions in self.served.values() for m in versions.values()]
+
+    def index(self) -> list[dict[str, Any]]:
+        """Triton's repository index: every model version with its state and reason."""
+        out = []
+        for name in sorted(self.states):
+            states = self.states[name] or {0: VersionState("UNAVAILABLE", self._why(name))}
+            for version, st in sorted(states.items()):
+                entry = {"name": name, "state": st.state, "reason": st.reason}
+                if version:
+                    entry["version"] = str(version)
+                out.append(entry)
+        return out
+
+    def _why(self, name: str) -> str:
+        if name in self.unloaded:
+            return "unloaded"
+        reasons = [s.reason for s in self.states.get(name, {}).values() if s.reason]
+        return "; ".join(reasons) or "no version is loaded"
+
+    # -- loading ---------------------------------------------------------------------------
+
+    def load_all(self) -> None:
+        """Load every model of the repository now (startup; before the event loop runs)."""
+        assert self.path is not None
+        for name in self._model_names():
+            self._install(name, *self._prepare(name))
+        if not self.states:
+            raise RtinferError(f"model repository '{self.path}' holds no models "
+                               "(<name>/<version>/)")
+
+    async def load_model(self, name: str) -> None:
+        """(Re)load ``name`` from disk; raises RtinferError naming why when nothing serves."""
+        if self.path is None or not (self.path / name).is_dir():
+            raise ModelNotFoundError(f"model '{name}' is not in the repository {self.path}")
+        async with self._repo_lock():
+            self.unloaded.discard(name)
+            self.states.setdefault(name, {})
+            retired = self._install(name, *await asyncio.to_thread(self._prepare, name))
+        await self._retire(retired)
+        if not self.served.get(name):
+            raise RtinferError(f"failed to load model '{name}': {self._why(name)}")
+
+    async def unload_model(self, name: str) -> None:
+        """Stop serving ``name``: queued and running requests finish first."""
+        if name not in self.states:
+            raise ModelNotFoundError(f"unknown model '{name}'")
+        async with self._repo_lock():
+            retired = list(self.served.pop(name, {}).values())
+            self.states[name] = {}
+            self.unloaded.add(name)
+        await self._retire(retired)
+
+    async def poll(self) -> None:
+        """One scan of the repository: load what is new or changed, retire what is gone."""
+        if self.path is None:
+            return
+        names = set(self._model_names())
+        for name in sorted(names - self.unloaded):
+            if self._changed(name):
+                async with self._repo_lock():
+                    retired = self._install(name, *await asyncio.to_thread(self._prepare, name))
+                await self._retire(retired)
+        for name in sorted(set(self.states) - names - self.unloaded):  # folder removed
+            await self.unload_model(name)
+            self.unloaded.discard(name)
+            self.states.pop(name, None)
+
+    async def close(self) -> None:
+        """Drain every model (server shutdown)."""
+        retired = self.models()
+        self.served.clear()
+        await self._retire(retired)
+
+    def _repo_lock(self) -> asyncio.Lock:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        return self._lock
+
+    def _model_names(self) -> list[str]:
+        assert self.path is not None
+        if not self.path.is_dir():
+            raise RtinferError(f"model repository '{self.path}' is not a folder")
+        return sorted(p.name for p in self.path.iterdir()
+                      if p.is_dir() and not p.name.startswith(".")
+                      and (any(v.name.isdigit() for v in p.iterdir() if v.is_dir())
+                           or (p / "config.pbtxt").is_file()))
+
+    def _config_snapshot(self, name: str) -> tuple[Any, ...]:
+        assert self.path is not None
+        folder = self.path / name
+        return tuple((f, (folder / f).stat().st_mtime_ns) for f in ("config.pbtxt", "rtinfer.json")
+                     if (folder / f).is_file())
+
+    def _changed(self, name: str) -> bool:
+        assert self.path is not None
+        if self._configs.get(name) != self._config_snapshot(name):
+            return True
+        folder = self.path / name
+        try:
+            policy = read_model_config(folder, self.overrides).version_policy
+        except RtinferError:
+            return False  # reported when the config changed; nothing new to try
+        wanted = policy.select(_numbered(folder))
+        served = self.served.get(name, {})
+        for v in wanted:
+            files = snapshot(folder / str(v))
+            if (v in served and served[v].files == files) or self._failed.get((name, v)) == files:
+                continue
+            return True
+        return set(served) != set(wanted) and not any((name, v) in self._failed for v in wanted)
+
+    def _prepare(self, name: str) -> tuple[ModelConfig | None, dict[int, ServedModel],
+                                          dict[int, str]]:
+        """Load (in a worker thread) the versions the policy wants that are new or changed."""
+        assert self.path is not None
+        folder = self.path / name
+        self._configs[name] = self._config_snapshot(name)
+        try:
+            config = read_model_config(folder, self.overrides)
+        except RtinferError as exc:
+            return None, {}, {0: f"invalid configuration: {exc}"}
+        served = self.served.get(name, {})
+        config_same = all(m.config == config for m in served.values())
+        loaded: dict[int, ServedModel] = {}
+        failed: dict[int, str] = {}
+        wanted = config.version_policy.select(_numbered(folder))
+        if not wanted:
+            failed[0] = f"no version folder matches the version policy " \
+                        f"{config.version_policy.describe()}"
+        for v in wanted:
+            files = snapshot(folder / str(v))
+            if config_same and v in served and served[v].files == files:
+                continue
+            if self._failed.get((name, v)) == files and config_same:
+                failed[v] = self.states.get(name, {}).get(v, VersionState("", "")).reason
+                continue
+            try:
+                loaded[v] = load_version(folder, v, config,
+                                         self.observer_factory(name, str(v)))
+            except Exception as exc:  # any failure to load is reported, never fatal
+                _LOG.warning("model %s version %s failed to load: %s", name, v, exc)
+                self._failed[(name, v)] = files
+                failed[v] = f"version {v} failed to load: {exc}"
+        return config, loaded, failed
+
+    def _install(self, name: str, config: ModelConfig | None, loaded: dict[int, ServedModel],
+                 failed: dict[int, str]) -> list[ServedModel]:
+        """Swap loaded versions in (event loop side); return the versions to retire."""
+        current = dict(self.served.get(name, {}))
+        states = {v: st for v, st in self.states.get(name, {}).items() if v in current}
+        for v, served in loaded.items():
+            self._failed.pop((name, v), None)
+            self.on_load(served)
+        new = {**current, **loaded}
+        if config is not None and not failed:
+            wanted = set(config.version_policy.select(list(new)))
+            new = {v: m for v, m in new.items() if v in wanted or v in loaded}
+        retired = [m for v, m in current.items() if new.get(v) is not m]
+        for v in set(current) - set(new):
+            states.pop(v, None)
+        for v in new:
+            states[v] = VersionState("READY")
+        for v, reason in failed.items():
+            states[v] = VersionState("UNAVAILABLE", reason)
+        self.served[name] = new
+        self.states[name] = states
+        if not new:
+            self.served.pop(name)
+        return retired
+
+    async def _retire(self, retired: list[ServedModel]) -> None:
+        for served in retired:
+            await served.batcher.drain(self.drain_timeout_s)
+            served.close()
+            _LOG.info("retired %s version %s", served.name, served.version)
+
+
+def _numbered(folder: Path) -> list[int]:
+    return sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def load_repository(repo: str | Path, *, engine: str | None = None, threads: int | None = None,
+                    overrides: dict[str, Any] | None = None,
+                    drain_timeout_s: float = 30.0) -> ModelRepository:
+    """Every model of ``repo`` at the versions its policy names, loaded and warmed up.
+
+    ``overrides`` (e.g. ``{"max_batch_size": 8, "instances": 2}``) win over each model's
+    ``config.pbtxt`` and ``rtinfer.json``; ``engine`` and ``threads`` are shorthands for two
+    of them.
+    """
+    settings = {"engine": engine, "threads": threads, **(overrides or {})}
+    repository = ModelRepository(Path(repo), settings, drain_timeout_s)
+    repository.load_all()
+    return repository

@@ -1,0 +1,213 @@
+"""TF Serving's REST API: ``:predict`` in row and columnar form, model status and metadata.
+
+    POST /v1/models/{m}[/versions/{v}]:predict   {"instances": [...]} -> {"predictions": [...]}
+                                                 {"inputs": {...}}    -> {"outputs": {...}}
+    GET  /v1/models/{m}[/versions/{v}]           {"model_version_status": [...]}
+    GET  /v1/models/{m}[/versions/{v}]/metadata  the signature (inputs and outputs)
+
+Row form: one element per example; an object per example when the model has several inputs
+(``{"instances": [{"a": [1, 2], "b": 3}, …]}``). Columnar form: a tensor for a single input or
+an object of input name to tensor. JSON numbers take the input's declared dtype (TF Serving
+does the same); a number that does not fit it (``1.5`` for an int64 input) is a 400.
+Errors are ``{"error": "..."}``: 400 bad argument, 404 not found, 429 queue full, 503
+unavailable, 504 deadline exceeded.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import time
+from typing import Any
+
+import numpy as np
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from rtinfer.errors import InvalidInputError
+from rtinfer.serve._json import dumps, loads
+from rtinfer.serve.app import read_body
+from rtinfer.serve.handler import Failure, classify, run
+from rtinfer.serve.raw import RawInputs
+from rtinfer.serve.repository import ModelNotFoundError, ModelRepository
+from rtinfer.spec import ModelSpec
+
+__all__ = ["decode_predict", "routes"]
+
+_TF_DTYPE = {"float32": "DT_FLOAT", "float64": "DT_DOUBLE", "float16": "DT_HALF",
+             "int64": "DT_INT64", "int32": "DT_INT32", "int16": "DT_INT16", "int8": "DT_INT8",
+             "uint8": "DT_UINT8", "bool": "DT_BOOL", "object": "DT_STRING"}
+
+
+def decode_predict(request: Any, spec: ModelSpec, raw: RawInputs | None = None
+                   ) -> tuple[dict[str, np.ndarray], bool]:
+    """Feeds from a ``:predict`` body, and whether it used the row (``instances``) form.
+
+    With ``raw`` (a kit's raw inputs), instances may be raw examples: sentences, records of
+    named fields, or ``{"b64": …}`` encoded images.
+    """
+    if not isinstance(request, dict) or ("instances" in request) == ("inputs" in request):
+        raise InvalidInputError('a predict request is a JSON object with either "instances" '
+                                '(row form) or "inputs" (columnar form), not both')
+    names = [t.name for t in spec.inputs]
+    row = "instances" in request
+    if row:
+        instances = request["instances"]
+        if not isinstance(instances, list) or not instances:
+            raise InvalidInputError('"instances" must be a non-empty list, one item per example')
+        if raw is not None and _is_raw(instances, raw):
+            if not all(isinstance(i, dict) and raw.matches(list(i)) for i in instances):
+                instances = [{raw.names[0]: i} for i in instances]
+            raw_columns = {n: np.array([_raw_value(i[n]) for i in instances], dtype=object)
+                           for n in raw.names}
+            return spec.validate(raw.convert(raw_columns)), True
+        if all(isinstance(i, dict) for i in instances):
+            missing = [n for n in names if any(n not in i for i in instances)]
+            if missing:
+                raise InvalidInputError(f"every instance needs the input(s) {missing}; the model "
+                                        f"takes {names}")
+            columns = {n: [i[n] for i in instances] for n in names}
+        elif len(names) == 1:
+            columns = {names[0]: instances}
+        else:
+            raise InvalidInputError(f"the model takes several inputs {names}: give each "
+                                    'instance as an object {"name": value, ...}')
+    else:
+        inputs = request["inputs"]
+        if isinstance(inputs, dict):
+            columns = inputs
+        elif len(names) == 1:
+            columns = {names[0]: inputs}
+        else:
+            raise InvalidInputError(f"the model takes several inputs {names}: give \"inputs\" "
+                                    'as an object {"name": tensor, ...}')
+    dtypes = {t.name: np.dtype(t.dtype) for t in spec.inputs}
+    feeds = {}
+    for name, value in columns.items():
+        if name not in dtypes:
+            raise InvalidInputError(f"unknown input '{name}'; the model takes {names}")
+        feeds[name] = _tensor(name, value, dtypes[name])
+    return spec.validate(feeds), row
+
+
+def _is_raw(instances: list[Any], raw: RawInputs) -> bool:
+    first = instances[0]
+    if isinstance(first, dict) and set(first) != {"b64"}:
+        return raw.matches(list(first))
+    return len(raw.names) == 1 and isinstance(first, (str, dict))
+
+
+def _raw_value(value: Any) -> Any:
+    if isinstance(value, dict) and set(value) == {"b64"}:  # TF Serving's binary convention
+        try:
+            return base64.b64decode(value["b64"], validate=True)
+        except (binascii.Error, TypeError):
+            raise InvalidInputError("a {\"b64\": …} value is not valid base64") from None
+    return value
+
+
+def _tensor(name: str, value: Any, dtype: np.dtype[Any]) -> np.ndarray:
+    try:
+        raw = np.asarray(value)
+    except ValueError as exc:
+        raise InvalidInputError(f"input '{name}' is ragged (rows of different lengths): "
+                                f"{exc}") from None
+    if raw.dtype == object:
+        raise InvalidInputError(f"input '{name}' is ragged or mixes types; every example needs "
+                                "the same shape")
+    if dtype.kind in "iub" and raw.dtype.kind == "f" and not np.all(np.mod(raw, 1) == 0):
+        raise InvalidInputError(f"input '{name}' holds fractional numbers but the model "
+                                f"expects {dtype.name}")
+    if dtype.kind in "iufb" and raw.dtype.kind not in "iufb":
+        raise InvalidInputError(f"input '{name}' holds {raw.dtype.kind!r}-kind values but the "
+                                f"model expects {dtype.name} numbers")
+    return raw.astype(dtype)
+
+
+def routes(ctx: dict[str, Any]) -> list[Route]:
+    repo: ModelRepository = ctx["repo"]
+    metrics = ctx["metrics"]
+    limit: int = ctx["limit"]
+
+    def error(failure: Failure) -> JSONResponse:
+        headers = {"Retry-After": "1"} if failure.retry_after else None
+        return JSONResponse({"error": failure.message}, status_code=failure.tfs_status,
+                            headers=headers)
+
+    async def predict(request: Request) -> Response:
+        started = time.perf_counter()
+        name = request.path_params["model"]
+        try:
+            body = await read_body(request, limit)
+            served = repo.resolve(name, request.path_params.get("version"))
+            try:
+                parsed = loads(body)
+            except ValueError as exc:
+                raise InvalidInputError(f"request body is not valid JSON: {exc}") from None
+            feeds, row = decode_predict(parsed, served.session.spec, served.raw)
+            outputs = await run(served, feeds, None, metrics, started)
+        except Exception as exc:
+            return error(classify(exc, name))
+        if row:
+            names = list(outputs)
+            if len(names) == 1:
+                answer: dict[str, Any] = {"predictions": outputs[names[0]]}
+            else:
+                count = len(outputs[names[0]])
+                answer = {"predictions": [{k: outputs[k][i] for k in names}
+                                          for i in range(count)]}
+        else:
+            answer = {"outputs": next(iter(outputs.values())) if len(outputs) == 1 else outputs}
+        return Response(dumps(answer), media_type="application/json")
+
+    async def status(request: Request) -> Response:
+        name, version = request.path_params["model"], request.path_params.get("version")
+        if name not in repo.states:
+            return error(classify(ModelNotFoundError(f"unknown model '{name}'")))
+        entries = []
+        for entry in repo.index():
+            if entry["name"] != name or (version and entry.get("version") != version):
+                continue
+            ok = entry["state"] == "READY"
+            entries.append({"version": entry.get("version", "0"),
+                            "state": "AVAILABLE" if ok else "END",
+                            "status": {"error_code": "OK" if ok else "UNKNOWN",
+                                       "error_message": entry["reason"]}})
+        if version and not entries:
+            return error(classify(ModelNotFoundError(f"model '{name}' has no version "
+                                                     f"{version}")))
+        return JSONResponse({"model_version_status": entries})
+
+    async def metadata(request: Request) -> Response:
+        try:
+            served = repo.resolve(request.path_params["model"],
+                                  request.path_params.get("version"))
+        except ModelNotFoundError as exc:
+            return error(classify(exc))
+
+        def sig(tensors: Any) -> dict[str, Any]:
+            return {t.name: {"name": t.name, "dtype": _TF_DTYPE.get(t.dtype, "DT_INVALID"),
+                             "tensor_shape": {"dim": [{"size": str(d if isinstance(d, int)
+                                                                   else -1)}
+                                                      for d in t.shape]}}
+                    for t in tensors}
+
+        spec = served.session.spec
+        signature = {"inputs": sig(spec.inputs), "outputs": sig(spec.outputs),
+                     "method_name": "tensorflow/serving/predict"}
+        return JSONResponse({
+            "model_spec": {"name": served.name, "signature_name": "",
+                           "version": served.version},
+            "metadata": {"signature_def": {"signature_def": {"serving_default": signature}}}})
+
+    model = "/v1/models/{model}"
+    version = "/v1/models/{model}/versions/{version}"
+    return [
+        Route(model + ":predict", predict, methods=["POST"]),
+        Route(version + ":predict", predict, methods=["POST"]),
+        Route(model + "/metadata", metadata),
+        Route(version + "/metadata", metadata),
+        Route(model, status),
+        Route(version, status),
+    ]

@@ -1,0 +1,54 @@
+"""Prometheus /metrics: histograms and counters that agree with the traffic sent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import tritonclient.http as httpclient
+from conftest_helpers import call, running
+from prometheus_client.parser import text_string_to_metric_families
+
+import rtinfer
+from rtinfer.models import ImportedModel
+from rtinfer.serve import create_app, load_repository
+
+
+def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def test_metrics_count_what_happened(cnn: ImportedModel, tmp_path: Path) -> None:
+    rtinfer.save_artifact(cnn, tmp_path, "cnn")
+    app = create_app(load_repository(tmp_path, threads=1,
+                                     overrides={"max_batch_size": 8,
+                                                "max_queue_delay_us": 20_000}))
+    x = np.zeros((2, 3, 32, 32), np.float32)
+    with running(app) as url:
+        client = httpclient.InferenceServerClient(url, concurrency=6)
+        inp = httpclient.InferInput("image", list(x.shape), "FP32")
+        inp.set_data_from_numpy(x, binary_data=True)
+        for p in [client.async_infer("cnn", [inp]) for _ in range(6)]:
+            p.get_result()
+        assert call(url, "/v2/models/cnn/infer", {"inputs": []})[0] == 400
+        status, text = call(url, "/metrics")
+    assert status == 200
+    samples = _samples(text.decode())
+    mv = (("model", "cnn"), ("version", "1"))
+    assert samples[("rtinfer_request_success_total", mv)] == 6
+    bad = (("model", "cnn"), ("reason", "BAD_REQUEST"), ("version", "1"))  # labels sorted
+    assert samples[("rtinfer_request_failure_total", bad)] == 1
+    assert samples[("rtinfer_inference_count_total", mv)] == 12  # rows, not requests
+    batches = samples[("rtinfer_execution_count_total", mv)]
+    assert 1 <= batches < 6
+    assert samples[("rtinfer_request_duration_seconds_count", mv)] == 6
+    assert samples[("rtinfer_queue_duration_seconds_count", mv)] == 6
+    assert samples[("rtinfer_compute_duration_seconds_count", mv)] == batches
+    assert samples[("rtinfer_batch_size_sum", mv)] == 12
+    # cumulative buckets: the +Inf bucket holds every observation
+    assert samples[("rtinfer_request_duration_seconds_bucket", (("le", "+Inf"), *mv))] == 6
+    assert samples[("rtinfer_pending_requests", mv)] == 0
+    assert samples[("rtinfer_model_load_duration_seconds", mv)] > 0
+    assert samples[("process_resident_memory_bytes", ())] > 0
+    assert ("process_cpu_seconds_total", ()) in samples
