@@ -20,9 +20,10 @@ bad raw request fails alone with a 400 and raw and tensor requests share batches
 from __future__ import annotations
 
 import struct
+import threading
 import zlib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -41,6 +42,9 @@ class RawInputs:
     datatypes: tuple[str, ...]
     to_items: Callable[[Mapping[str, np.ndarray]], list[Any]]
     preprocess: Callable[[Sequence[Any]], dict[str, np.ndarray]]
+    # Large bodies are decoded in worker threads; a fast tokenizer may not be used by two
+    # threads at once ("Already borrowed"), so pre-processing runs one request at a time.
+    lock: threading.Lock = field(default_factory=threading.Lock, compare=False, repr=False)
 
     def matches(self, names: Sequence[str]) -> bool:
         """True when ``names`` are exactly the raw inputs; raises when they are only some."""
@@ -59,7 +63,8 @@ class RawInputs:
                                     f"example each; got lengths {sorted(lengths)}")
         flat = {k: np.ravel(v) for k, v in columns.items()}
         try:
-            return self.preprocess(self.to_items(flat))
+            with self.lock:
+                return self.preprocess(self.to_items(flat))
         except (TypeError, ValueError, KeyError) as exc:
             raise InvalidInputError(f"raw input for the {self.kit} kit: {exc}") from None
 
