@@ -91,8 +91,10 @@ def test_resume_reuses_finished_variants(fraud_kit: Any, fraud_run: dict[str, An
 
 
 def test_time_budget_is_honoured(fraud_kit: Any) -> None:
-    result = optimize(kit=fraud_kit, max_drop="1pt", time_budget_s=1, engines=["onnxruntime"],
-                      window_s=0.1, resume=False)
+    import rtinfer
+
+    result = rtinfer.optimize(kit=fraud_kit, max_drop="1pt", time_budget_s=1,
+                              engines=["onnxruntime"], window_s=0.1, resume=False)
     assert {s["why"] for s in result["skipped"]} == {"time budget"}
     assert result["chosen"]["variant"] == "fp32"
 
