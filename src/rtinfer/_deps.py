@@ -26,6 +26,7 @@ _EXTRA_OF = {
     "safetensors": "torch",
     "hassil": "kits",
     "home_assistant_intents": "kits",
+    "mlperf_loadgen": "bench",
 }
 
 
