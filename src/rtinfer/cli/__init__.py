@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 
-from rtinfer.cli import models, quantize, serve  # noqa: F401  (register the verbs)
+from rtinfer.cli import bench, models, quantize, serve  # noqa: F401  (register the verbs)
 from rtinfer.cli._app import app, err_console, print_comparison
 from rtinfer.errors import RtinferError
 
