@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import uvicorn
+
+from rtinfer.bench.targets import wait_until_ready
 
 
 def _free_port() -> int:
@@ -27,16 +27,7 @@ def running(app: Any) -> Iterator[str]:
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     url = f"127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:  # poll readiness, never sleep a fixed time
-        try:
-            with urllib.request.urlopen(f"http://{url}/v2/health/ready", timeout=1) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            time.sleep(0.05)
-    else:
-        raise RuntimeError(f"server on {url} did not become ready in 30 s")
+    wait_until_ready(f"http://{url}", 30, alive=thread.is_alive)
     try:
         yield url
     finally:

@@ -18,9 +18,11 @@ import itertools
 import json
 import queue
 import threading
+import time
 import urllib.parse
+import urllib.request
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from http.client import HTTPConnection
 from typing import Any
@@ -31,7 +33,7 @@ from rtinfer.errors import RtinferError
 from rtinfer.spec import ModelSpec, TensorSpec
 
 __all__ = ["InProcessTarget", "KServeTarget", "TFServingTarget", "Target", "TargetError",
-           "open_target"]
+           "open_target", "wait_until_ready"]
 
 
 class TargetError(RtinferError):
@@ -281,16 +283,34 @@ class TFServingTarget(_HTTPTarget):
 
 
 def open_target(target: str, *, engine: str | None = None, threads: int | None = None,
-                instances: int = 1, batching: Any = None,
-                concurrency: int | None = None) -> Target:
+                instances: int = 1, batching: Any = None, concurrency: int | None = None,
+                binary: bool | None = None) -> Target:
     """A URL opens an HTTP target (protocol from the path: ``/v2/`` or ``/v1/``); anything
-    else is a model opened in-process (ONNX file, artifact or repository model folder)."""
+    else is a model opened in-process (ONNX file, artifact or repository model folder).
+    ``binary`` picks the KServe v2 encoding (None: binary when the server advertises it)."""
     if target.startswith(("http://", "https://")):
         if "/v1/models/" in target:
             return TFServingTarget(target, concurrency or 8)
-        return KServeTarget(target, concurrency or 8)
+        return KServeTarget(target, concurrency or 8, binary=binary)
     return InProcessTarget(target, engine=engine, threads=threads, instances=instances,
                            batching=batching, workers=concurrency)
+
+
+def wait_until_ready(base_url: str, timeout_s: float = 60.0,
+                     alive: Callable[[], bool] | None = None) -> None:
+    """Poll ``GET {base_url}/v2/health/ready`` until it answers 200 (never a fixed sleep);
+    ``alive`` (e.g. ``lambda: proc.poll() is None``) stops the wait when a server died."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if alive is not None and not alive():
+            raise TargetError(f"the server for {base_url} exited before it was ready")
+        try:
+            with urllib.request.urlopen(f"{base_url}/v2/health/ready", timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise TargetError(f"{base_url} was not ready after {timeout_s:g} s")
 
 
 def _np_dtype(datatype: str) -> str:

@@ -54,6 +54,8 @@ def bench(
     concurrency: int | None = typer.Option(None, help="Requests in flight at most (worker "
                                            "threads; HTTP default 8)."),
     batch: int | None = typer.Option(None, help="Samples of one query joined per call."),
+    encoding: str = typer.Option("auto", help="KServe v2 tensors: auto (binary when the "
+                                 "server advertises it), binary or json."),
     sweep: bool = typer.Option(False, "--sweep", help="Find the highest QPS within the "
                                "objective across threads, instances and batching."),
     sweep_threads: str = typer.Option("1,2"),
@@ -97,7 +99,10 @@ def bench(
                     min_queries=min_queries, batch=batch)
     settings = _serving_settings(target, threads, instances, max_batch_size,
                                  max_queue_delay_us)
-    tgt = open_target(target, engine=engine, concurrency=concurrency, **settings)
+    if encoding not in ("auto", "binary", "json"):
+        raise typer.BadParameter(f"--encoding takes auto, binary or json, got {encoding!r}")
+    tgt = open_target(target, engine=engine, concurrency=concurrency,
+                      binary=None if encoding == "auto" else encoding == "binary", **settings)
     try:
         samples = load_samples(kit=kit, data=data, spec=tgt.spec, kit_size=kit_size)
         with _progress(quiet) as say:
