@@ -96,7 +96,7 @@ def main() -> None:
                 path = args.out / f"{name}-{qps:g}.json"
                 r = rtinfer("bench", f"{url}/v2/models/{art.name}", "--scenario", "server",
                             "--qps", f"{qps:g}", "--duration", str(args.duration), "--name",
-                            f"{name} ({'rtinfer serve' if name == 'rtinfer' else 'kserve'})",
+                            "rtinfer serve" if name == "rtinfer" else "kserve ModelServer",
                             "--json", str(path), *common)
                 if r.returncode:
                     raise RuntimeError(r.stderr)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import threading
+import urllib.error
+import urllib.request
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -86,6 +88,23 @@ def test_tf_serving_rest_target(chain: ImportedModel, tmp_path: Path) -> None:
                                                         min_queries=30), tmp_path / "logs")
     assert result["errors"]["count"] == 0 and result["latency_ms"]["n"] >= 30
     assert result["target"]["protocol"].startswith("TF Serving REST")
+
+
+def test_rtinfer_server_over_tf_serving_rest(rtinfer_server: str, tmp_path: Path) -> None:
+    url = f"http://{rtinfer_server}/v1/models/chain"
+    try:
+        urllib.request.urlopen(url, timeout=5).close()
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        if exc.code == 404:
+            pytest.skip("rtinfer serve has no TF Serving REST routes on this branch yet (they "
+                        "come with the serve issue); the client is tested above")
+        raise
+    with open_target(url, concurrency=2) as target:
+        result = run_loadgen(target, load_samples(data=_npz(tmp_path)),
+                             LoadSpec("single-stream", duration_s=0.2, min_queries=30),
+                             tmp_path / "logs")
+    assert result["errors"]["count"] == 0 and result["latency_ms"]["n"] >= 30
 
 
 def test_a_target_that_rejects_samples_fails_at_warm_up(rtinfer_server: str,

@@ -26,8 +26,12 @@ def target(chain: ImportedModel):  # type: ignore[no-untyped-def]
 def test_overload_is_invalid_with_the_queue_in_p99_and_light_load_is_valid(
         target: InProcessTarget, tmp_path: Path) -> None:
     samples = load_samples(spec=target.spec)
-    capacity = run_loadgen(target, samples, LoadSpec("offline", duration_s=0.5, min_queries=1),
-                           tmp_path / "offline")["throughput"]["samples_per_s"]
+    # Capacity: the best of three offline runs, so a neighbour's burst on this shared machine
+    # cannot make "twice capacity" a load the target can in fact carry.
+    capacity = max(run_loadgen(target, samples, LoadSpec("offline", duration_s=0.3,
+                                                         min_queries=1),
+                               tmp_path / f"offline{i}")["throughput"]["samples_per_s"]
+                   for i in range(3))
     slo = 100.0
     light = run_loadgen(target, samples, LoadSpec("server", qps=0.25 * capacity,
                                                    slo_p99_ms=slo, duration_s=1.0),

@@ -46,8 +46,10 @@ def load_report(results: Sequence[dict[str, Any]], title: str = "rtinfer load te
     series = _series(runs)
     slos = {r["objective"]["p99_ms"] for r in runs if r.get("objective", {}).get("p99_ms")}
     slo = min(slos) if slos else None
-    tput = {name: [(r["latency_ms"]["p99"], r["throughput"]["samples_per_s"]) for r in rs
-                   if r.get("latency_ms")] for name, rs in series.items()}
+    # One point per run, joined in order of offered load (throughput for closed-loop runs).
+    tput = {name: [(r["latency_ms"]["p99"], r["throughput"]["samples_per_s"])
+                   for r in sorted(rs, key=_offered) if r.get("latency_ms")]
+            for name, rs in series.items()}
     offered = {name: sorted((r["load"]["qps"], r["latency_ms"]["p99"]) for r in rs
                             if r["load"]["scenario"] == "server" and r.get("latency_ms"))
                for name, rs in series.items()}
@@ -57,7 +59,7 @@ def load_report(results: Sequence[dict[str, Any]], title: str = "rtinfer load te
         f"<h1>{_e(title)}</h1>",
         _provenance(runs),
         "<h2>Throughput against p99 latency</h2>",
-        _plot({k: sorted(v) for k, v in tput.items() if v}, "p99 latency (ms)",
+        _plot({k: v for k, v in tput.items() if v}, "p99 latency (ms)",
               "throughput (samples/s)", vline=slo, logx=True),
         "<h2>p99 latency against offered load (server scenario)</h2>",
         _plot({k: v for k, v in offered.items() if v}, "offered load (QPS)", "p99 latency (ms)",
@@ -72,7 +74,8 @@ def load_report(results: Sequence[dict[str, Any]], title: str = "rtinfer load te
     style = ("body{font:14px system-ui,sans-serif;margin:2em;max-width:1100px}"
              "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 6px;"
              "text-align:right}th{background:#f3f3f3}.bad{color:#b00}.ok{color:#070}"
-             "svg{background:#fff;border:1px solid #ddd}.warn{color:#a60}")
+             "svg{background:#fff;border:1px solid #ddd}.warn{color:#a60}"
+             "td:last-child{min-width:28em;text-align:left;font-size:12px}")
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{_e(title)}</title>"
             f"<style>{style}</style></head><body>{''.join(parts)}</body></html>")
 
@@ -82,6 +85,10 @@ def _series(runs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     for r in runs:
         out.setdefault(r.get("series") or r["label"], []).append(r)
     return out
+
+
+def _offered(run: dict[str, Any]) -> float:
+    return float(run["load"].get("qps") or run["throughput"].get("samples_per_s") or 0)
 
 
 def _provenance(runs: list[dict[str, Any]]) -> str:
@@ -120,9 +127,8 @@ def _table(runs: list[dict[str, Any]]) -> str:
                  f"<span class='{'ok' if ok else 'bad'}'>{r['validity']}</span>",
                  _n(res.get("client", {}).get("cpu_percent")),
                  _n(res.get("target", {}).get("cpu_percent")),
-                 _n(rss / 2**20 if rss else None), _e("; ".join(notes))]
-        rows.append("<tr>" + "".join(f"<td>{c if i == 10 else _e(c)}</td>" if i != 14
-                                     else f"<td style='text-align:left'>{c}</td>"
+                 _n(rss / 2**20 if rss else None), "; ".join(notes)]
+        rows.append("<tr>" + "".join(f"<td>{c if i == 10 else _e(c)}</td>"
                                      for i, c in enumerate(cells)) + "</tr>")
     return ("<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>" + "".join(rows)
             + "</table><p>LoadGen logs: " + _e(", ".join(sorted({str(r['logs']['dir'])
