@@ -6,16 +6,19 @@
 
 In the spirit of Triton's model analyzer: every combination of intra-op threads, instances and
 dynamic batching (max batch size, queue delay) that fits the machine's cores is served
-in-process by rtinfer's engines and batcher; for each, an offline run measures its capacity C,
-then server-scenario LoadGen runs offer ``f x C`` QPS for falling fractions ``f`` until one is
-VALID with p99 within the objective. The best configuration is the one with the highest such
-QPS. Every run's full result is kept, so the report can plot throughput against p99.
+in-process by rtinfer's engines and batcher; for each, a 1 s closed-loop probe measures its
+capacity C, then server-scenario LoadGen runs offer ``f x C`` QPS for falling fractions ``f``
+until one is VALID with p99 within the objective. The best configuration is the one with the
+highest such QPS, confirmed by a repeat run. Every run's full result is kept, so the report
+can plot throughput against p99.
 """
 
 from __future__ import annotations
 
 import itertools
 import re
+import threading
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -93,11 +96,7 @@ def sweep(model: str | Path, samples: Samples, *, slo_p99_ms: float, out_dir: st
     for k, cfg in enumerate(configs):
         say(f"config {k + 1}/{len(configs)}: {cfg.name()}")
         with _target(model, engine, cfg) as target:
-            cap = run_loadgen(target, samples, LoadSpec("offline", duration_s=1.0,
-                                                        min_queries=1),
-                              out / f"c{k}-offline", series=cfg.name())
-            runs.append(cap)
-            capacity = float(cap["throughput"]["samples_per_s"])
+            capacity = probe_capacity(target, samples)
             best: dict[str, Any] = {"qps": None, "p99_ms": None,
                                     "validity": "no tried QPS met the objective"}
             for f in fractions:
@@ -130,8 +129,8 @@ def sweep(model: str | Path, samples: Samples, *, slo_p99_ms: float, out_dir: st
         "label": f"sweep of {Path(model).name}",
         "model": str(model),
         "objective": {"p99_ms": slo_p99_ms},
-        "method": (f"per config: offline capacity C, then server runs at {list(fractions)} x C "
-                   "until one is VALID with p99 within the objective; the best is confirmed "
+        "method": (f"per config: capacity C from a 1 s closed-loop probe, then server runs "
+                   f"at {list(fractions)} x C until one is VALID with p99 within the objective; the best is confirmed "
                    "by a repeat run at its QPS (p99 reported: the worse of the two)"),
         "samples": samples.describe(),
         "rows": rows,
@@ -139,6 +138,31 @@ def sweep(model: str | Path, samples: Samples, *, slo_p99_ms: float, out_dir: st
         "runs": runs,
         "environment": environment(),
     }
+
+
+def probe_capacity(target: Target, samples: Samples, seconds: float = 1.0) -> float:
+    """Samples/s with ``target.concurrency`` requests always in flight, for ``seconds``.
+
+    A bounded, closed-loop probe: LoadGen's offline scenario would do, but it sizes its one
+    query from an expected QPS, and a wrong guess (batching, text of many lengths) makes it
+    run for minutes. The probe only sets where the server-scenario runs start."""
+    done = [0] * target.concurrency
+    stop = time.perf_counter() + seconds
+
+    def worker(w: int) -> None:
+        i = w
+        while time.perf_counter() < stop:
+            target.run(samples.items[i % len(samples)])
+            done[w] += 1
+            i += target.concurrency
+
+    start = time.perf_counter()
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(target.concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(done) / (time.perf_counter() - start)
 
 
 def _target(model: str | Path, engine: str | None, cfg: ServingConfig) -> InProcessTarget:
