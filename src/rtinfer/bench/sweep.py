@@ -130,8 +130,9 @@ def sweep(model: str | Path, samples: Samples, *, slo_p99_ms: float, out_dir: st
         "model": str(model),
         "objective": {"p99_ms": slo_p99_ms},
         "method": (f"per config: capacity C from a 1 s closed-loop probe, then server runs "
-                   f"at {list(fractions)} x C until one is VALID with p99 within the objective; the best is confirmed "
-                   "by a repeat run at its QPS (p99 reported: the worse of the two)"),
+                   f"at {list(fractions)} x C until one is VALID with p99 within the "
+                   "objective; the best is confirmed by a repeat run at its QPS (p99 "
+                   "reported: the worse of the two)"),
         "samples": samples.describe(),
         "rows": rows,
         "best": winner,
