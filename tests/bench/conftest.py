@@ -39,6 +39,27 @@ def chain_onnx(path: Path, width: int = 512, depth: int = 12) -> Path:
 
 
 @pytest.fixture(scope="session")
+def text_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Token ids (batch, sequence) int64 -> their float sum per row (batch, 1): a stand-in for a
+    text model whose requests come in many lengths."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    nodes = [helper.make_node("Cast", ["input_ids"], ["f"], to=TensorProto.FLOAT),
+             helper.make_node("ReduceSum", ["f", "axes"], ["y"], keepdims=1)]
+    graph = helper.make_graph(
+        nodes, "text",
+        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "sequence"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 1])],
+        [helper.make_tensor("axes", TensorProto.INT64, [1], [1])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path_factory.mktemp("text") / "text.onnx"
+    onnx.save(model, path)
+    return path
+
+
+@pytest.fixture(scope="session")
 def chain(tmp_path_factory: pytest.TempPathFactory) -> ImportedModel:
     return rtinfer.import_model(str(chain_onnx(tmp_path_factory.mktemp("chain") / "chain.onnx")))
 
@@ -47,4 +68,16 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> ImportedModel:
 def chain_repo(chain: ImportedModel, tmp_path_factory: pytest.TempPathFactory) -> Path:
     repo = tmp_path_factory.mktemp("repo")
     rtinfer.save_artifact(chain, repo, "chain")
+    return repo
+
+
+@pytest.fixture(scope="session")
+def slow_chain_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Calls of a few ms (24 MatMuls of 1024x1024): loads of a few hundred QPS, where the
+    Python client's own cost is small beside the model's, so a sweep repeats on a busy VM."""
+    tmp = tmp_path_factory.mktemp("slow")
+    repo = tmp / "repo"
+    rtinfer.save_artifact(rtinfer.import_model(str(chain_onnx(tmp / "slow.onnx", width=1024,
+                                                              depth=24))),
+                          repo, "chain")
     return repo

@@ -117,6 +117,25 @@ def test_in_process_batching_and_instances(chain: ImportedModel, tmp_path: Path)
     assert sum(b.stats.requests for b in t._batchers) >= 100
 
 
+@pytest.mark.timeout(120)  # the bug this guards against was a hang
+def test_batching_text_of_many_lengths_answers_every_request(text_model: Path,
+                                                            tmp_path: Path) -> None:
+    """Requests of different lengths never share a batch; with several in the queue the
+    batcher must skip some and keep serving (it once stopped when skipping: its queue
+    compared requests field by field, arrays included, and its worker died)."""
+    lengths = [3, 5, 3, 7, 5, 3, 9, 2]
+    ids = np.ones((len(lengths), max(lengths)), np.int64)
+    mask = (np.arange(max(lengths)) < np.array(lengths)[:, None]).astype(np.int64)
+    samples = samples_from_arrays({"input_ids": ids, "attention_mask": mask}, "toy")
+    samples.items = [{"input_ids": s["input_ids"]} for s in samples.items]
+    with InProcessTarget(str(text_model), threads=1, workers=8,
+                         batching=BatchingConfig(max_batch_size=4,
+                                                 max_queue_delay_us=2000)) as target:
+        result = run_loadgen(target, samples, LoadSpec("offline", duration_s=0.2,
+                                                        min_queries=200), tmp_path / "logs")
+    assert result["errors"]["count"] == 0 and result["latency_ms"]["n"] >= 200
+
+
 def test_bad_load_definitions_are_refused() -> None:
     with pytest.raises(ValueError, match="needs the offered load"):
         LoadSpec("server")

@@ -36,10 +36,10 @@ def test_config_round_trips_through_config_pbtxt(chain_repo: Path, tmp_path: Pat
 
 
 def test_sweep_writes_a_config_that_meets_the_objective_when_rerun(
-        chain_repo: Path, tmp_path: Path) -> None:
-    repo = shutil.copytree(chain_repo, tmp_path / "repo")
+        slow_chain_repo: Path, tmp_path: Path) -> None:
+    repo = shutil.copytree(slow_chain_repo, tmp_path / "repo")
     model = str(repo / "chain")
-    res = runner.invoke(app, ["bench", model, "--sweep", "--slo-p99-ms", "100",
+    res = runner.invoke(app, ["bench", model, "--sweep", "--slo-p99-ms", "300",
                               "--sweep-threads", "1", "--sweep-instances", "1",
                               "--sweep-batch", "1,8", "--sweep-delay-us", "500",
                               "--duration", "1", "--write-config", "-q",
@@ -48,14 +48,14 @@ def test_sweep_writes_a_config_that_meets_the_objective_when_rerun(
     sweep = json.loads((tmp_path / "sweep.json").read_text())
     assert sweep["kind"] == "loadgen-sweep" and len(sweep["rows"]) == 2
     best = sweep["best"]
-    assert best is not None and best["qps"] > 0 and best["p99_ms"] <= 100
+    assert best is not None and best["qps"] > 0 and best["p99_ms"] <= 300
     assert best["qps"] == max(r["qps"] or 0 for r in sweep["rows"])
     assert read_config(model) == ServingConfig(**best["config"])
     assert (Path(sweep["runs"][0]["logs"]["dir"]) / "mlperf_log_detail.txt").is_file()
 
     # Re-run from the written config alone (no serving options on the command line).
     res = runner.invoke(app, ["bench", model, "--scenario", "server", "--qps",
-                              str(best["qps"]), "--slo-p99-ms", "100", "--duration", "1",
+                              str(best["qps"]), "--slo-p99-ms", "300", "--duration", "1",
                               "-q", "--json", str(tmp_path / "rerun.json")])
     assert res.exit_code == 0, res.output
     rerun = json.loads((tmp_path / "rerun.json").read_text())

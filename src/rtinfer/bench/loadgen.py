@@ -46,7 +46,7 @@ from rtinfer.bench.stats import latency_summary
 from rtinfer.bench.targets import InProcessTarget, Target
 from rtinfer.hardware import environment
 
-__all__ = ["SCENARIOS", "LoadSpec", "run_loadgen"]
+__all__ = ["SCENARIOS", "LoadSpec", "probe_capacity", "run_loadgen"]
 
 SCENARIOS = ("single-stream", "multi-stream", "server", "offline")
 _SWITCH_INTERVAL_S = 0.0002
@@ -97,7 +97,11 @@ def run_loadgen(target: Target, samples: Samples, load: LoadSpec, out_dir: str |
     out.mkdir(parents=True, exist_ok=True)
     say("warm-up")
     warm = _warm_up(target, samples)
-    settings = _settings(lg, load, warm, len(samples), target.concurrency)
+    expected = load.qps
+    if load.scenario == "offline" and not expected:
+        say("offline: probing capacity")
+        expected = probe_capacity(target, samples)
+    settings = _settings(lg, load, warm, len(samples), expected)
     driver = _Driver(lg, target, samples, load)
     monitor = ResourceMonitor(target.pid)
     driver.start(monitor)
@@ -124,7 +128,8 @@ def run_loadgen(target: Target, samples: Samples, load: LoadSpec, out_dir: str |
     return _result(target, samples, load, out, usage, driver, warm, series)
 
 
-def _settings(lg: Any, load: LoadSpec, warm_s: float, n_samples: int, workers: int) -> Any:
+def _settings(lg: Any, load: LoadSpec, warm_s: float, n_samples: int,
+              expected_qps: float | None) -> Any:
     ts = lg.TestSettings()
     ts.scenario = getattr(lg.TestScenario, _LG_SCENARIO[load.scenario])
     ts.mode = lg.TestMode.PerformanceOnly
@@ -147,9 +152,8 @@ def _settings(lg: Any, load: LoadSpec, warm_s: float, n_samples: int, workers: i
         ts.multi_stream_expected_latency_ns = warm_ns * load.samples_per_query
         ts.multi_stream_target_latency_percentile = 0.99
     else:
-        # LoadGen sizes the offline query from this; too low and the run ends before its
-        # minimum duration. Requests in flight (up to 4) may each overlap the others.
-        ts.offline_expected_qps = float(load.qps or 1.5 * min(workers, 4) / max(warm_s, 1e-6))
+        # LoadGen sizes the one offline query from this (expected QPS x min duration x 1.1).
+        ts.offline_expected_qps = float(expected_qps or 1.0 / max(warm_s, 1e-6))
     return ts
 
 
@@ -222,6 +226,31 @@ def _join(samples: Samples, group: list[Any]) -> list[tuple[dict[str, np.ndarray
             k: np.concatenate([it[k] for it in items]) for k in items[0]}
         out.append((feeds, members))
     return out
+
+
+def probe_capacity(target: Target, samples: Samples, seconds: float = 1.0) -> float:
+    """Samples/s with ``target.concurrency`` requests always in flight, for ``seconds``.
+
+    Bounded and closed-loop: it sizes LoadGen's offline query (LoadGen builds that one query
+    from an expected QPS, and a wrong guess, e.g. with batching or text of many lengths, made
+    a 1 s run last minutes) and, in sweeps, where the server-scenario loads start."""
+    done = [0] * target.concurrency
+    stop = time.perf_counter() + seconds
+
+    def worker(w: int) -> None:
+        i = w
+        while time.perf_counter() < stop:
+            target.run(samples.items[i % len(samples)])
+            done[w] += 1
+            i += target.concurrency
+
+    start = time.perf_counter()
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(target.concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(done) / (time.perf_counter() - start)
 
 
 def _warm_up(target: Target, samples: Samples, seconds: float = 0.5) -> float:

@@ -50,7 +50,7 @@ class BatchingConfig:
             raise ValueError("max_queue_delay_us must be >= 0 and max_queue_size >= 1")
 
 
-@dataclass
+@dataclass(eq=False)  # identity, not field, equality: deque.remove must never compare arrays
 class _Pending:
     feeds: dict[str, np.ndarray]
     rows: int
