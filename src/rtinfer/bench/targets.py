@@ -23,7 +23,7 @@ import urllib.parse
 import urllib.request
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from http.client import HTTPConnection
 from typing import Any
 
@@ -94,6 +94,14 @@ class InProcessTarget(Target):
             from rtinfer.serve.batcher import Batcher
 
             self._loop = asyncio.new_event_loop()
+            # The batchers run the engine through the loop's default executor; start its
+            # threads now, so the resource monitor counts them as the target's, not as
+            # threads born during the run (the load generator's).
+            n = len(self.sessions)
+            self._pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="rtinfer-engine")
+            barrier = threading.Barrier(n)
+            list(self._pool.map(lambda _: barrier.wait(timeout=30), range(n)))
+            self._loop.set_default_executor(self._pool)
             self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
                                             name="rtinfer-batcher")
             self._thread.start()
@@ -134,6 +142,7 @@ class InProcessTarget(Target):
             loop.call_soon_threadsafe(loop.stop)
             self._thread.join(timeout=5)
             loop.close()
+            self._pool.shutdown()
         for s in self.sessions:
             s.close()
 

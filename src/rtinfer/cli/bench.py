@@ -90,7 +90,8 @@ def bench(
                slo_p99_ms, folder,
                duration, engine, [_ints(x) for x in (sweep_threads, sweep_instances,
                                                      sweep_batch)],
-               [int(x) for x in sweep_delay_us.split(",")], write_config, json_path, quiet)
+               [int(x) for x in sweep_delay_us.split(",")], write_config, json_path, quiet,
+               f"--kit {kit}" if kit else f"--data {data}" if data else "")
         return
     from rtinfer.bench.loadgen import LoadSpec, run_loadgen
     from rtinfer.bench.targets import open_target
@@ -129,7 +130,7 @@ def _serving_settings(target: str, threads: int | None, instances: int | None,
 
 def _sweep(target: str, samples: Any, slo: float, folder: Path, duration: float,
            engine: str | None, grids: list[list[int]], delays: list[int], write: bool,
-           json_path: Path | None, quiet: bool) -> None:
+           json_path: Path | None, quiet: bool, samples_args: str) -> None:
     from rtinfer.bench.sweep import candidates, sweep, write_config
 
     threads, instances, batches = grids
@@ -155,7 +156,8 @@ def _sweep(target: str, samples: Any, slo: float, folder: Path, duration: float,
             path = write_config(target, best["config"])
             result["wrote_config"] = str(path)
             console.print(f"wrote {path}; re-run: rtinfer bench {target} --scenario server "
-                          f"--qps {best['qps']:g} --slo-p99-ms {slo:g}", highlight=False)
+                          f"--qps {best['qps']:g} --slo-p99-ms {slo:g} {samples_args}",
+                          highlight=False)
     _write_json(json_path, result)
 
 
