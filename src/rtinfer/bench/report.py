@@ -53,7 +53,9 @@ def load_report(results: Sequence[dict[str, Any]], title: str = "rtinfer load te
     offered = {name: sorted((r["load"]["qps"], r["latency_ms"]["p99"]) for r in rs
                             if r["load"]["scenario"] == "server" and r.get("latency_ms"))
                for name, rs in series.items()}
-    cdf = {r["label"]: [(p[1], p[0] / 100) for p in r["cdf_ms"]] for r in runs[:10]
+    # One curve per series: its highest load that was VALID (else its lightest run).
+    shown = [_representative(rs) for rs in list(series.values())[:10]]
+    cdf = {r["label"]: [(p[1], p[0] / 100) for p in r["cdf_ms"]] for r in shown
            if r.get("cdf_ms")}
     parts = [
         f"<h1>{_e(title)}</h1>",
@@ -64,7 +66,7 @@ def load_report(results: Sequence[dict[str, Any]], title: str = "rtinfer load te
         "<h2>p99 latency against offered load (server scenario)</h2>",
         _plot({k: v for k, v in offered.items() if v}, "offered load (QPS)", "p99 latency (ms)",
               hline=slo, logy=True) if any(offered.values()) else "<p>no server runs</p>",
-        "<h2>Latency CDF</h2>",
+        "<h2>Latency CDF (per series: its highest VALID load)</h2>",
         _plot(cdf, "latency (ms, from scheduled issue time)", "fraction of samples",
               vline=slo, logx=True, markers=False),
         "<h2>Runs</h2>",
@@ -85,6 +87,11 @@ def _series(runs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     for r in runs:
         out.setdefault(r.get("series") or r["label"], []).append(r)
     return out
+
+
+def _representative(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    valid = [r for r in runs if r.get("valid")]
+    return max(valid, key=_offered) if valid else min(runs, key=_offered)
 
 
 def _offered(run: dict[str, Any]) -> float:
@@ -165,7 +172,7 @@ def _plot(series: dict[str, list[tuple[float, float]]], xlabel: str, ylabel: str
     def py(y: float) -> float:
         return _H - _M - (fy(y) - y0) / (y1 - y0 or 1) * (_H - 2 * _M)
 
-    svg = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{_W + 260}' height='{_H}'>",
+    svg = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{_W + 380}' height='{_H}'>",
            f"<rect x='{_M}' y='{_M}' width='{_W - 2 * _M}' height='{_H - 2 * _M}' "
            "fill='none' stroke='#888'/>"]
     for t in _ticks(x0, x1, logx):
@@ -195,7 +202,7 @@ def _plot(series: dict[str, list[tuple[float, float]]], xlabel: str, ylabel: str
                        for x, y in s)
         svg.append(f"<rect x='{_W + 4}' y='{_M + 18 * k - 9}' width='12' height='12' "
                    f"fill='{color}'/><text x='{_W + 20}' y='{_M + 18 * k + 1}' "
-                   f"font-size='11'>{_e(name[:40])}</text>")
+                   f"font-size='11'>{_e(name[:64])}</text>")
     svg.append("</svg>")
     return "".join(svg)
 
@@ -210,9 +217,11 @@ def _axis(values: list[float], log: bool) -> tuple[Any, float, float]:
 
 
 def _ticks(lo: float, hi: float, log: bool) -> list[float]:
-    if log:
-        return [10.0 ** e for e in range(math.floor(lo), math.ceil(hi) + 1)
-                if lo <= e <= hi] or [10 ** lo, 10 ** hi]
+    if log:  # 1-2-5 steps when the axis spans under two decades, else powers of ten
+        steps = (1, 2, 5) if hi - lo < 2 else (1,)
+        ticks = [m * 10.0 ** e for e in range(math.floor(lo), math.ceil(hi) + 1)
+                 for m in steps if lo <= math.log10(m * 10.0 ** e) <= hi]
+        return ticks or [10 ** lo, 10 ** hi]
     step = 10 ** math.floor(math.log10((hi - lo) / 4 or 1))
     step *= next(m for m in (1, 2, 5, 10) if (hi - lo) / (step * m) <= 6)
     return [i * step for i in range(math.ceil(lo / step), math.floor(hi / step) + 1)]
