@@ -19,6 +19,7 @@ import json
 import queue
 import threading
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from abc import ABC, abstractmethod
@@ -317,6 +318,9 @@ def wait_until_ready(base_url: str, timeout_s: float = 60.0,
             with urllib.request.urlopen(f"{base_url}/v2/health/ready", timeout=1) as r:
                 if r.status == 200:
                     return
+        except urllib.error.HTTPError as exc:  # answered, not ready yet: free its socket
+            exc.close()
+            time.sleep(0.1)
         except OSError:
             time.sleep(0.1)
     raise TargetError(f"{base_url} was not ready after {timeout_s:g} s")
