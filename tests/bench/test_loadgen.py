@@ -57,8 +57,8 @@ def test_closed_scenarios_write_results_and_keep_loadgen_logs(
         target: InProcessTarget, tmp_path: Path, scenario: str) -> None:
     samples = load_samples(spec=target.spec)
     # p99 claims need 662 queries under LoadGen's early-stopping rule; offline is one query.
-    queries = 50 if scenario == "offline" else 662
-    result = run_loadgen(target, samples, LoadSpec(scenario, duration_s=0.2,
+    queries, seconds = (50, 0.5) if scenario == "offline" else (662, 0.2)
+    result = run_loadgen(target, samples, LoadSpec(scenario, duration_s=seconds,
                                                     min_queries=queries, slo_p99_ms=50),
                          tmp_path / "logs", series="chain")
     json.dumps(result)
