@@ -27,6 +27,7 @@ _EXTRA_OF = {
     "torch_pruning": "torch",
     "hassil": "kits",
     "home_assistant_intents": "kits",
+    "mlperf_loadgen": "bench",
 }
 
 

@@ -13,12 +13,8 @@
 from __future__ import annotations
 
 import json
-import socket
-import threading
 import time
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -56,12 +52,13 @@ def _serve_and_load(repo: Path, name: str, inputs: dict[str, np.ndarray],
     """One request at a time (batch 1) over HTTP/JSON; answers compared with in-process."""
     from rtinfer.engines import load
     from rtinfer.serve import create_app, load_repository
+    from rtinfer.serve.inthread import serve_in_thread
 
     models = load_repository(repo)
     session = models.resolve(name).session
     types = {t.name: t.kserve_datatype for t in session.spec.inputs}
     latencies, worst = [], 0.0
-    with _running(create_app(models)) as base, load(session.model, "onnxruntime") as local:
+    with serve_in_thread(create_app(models)) as base, load(session.model, "onnxruntime") as local:
         for i in range(requests):
             row = {k: v[i % len(v)][None] for k, v in inputs.items()}
             body = json.dumps({"inputs": [
@@ -81,33 +78,3 @@ def _serve_and_load(repo: Path, name: str, inputs: dict[str, np.ndarray],
     return {"url": base, "model": name, "requests": requests, "protocol": "KServe v2 JSON",
             "latency_ms": latency_summary(np.asarray(latencies)),
             "max_abs_diff_vs_in_process": worst, "load": "closed loop, one request at a time"}
-
-
-@contextmanager
-def _running(app: Any) -> Iterator[str]:
-    """``app`` served by uvicorn on a free 127.0.0.1 port in a thread, polled until ready."""
-    import uvicorn
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                           log_level="error", access_log=False))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    try:
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/v2/health/ready", timeout=1) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                if time.monotonic() > deadline or not thread.is_alive():
-                    raise RuntimeError(f"the demo server on {base} did not start") from None
-                time.sleep(0.05)
-        yield base
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)

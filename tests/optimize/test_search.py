@@ -126,3 +126,14 @@ def test_bad_arguments_say_how_to_fix() -> None:
 def test_report_refuses_other_results() -> None:
     with pytest.raises(ValueError, match="not an optimize result"):
         render_html({"kind": "bench"})
+
+
+def test_rtinfer_report_renders_a_saved_search(fraud_run: dict[str, Any], tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from rtinfer.cli import app
+
+    saved = Path(fraud_run["artifact"]).parent / "optimize.json"
+    res = CliRunner().invoke(app, ["report", str(saved), "--html", str(tmp_path / "r.html")])
+    assert res.exit_code == 0, res.output
+    assert fraud_run["chosen"]["id"] in (tmp_path / "r.html").read_text()

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import uvicorn
+from rtinfer.serve.inthread import serve_in_thread
 
 KEY = "test-key"  # the API key of the shared server fixture
 
@@ -30,36 +26,12 @@ dynamic_batching {
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
 def running(app: Any, probe: str = "/v2/health/ready") -> Iterator[str]:
-    """Yield ``host:port`` of ``app`` served by uvicorn on 127.0.0.1 once ``probe`` answers
-    200 (``/v2/health/live`` for a server that is meant not to be ready), stopped on exit."""
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    url = f"127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:  # poll readiness, never sleep a fixed time
-        try:
-            with urllib.request.urlopen(f"http://{url}{probe}", timeout=1) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            time.sleep(0.05)
-    else:
-        raise RuntimeError(f"server on {url} did not become ready in 30 s")
-    try:
-        yield url
-    finally:
-        srv.should_exit = True
-        thread.join(timeout=10)
+    """Yield ``host:port`` of ``app`` served on 127.0.0.1 once ``probe`` answers 200
+    (``/v2/health/live`` for a server that is meant not to be ready), stopped on exit."""
+    with serve_in_thread(app, probe, timeout_s=30) as base:
+        yield base.removeprefix("http://")
 
 
 def call(url: str, path: str, body: Any = None, method: str | None = None,
@@ -67,6 +39,7 @@ def call(url: str, path: str, body: Any = None, method: str | None = None,
     """``(status, parsed JSON or raw bytes)`` of one plain-HTTP request; errors are returned."""
     import json
     import urllib.error
+    import urllib.request
 
     data = json.dumps(body).encode() if body is not None and not isinstance(body, bytes) \
         else body

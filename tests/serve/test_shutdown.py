@@ -14,10 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest_helpers import call, free_port
+from conftest_helpers import call
 
 import rtinfer
 from rtinfer.models import ImportedModel
+from rtinfer.serve.inthread import free_port
 
 
 @contextmanager

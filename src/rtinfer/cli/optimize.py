@@ -21,6 +21,19 @@ from rtinfer.cli._app import (
     app,
     console,
 )
+from rtinfer.cli.bench import REPORTERS
+
+
+def _optimize_report(results: list[dict[str, Any]], title: str) -> str:
+    """``rtinfer report optimize.json --html OUT`` renders a search again (one result)."""
+    from rtinfer.optimize.report import render_html
+
+    if len(results) != 1:
+        raise typer.BadParameter("an optimize report shows one search; give one optimize.json")
+    return render_html(results[0])
+
+
+REPORTERS["optimize"] = _optimize_report
 
 
 @app.command()

@@ -1,0 +1,186 @@
+"""The highest QPS that keeps p99 within the objective, across serving settings.
+
+    result = sweep("repo/intent", load_samples(kit="intent"), slo_p99_ms=50, out_dir="results/s")
+    result["best"]            # {"config": {...}, "qps": 120.0, "p99_ms": 41.2, ...}
+    write_config("repo/intent", result["best"]["config"])   # into config.pbtxt
+
+In the spirit of Triton's model analyzer: every combination of intra-op threads, instances and
+dynamic batching (max batch size, queue delay) that fits the machine's cores is served
+in-process by rtinfer's engines and batcher; for each, a 1 s closed-loop probe measures its
+capacity C, then server-scenario LoadGen runs offer ``f x C`` QPS for falling fractions ``f``
+until one is VALID with p99 within the objective twice in a row. The best configuration is the
+one with the highest such QPS. Every run's full result is kept, so the report can plot
+throughput against p99.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from rtinfer._progress import Progress
+from rtinfer.bench.inprocess import SCHEMA
+from rtinfer.bench.loadgen import EARLY_STOPPING_MIN, LoadSpec, probe_capacity, run_loadgen
+from rtinfer.bench.samples import Samples
+from rtinfer.bench.targets import InProcessTarget, Target
+from rtinfer.hardware import environment, usable_cores
+
+__all__ = ["ServingConfig", "read_config", "sweep", "write_config"]
+
+FRACTIONS = (0.8, 0.55, 0.35, 0.2)
+
+
+@dataclass(frozen=True)
+class ServingConfig:
+    """Settings a model is served with; ``max_batch_size`` 0 means no dynamic batching."""
+
+    threads: int = 1
+    instances: int = 1
+    max_batch_size: int = 0
+    max_queue_delay_us: int = 0
+
+    def batching(self) -> Any:
+        if self.max_batch_size <= 1:
+            return None
+        from rtinfer.serve.batcher import BatchingConfig
+
+        return BatchingConfig(max_batch_size=self.max_batch_size,
+                              max_queue_delay_us=self.max_queue_delay_us)
+
+    def name(self) -> str:
+        batch = (f"batch {self.max_batch_size}/{self.max_queue_delay_us} µs"
+                 if self.max_batch_size > 1 else "no batching")
+        return f"{self.threads} thr x {self.instances} inst, {batch}"
+
+
+def candidates(threads: Sequence[int], instances: Sequence[int], batch_sizes: Sequence[int],
+               delays_us: Sequence[int], cores: int | None = None) -> list[ServingConfig]:
+    """Every combination whose threads x instances fits ``cores`` (no oversubscription)."""
+    cores = cores or usable_cores()
+    out = []
+    for t, i, b in itertools.product(threads, instances, batch_sizes):
+        if t * i > cores:
+            continue
+        for d in (delays_us if b > 1 else (0,)):
+            out.append(ServingConfig(t, i, b if b > 1 else 0, d))
+    return out
+
+
+def sweep(model: str | Path, samples: Samples, *, slo_p99_ms: float, out_dir: str | Path,
+          configs: Sequence[ServingConfig] | None = None, duration_s: float = 3.0,
+          engine: str | None = None, fractions: Sequence[float] = FRACTIONS,
+          progress: Progress | None = None) -> dict[str, Any]:
+    """Find, per configuration, the highest tried QPS that is VALID within ``slo_p99_ms``."""
+    say = progress or (lambda _msg: None)
+    configs = list(configs or candidates((1, usable_cores()), (1, 2), (1, 8), (0, 2000)))
+    out = Path(out_dir)
+    rows: list[dict[str, Any]] = []
+    runs: list[dict[str, Any]] = []
+
+    def server_run(target: Target, cfg: ServingConfig, qps: float,
+                   folder: str) -> dict[str, Any]:
+        run = run_loadgen(target, samples, LoadSpec(
+            "server", qps=qps, slo_p99_ms=slo_p99_ms,
+            duration_s=max(duration_s, 1.1 * EARLY_STOPPING_MIN / qps)),
+            out / folder, series=cfg.name())
+        run["sweep_config"] = asdict(cfg)
+        runs.append(run)
+        return run
+
+    for k, cfg in enumerate(configs):
+        say(f"config {k + 1}/{len(configs)}: {cfg.name()}")
+        with _target(model, engine, cfg) as target:
+            capacity = probe_capacity(target, samples)
+            best: dict[str, Any] = {"qps": None, "p99_ms": None,
+                                    "validity": "no tried QPS met the objective"}
+            for f in fractions:
+                qps = round(f * capacity, 1)
+                if qps <= 0:
+                    continue
+                # A load counts only when it holds twice in a row: one lucky run on a shared
+                # machine is not a QPS a config can be written for.
+                p99s = []
+                for attempt in ("", "-repeat"):
+                    say(f"config {k + 1}/{len(configs)}: {qps:g} QPS{attempt}")
+                    run = server_run(target, cfg, qps, f"c{k}-server-{qps:g}{attempt}")
+                    if not (run["valid"] and run["meets_objective"]):
+                        break
+                    p99s.append(run["latency_ms"]["p99"])
+                if len(p99s) == 2:
+                    best = {"qps": qps, "p99_ms": max(p99s), "validity": "VALID"}
+                    break
+        rows.append({"config": asdict(cfg), "name": cfg.name(),
+                     "capacity_samples_per_s": capacity, **best})
+    passing = [r for r in rows if r["qps"]]
+    winner = max(passing, key=lambda r: r["qps"]) if passing else None
+    return {
+        "schema": SCHEMA,
+        "kind": "loadgen-sweep",
+        "label": f"sweep of {Path(model).name}",
+        "model": str(model),
+        "objective": {"p99_ms": slo_p99_ms},
+        "method": (f"per config: capacity C from a 1 s closed-loop probe, then server runs "
+                   f"at {list(fractions)} x C until one is VALID with p99 within the "
+                   "objective in two runs in a row (p99 reported: the worse of the "
+                   "two)"),
+        "samples": samples.describe(),
+        "rows": rows,
+        "best": winner,
+        "runs": runs,
+        "environment": environment(),
+    }
+
+
+def _target(model: str | Path, engine: str | None, cfg: ServingConfig) -> InProcessTarget:
+    return InProcessTarget(model, engine=engine, threads=cfg.threads, instances=cfg.instances,
+                           batching=cfg.batching())
+
+
+_DELAY = re.compile(r"dynamic_batching\s*\{[^}]*\}")
+
+
+def write_config(model_dir: str | Path, config: dict[str, Any] | ServingConfig) -> Path:
+    """Write ``config`` into the model's ``config.pbtxt`` (Triton's fields: max_batch_size,
+    dynamic_batching, instance_group, the ORT backend's thread counts)."""
+    from rtinfer.artifact import load_artifact, triton_config
+
+    cfg = config if isinstance(config, ServingConfig) else ServingConfig(**config)
+    art = load_artifact(model_dir)
+    folder = art.path.parent
+    batching = cfg.max_batch_size > 1
+    text = triton_config(art.name, art.model.spec,
+                         max_batch_size=cfg.max_batch_size if batching else 1,
+                         threads=cfg.threads, instances=cfg.instances)
+    block = (f"dynamic_batching {{ max_queue_delay_microseconds: {cfg.max_queue_delay_us} }}"
+             if batching else "")
+    text = _DELAY.sub(block, text)
+    path = folder / "config.pbtxt"
+    path.write_text(text)
+    return path
+
+
+def read_config(model_dir: str | Path) -> ServingConfig | None:
+    """The serving settings of a model folder's ``config.pbtxt`` (None without one)."""
+    folder = Path(model_dir)
+    path = next((p / "config.pbtxt" for p in (folder, folder.parent)
+                 if (p / "config.pbtxt").is_file()), None)
+    if path is None:
+        return None
+    text = path.read_text()
+
+    def number(pattern: str, default: int) -> int:
+        m = re.search(pattern, text)
+        return int(m.group(1)) if m else default
+
+    batching = _DELAY.search(text) is not None
+    return ServingConfig(
+        threads=number(r'"intra_op_thread_count"\s*value:\s*\{\s*string_value:\s*"(\d+)"', 0)
+        or usable_cores(),
+        instances=number(r"instance_group\s*\[\s*\{\s*count:\s*(\d+)", 1),
+        max_batch_size=number(r"max_batch_size:\s*(\d+)", 0) if batching else 0,
+        max_queue_delay_us=number(r"max_queue_delay_microseconds:\s*(\d+)", 0),
+    )

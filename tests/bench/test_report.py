@@ -1,0 +1,77 @@
+"""`rtinfer bench` and `rtinfer report` from the command line: JSON results beside LoadGen's
+logs, and one self-contained HTML page comparing runs."""
+
+from __future__ import annotations
+
+import json
+import re
+import xml.dom.minidom
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from rtinfer.bench.report import flatten_runs, load_report
+from rtinfer.cli import app
+from rtinfer.models import ImportedModel
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def two_runs(chain: ImportedModel, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    tmp = tmp_path_factory.mktemp("runs")
+    paths = []
+    for name, qps in (("light", 100), ("heavier", 300)):
+        path = tmp / f"{name}.json"
+        res = runner.invoke(app, ["bench", str(chain.path), "--scenario", "server", "--qps",
+                                  str(qps), "--slo-p99-ms", "50", "--duration", "0.3",
+                                  "--min-queries", "60", "--threads", "1", "--name", "chain",
+                                  "--json", str(path), "-q"])
+        assert res.exit_code == 0, res.output
+        paths.append(path)
+    return paths
+
+
+def test_bench_cli_prints_the_verdict_and_keeps_logs_beside_the_json(
+        two_runs: list[Path]) -> None:
+    result = json.loads(two_runs[0].read_text())
+    logs = two_runs[0].with_name("light-loadgen")
+    assert Path(result["logs"]["dir"]) == logs
+    assert (logs / "mlperf_log_summary.txt").is_file()
+    assert result["load"]["scenario"] == "server" and result["load"]["qps"] == 100
+    assert result["objective"]["p99_ms"] == 50 and result["series"] == "chain"
+    assert result["target"]["engine"]["threads"] == 1
+
+
+def test_report_html_is_self_contained_with_the_three_plots(two_runs: list[Path],
+                                                            tmp_path: Path) -> None:
+    out = tmp_path / "report.html"
+    res = runner.invoke(app, ["report", *map(str, two_runs), "--html", str(out)])
+    assert res.exit_code == 0, res.output
+    page = out.read_text()
+    svgs = re.findall(r"<svg.*?</svg>", page, flags=re.S)
+    assert len(svgs) == 3
+    for svg in svgs:
+        xml.dom.minidom.parseString(svg)  # well-formed
+    assert "objective 50 ms" in page  # the objective line
+    assert "chain server @ 100 QPS" in page and "chain server @ 300 QPS" in page
+    assert "<script" not in page and "http://" not in page.replace("http://www.w3.org", "")
+    assert "Hyndman-Fan" in page  # the estimator is named
+
+
+def test_report_refuses_results_it_cannot_draw(tmp_path: Path) -> None:
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"schema": "rtinfer.result/1", "kind": "bench-model"}))
+    res = runner.invoke(app, ["report", str(other), "--html", str(tmp_path / "r.html")])
+    assert res.exit_code != 0 and "bench-model" in res.output
+    with pytest.raises(ValueError, match="not a load-test result"):
+        flatten_runs([{"kind": "bench-model"}])
+    with pytest.raises(ValueError, match="no runs"):
+        load_report([{"kind": "loadgen-sweep", "runs": []}])
+
+
+def test_bench_cli_refuses_a_server_run_without_qps(chain: ImportedModel) -> None:
+    res = runner.invoke(app, ["bench", str(chain.path), "--scenario", "server"])
+    assert res.exit_code != 0
+    assert "needs the offered load" in str(res.exception)

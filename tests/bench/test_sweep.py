@@ -1,0 +1,64 @@
+"""Sweeps: the highest QPS within the objective across serving settings, written into the
+model's config.pbtxt, and a re-run from that config meets the objective at that QPS."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from rtinfer.bench.sweep import ServingConfig, candidates, read_config, write_config
+from rtinfer.cli import app
+
+runner = CliRunner()
+
+
+def test_candidates_never_oversubscribe_the_cores() -> None:
+    got = candidates((1, 2), (1, 2), (1, 8), (0, 2000), cores=2)
+    assert all(c.threads * c.instances <= 2 for c in got)
+    assert ServingConfig(1, 1, 0, 0) in got and ServingConfig(2, 1, 8, 2000) in got
+    assert ServingConfig(1, 1, 0, 2000) not in got  # a queue delay means nothing unbatched
+
+
+def test_config_round_trips_through_config_pbtxt(chain_repo: Path, tmp_path: Path) -> None:
+    repo = shutil.copytree(chain_repo, tmp_path / "repo")
+    cfg = ServingConfig(threads=1, instances=2, max_batch_size=8, max_queue_delay_us=1500)
+    path = write_config(repo / "chain", cfg)
+    assert path == repo / "chain" / "config.pbtxt"
+    text = path.read_text()
+    assert "max_queue_delay_microseconds: 1500" in text and "count: 2" in text
+    assert read_config(repo / "chain") == cfg
+    write_config(repo / "chain", ServingConfig(threads=2))
+    assert read_config(repo / "chain") == ServingConfig(threads=2)
+    assert "dynamic_batching" not in (repo / "chain" / "config.pbtxt").read_text()
+
+
+def test_sweep_writes_a_config_that_meets_the_objective_when_rerun(
+        slow_chain_repo: Path, tmp_path: Path) -> None:
+    repo = shutil.copytree(slow_chain_repo, tmp_path / "repo")
+    model = str(repo / "chain")
+    res = runner.invoke(app, ["bench", model, "--sweep", "--slo-p99-ms", "300",
+                              "--sweep-threads", "1", "--sweep-instances", "1",
+                              "--sweep-batch", "1,8", "--sweep-delay-us", "500",
+                              "--duration", "1", "--write-config", "-q",
+                              "--json", str(tmp_path / "sweep.json")])
+    assert res.exit_code == 0, res.output
+    sweep = json.loads((tmp_path / "sweep.json").read_text())
+    assert sweep["kind"] == "loadgen-sweep" and len(sweep["rows"]) == 2
+    best = sweep["best"]
+    assert best is not None and best["qps"] > 0 and best["p99_ms"] <= 300
+    assert best["qps"] == max(r["qps"] or 0 for r in sweep["rows"])
+    assert read_config(model) == ServingConfig(**best["config"])
+    assert (Path(sweep["runs"][0]["logs"]["dir"]) / "mlperf_log_detail.txt").is_file()
+
+    # Re-run from the written config alone (no serving options on the command line).
+    res = runner.invoke(app, ["bench", model, "--scenario", "server", "--qps",
+                              str(best["qps"]), "--slo-p99-ms", "300", "--duration", "1",
+                              "-q", "--json", str(tmp_path / "rerun.json")])
+    assert res.exit_code == 0, res.output
+    rerun = json.loads((tmp_path / "rerun.json").read_text())
+    assert rerun["validity"] == "VALID" and rerun["meets_objective"]
+    batching = rerun["target"].get("batching")
+    assert (batching or {}).get("max_batch_size", 0) == best["config"]["max_batch_size"]
