@@ -9,6 +9,12 @@ tool: static QDQ with MinMax/Entropy/Percentile calibration, or dynamic) or ``op
 on the ONNX graph, with its transformer preset when asked). Either way the result is a QDQ (or
 integer-op) ONNX file that both ONNX Runtime and OpenVINO run as int8.
 
+Models exported at an opset older than 13 (common from older tools) are upgraded to opset 13
+with ONNX's version converter before quantizing: per-channel QuantizeLinear/DequantizeLinear
+needs the ``axis`` attribute that opset 13 introduced, and ONNX Runtime would otherwise write a
+graph the ONNX checker rejects. A model the converter cannot upgrade raises
+:class:`~rtinfer.errors.ExportError` saying so, with per-tensor as the way out.
+
 Calibration statistics are computed once per (model, data, method) and cached on disk
 (ONNX Runtime's ``calibration_cache_path``), so trying per-channel against per-tensor, or
 keeping different layers in float, does not recalibrate.
@@ -33,7 +39,7 @@ from rtinfer.errors import ExportError
 from rtinfer.models.imported import ImportedModel, Source
 from rtinfer.models.onnx_file import load_onnx
 
-__all__ = ["CONFIG_VERSION", "Feeds", "Quantize", "batches", "quantize"]
+__all__ = ["CONFIG_VERSION", "QDQ_OPSET", "Feeds", "Quantize", "batches", "quantize"]
 
 CONFIG_VERSION = 1
 Feeds = Mapping[str, np.ndarray]
@@ -47,6 +53,8 @@ _PRESETS = ("default", "transformer")
 # symmetric activations, every op) dropped held-out intent accuracy from 0.968 to 0.61, while
 # this setting kept it (measured; REFERENCE.md section 1 reports the same collapse).
 QUANTIZABLE_OPS = ("Conv", "MatMul", "Gemm")
+# Per-channel Quantize/DequantizeLinear (the ``axis`` attribute) arrived in opset 13.
+QDQ_OPSET = 13
 
 
 @dataclass(frozen=True)
@@ -126,7 +134,7 @@ def quantize(model: ImportedModel, config: Quantize, calibration: Feeds | None =
     path = folder / "model.onnx"
     with sandbox():
         if config.engine == "openvino":
-            _nncf(model, config, calibration or {}, path)
+            _nncf(upgraded(model), config, calibration or {}, path)
         else:
             pre = preprocessed(model)
             if config.method == "dynamic":
@@ -142,23 +150,60 @@ def quantize(model: ImportedModel, config: Quantize, calibration: Feeds | None =
     return result
 
 
+def upgraded(model: ImportedModel) -> Path:
+    """The model's file at opset >= 13 (itself when it already is; else converted once and
+    cached by file hash): ``ai.onnx`` opset 11 becomes 13, its ops rewritten where their
+    definition changed (e.g. Split, Squeeze take axes as inputs)."""
+    version = model.opset.get("ai.onnx", model.opset.get("", QDQ_OPSET))
+    if version >= QDQ_OPSET:
+        return model.path
+    onnx = require("onnx", "Quantization")
+    out = cache_dir() / "quant" / f"{_file_hash(model.path)[:16]}-opset{QDQ_OPSET}.onnx"
+    if not out.is_file():
+        from onnx import version_converter
+
+        try:
+            converted = version_converter.convert_version(onnx.load(str(model.path)),
+                                                          QDQ_OPSET)
+            onnx.checker.check_model(converted)
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ExportError(
+                f"{model.source.description} uses opset {version}; int8 QDQ needs opset "
+                f"{QDQ_OPSET} (per-channel scales), and ONNX's version converter could not "
+                f"upgrade it: {first}. Re-export the model at opset {QDQ_OPSET} or newer"
+            ) from exc
+        _write_atomically(out, converted.SerializeToString())
+    return out
+
+
 def preprocessed(model: ImportedModel) -> Path:
     """ONNX Runtime's quantization pre-processing (shape inference, graph optimisation), once
     per model: cached by the model's file hash, since it costs seconds on a transformer."""
     ort_q = require("onnxruntime.quantization", "Quantization")
-    out = cache_dir() / "quant" / f"{_file_hash(model.path)[:16]}-pre.onnx"
+    # The name says the opset: files cached before the upgrade existed may hold old opsets.
+    out = cache_dir() / "quant" / f"{_file_hash(model.path)[:16]}-pre{QDQ_OPSET}.onnx"
     if not out.is_file():
+        source = upgraded(model)
         out.parent.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(suffix=".onnx", dir=out.parent)
         os.close(fd)
         tmp = Path(name)
         with sandbox():
             try:
-                ort_q.quant_pre_process(str(model.path), str(tmp), skip_symbolic_shape=False)
+                ort_q.quant_pre_process(str(source), str(tmp), skip_symbolic_shape=False)
             except Exception:  # symbolic shape inference fails on some transformer exports
-                ort_q.quant_pre_process(str(model.path), str(tmp), skip_symbolic_shape=True)
+                ort_q.quant_pre_process(str(source), str(tmp), skip_symbolic_shape=True)
         tmp.rename(out)
     return out
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(suffix=path.suffix, dir=path.parent)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    Path(name).rename(path)
 
 
 def _ort_static(model: ImportedModel, pre: Path, config: Quantize, calibration: Feeds,
@@ -197,7 +242,7 @@ def _ort_dynamic(pre: Path, config: Quantize, path: Path) -> None:
                        nodes_to_exclude=list(config.exclude))
 
 
-def _nncf(model: ImportedModel, config: Quantize, calibration: Feeds, path: Path) -> None:
+def _nncf(source: Path, config: Quantize, calibration: Feeds, path: Path) -> None:
     nncf = require("nncf", "Quantization with OpenVINO's NNCF")
     onnx = require("onnx", "Quantization")
     data = batches(calibration, batch=1, limit=config.calib_samples)
@@ -206,7 +251,7 @@ def _nncf(model: ImportedModel, config: Quantize, calibration: Feeds, path: Path
         kwargs["model_type"] = nncf.ModelType.TRANSFORMER
     if config.exclude:
         kwargs["ignored_scope"] = nncf.IgnoredScope(names=list(config.exclude))
-    quantized = nncf.quantize(onnx.load(str(model.path)), nncf.Dataset(data), **kwargs)
+    quantized = nncf.quantize(onnx.load(str(source)), nncf.Dataset(data), **kwargs)
     onnx.save(quantized, str(path))
 
 
