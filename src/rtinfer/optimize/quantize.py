@@ -70,6 +70,11 @@ class Quantize:
     activation_type: str = "uint8"
     op_types: str = "compute"
     exclude: tuple[str, ...] = field(default=())
+    # ONNX Runtime also quantizes the *outputs* of MatMul/Gemm (for its integer-output kernels)
+    # and feeds the rounded tensor to every consumer: on MiniLM every projection (before its
+    # bias) and the residual stream (after each LayerNorm) go through uint8. True rounds only
+    # where an int8 kernel reads: inputs of the quantized ops (as NNCF places its quantizers).
+    compute_inputs_only: bool = False
 
     def __post_init__(self) -> None:
         for name, value, allowed in (("method", self.method, _METHODS),
@@ -107,6 +112,8 @@ class Quantize:
         preset = f", {self.preset} preset" if self.preset != "default" else ""
         if self.op_types == "all" or self.activation_type == "int8":
             preset += f", {self.activation_type} activations, {self.op_types} ops"
+        if self.compute_inputs_only:
+            preset += ", int8 only at compute inputs"
         return f"int8 static QDQ ({tool}, {gran}, {self.calibration}{preset}{extra})"
 
 
@@ -214,7 +221,7 @@ def _ort_static(model: ImportedModel, pre: Path, config: Quantize, calibration: 
               "percentile": q.CalibrationMethod.Percentile}[config.calibration]
     # The ranges cover the tensors this op selection quantizes: the key must say which.
     key = _calibration_key(pre, data, f"{config.calibration}/{config.op_types}/"
-                                      f"{config.activation_type}")
+                                      f"{config.activation_type}/{config.compute_inputs_only}")
     cache = cache_dir() / "quant" / f"{key}.calib"
     try:
         q.quantize_static(
@@ -228,11 +235,51 @@ def _ort_static(model: ImportedModel, pre: Path, config: Quantize, calibration: 
             nodes_to_exclude=list(config.exclude), calibrate_method=method,
             calibration_cache_path=str(cache),
             extra_options={"ActivationSymmetric": config.activation_type == "int8",
-                           "WeightSymmetric": True},
+                           "WeightSymmetric": True,
+                           # A MatMul's weight is (in, out): one scale per output column.
+                           "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1},
+                           "OpTypesToExcludeOutputQuantization": (
+                               ["MatMul", "Gemm"] if config.compute_inputs_only else []),
+                           # ... and a Relu folded into a quantizer would vanish from the float
+                           # path that the rewired consumers read: keep it.
+                           "QDQKeepRemovableActivations": config.compute_inputs_only},
         )
     except Exception as exc:
         raise ExportError(f"ONNX Runtime could not quantize {model.source.description}: "
                           f"{exc}") from exc
+    if config.compute_inputs_only:
+        _float_for_float_consumers(path)
+
+
+def _float_for_float_consumers(path: Path) -> None:
+    """Rewire every op that is not quantized (Add, LayerNorm, …) to read the float tensor
+    rather than its QuantizeLinear → DequantizeLinear copy; drop pairs nobody reads."""
+    onnx = require("onnx", "Quantization")
+    model = onnx.load(str(path))
+    graph = model.graph
+    producer = {o: n for n in graph.node for o in n.output}
+    rounded: dict[str, str] = {}  # DequantizeLinear output -> the float tensor it copies
+    for node in graph.node:
+        if node.op_type == "DequantizeLinear" and node.input[0] in producer:
+            q = producer[node.input[0]]
+            if q.op_type == "QuantizeLinear":
+                rounded[node.output[0]] = q.input[0]
+    keep = set(QUANTIZABLE_OPS) | {"QuantizeLinear"}
+    for node in graph.node:
+        if node.op_type not in keep:
+            for i, name in enumerate(node.input):
+                if name in rounded:
+                    node.input[i] = rounded[name]
+    outputs = {o.name for o in graph.output}
+    while True:  # remove Q/DQ nodes whose outputs no longer have readers
+        read = {i for n in graph.node for i in n.input} | outputs
+        dead = [n for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
+                and not any(o in read for o in n.output)]
+        if not dead:
+            break
+        for n in dead:
+            graph.node.remove(n)
+    onnx.save(model, str(path))
 
 
 def _ort_dynamic(pre: Path, config: Quantize, path: Path) -> None:
