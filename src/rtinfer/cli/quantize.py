@@ -33,10 +33,19 @@ def quantize(
     calibration: str = typer.Option("minmax", help="minmax, entropy or percentile."),
     calib_samples: int = typer.Option(128, help="Calibration samples."),
     per_channel: bool = typer.Option(True, "--per-channel/--per-tensor"),
+    compute_inputs_only: bool = typer.Option(
+        False, "--compute-inputs-only", help="Round activations only where an int8 "
+        "Conv/MatMul/Gemm reads them (as NNCF does); other ops keep float. On MiniLM this "
+        "lifts the worst embedding cosine from 0.90 to 0.986 and is faster on OpenVINO."),
     max_drop: str | None = typer.Option(None, help="Budget, absolute '0.5pt' or relative "
                                         "'1%'; layers are kept in float until it holds."),
     metric: str | None = MetricOpt,
     threads: int | None = typer.Option(None, "--threads", "-t"),
+    qat_steps: int = typer.Option(200, "--qat-steps", help="When int8 misses the budget and "
+                                  "the model has a PyTorch module and training data (kits), "
+                                  "fine-tune this many steps under simulated int8 before "
+                                  "keeping layers in float; 0 turns QAT off."),
+    qat_lr: float = typer.Option(2e-5, "--qat-lr", help="QAT learning rate (Adam)."),
     out: Path | None = typer.Option(None, "--out", help="Model repository to write into."),
     name: str | None = typer.Option(None, help="Model name in the repository."),
     report: bool = typer.Option(False, "--report", help="Show the sensitivity ranking."),
@@ -45,13 +54,17 @@ def quantize(
 ) -> None:
     """Calibrate, quantize to int8 under an accuracy budget, verify, measure, write."""
     from rtinfer.optimize import Quantize
+    from rtinfer.optimize.qat import QAT
     from rtinfer.optimize.run import run_quantize
 
     config = Quantize(method=method, engine=engine, preset=preset, calibration=calibration,
-                      calib_samples=calib_samples, per_channel=per_channel)
+                      calib_samples=calib_samples, per_channel=per_channel,
+                      compute_inputs_only=compute_inputs_only)
     with _progress(quiet) as say:
         result = run_quantize(model, kit=kit, data=data, config=config, max_drop=max_drop,
-                              metric=metric, threads=threads, out=out, name=name,
+                              metric=metric, threads=threads,
+                              qat=QAT(steps=qat_steps, lr=qat_lr) if qat_steps > 0 else None,
+                              out=out, name=name,
                               progress=say)
     _write_json(json_path, result)
     table = Table(title=f"{config.describe()} — {result['budget']['text']}")
@@ -70,6 +83,8 @@ def quantize(
             sens.add_row(r["node"], f"{r['harm']:.2e}", f"{r['cosine_min']:.4f}",
                          f"{r['sqnr_db']:.1f}")
         console.print(sens)
+    if result["qat"]["config"] is not None:
+        console.print(f"QAT: {result['qat']['outcome']}", highlight=False)
     if result["kept_in_float"]:
         console.print(f"kept in float: {', '.join(result['kept_in_float'])}", highlight=False)
     if "held_out" in result:

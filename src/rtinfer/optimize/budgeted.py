@@ -10,7 +10,10 @@ The loop, in the spirit of NNCF's accuracy control but with explicit budgets:
 
 1. quantize everything (the ``config`` given) and evaluate on the validation inputs;
 2. within budget: done. Otherwise try the other calibration methods (percentile, entropy) and
-   keep the best as the base; still over budget, rank the quantizable layers by *sensitivity*:
+   keep the best as the base; still over budget and given a ``finetune`` hook (a torch model
+   and training data: :mod:`rtinfer.optimize.qat`), fine-tune under simulated int8 and quantize
+   the fine-tuned weights, which become the base when they do better; still over budget, rank
+   the quantizable layers by *sensitivity*:
    quantize one layer alone and measure how far its outputs move from the float model's, on
    the validation samples where the fully quantized model disagrees most with float (where the
    damage shows);
@@ -21,6 +24,7 @@ The loop, in the spirit of NNCF's accuracy control but with explicit budgets:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -58,6 +62,7 @@ class QuantizeResult:
     sensitivity: list[dict[str, Any]] = field(default_factory=list)
     sensitivity_by: str = ""
     kept_in_float: list[str] = field(default_factory=list)
+    finetuned: bool = False                       # ``model`` was quantized from QAT weights
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -71,6 +76,7 @@ class QuantizeResult:
             "sensitivity": self.sensitivity,
             "sensitivity_by": self.sensitivity_by,
             "kept_in_float": self.kept_in_float,
+            "finetuned": self.finetuned,
         }
 
 
@@ -95,17 +101,25 @@ def quantize_within_budget(
     threads: int | None = None,
     max_fallback: int | None = None,
     try_calibrations: bool = True,
+    finetune: Callable[[Quantize], ImportedModel] | None = None,
     progress: Progress | None = None,
 ) -> QuantizeResult:
-    """See the module docstring. ``validation`` decides; report test figures separately."""
+    """See the module docstring. ``validation`` decides; report test figures separately.
+
+    ``finetune(config)`` returns a float model fine-tuned to survive ``config`` (QAT); it is
+    called at most once, only when post-training quantization alone misses the budget.
+    """
     say = progress or (lambda _msg: None)
     with load(model, "onnxruntime", threads, warmup=False) as session:
         reference = run_batches(session, validation)
     float_metrics = metric(targets, reference) if metric is not None and targets is not None \
         else {}
 
-    def attempt(cfg: Quantize) -> tuple[ImportedModel, Evaluation, dict[str, np.ndarray]]:
-        q = quantize(model, cfg, calibration)
+    source = model  # what gets quantized: the float model, or its QAT fine-tune
+
+    def attempt(cfg: Quantize, base: ImportedModel | None = None
+                ) -> tuple[ImportedModel, Evaluation, dict[str, np.ndarray]]:
+        q = quantize(base or source, cfg, calibration)
         with load(q, "onnxruntime", threads, warmup=False) as s:
             outputs = run_batches(s, validation)
         ev = evaluate_candidate(outputs, reference, budget, targets=targets, metric=metric,
@@ -141,14 +155,24 @@ def quantize_within_budget(
             if ev2.drop < ev.drop:
                 config, ev, outputs = cfg, ev2, out2
 
+    if finetune is not None and config.method == "static":
+        say("over budget: quantization-aware fine-tuning")
+        tuned = finetune(config)
+        q2, ev2, out2 = attempt(config, tuned)
+        result.steps.append(_step(config, ev2, "QAT fine-tuned, everything quantized"))
+        if ev2.drop < ev.drop:  # the fine-tune becomes the base of the layer fallback
+            source, ev, outputs, result.finetuned = tuned, ev2, out2, True
+        if ev2.within_budget:
+            return _accept(result, q2, config, ev2)
+
     say("over budget: measuring each layer's sensitivity")
     # NNCF recollects statistics on every call (~10 s on MiniLM), so its layers are ranked with
     # ONNX Runtime's quantizer (cached calibration, ~1 s a layer) as a proxy; both see the
     # same node names in the exported graph, and only names present in both are ranked.
     proxy = replace(config, engine="onnxruntime", preset="default") \
         if config.engine == "openvino" else config
-    names = set(quantizable_nodes(model, config))
-    nodes = [n for n in quantizable_nodes(model, proxy)
+    names = set(quantizable_nodes(source, config))
+    nodes = [n for n in quantizable_nodes(source, proxy)
              if n in names and n not in config.exclude]
     focus = ranked_by_disagreement(reference, outputs, _FOCUS_SAMPLES)
     focus_inputs = {k: v[focus] for k, v in validation.items()}
@@ -156,7 +180,7 @@ def quantize_within_budget(
     for i, node in enumerate(nodes):
         say(f"sensitivity {i + 1}/{len(nodes)}: {node}")
         alone = replace(proxy, exclude=tuple(n for n in nodes if n != node) + config.exclude)
-        with load(quantize(model, alone, calibration), "onnxruntime", threads,
+        with load(quantize(source, alone, calibration), "onnxruntime", threads,
                   warmup=False) as s:
             fid = fidelity(focus_ref, run_batches(s, focus_inputs))
         first = next(iter(fid.values()))

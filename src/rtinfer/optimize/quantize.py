@@ -9,6 +9,12 @@ tool: static QDQ with MinMax/Entropy/Percentile calibration, or dynamic) or ``op
 on the ONNX graph, with its transformer preset when asked). Either way the result is a QDQ (or
 integer-op) ONNX file that both ONNX Runtime and OpenVINO run as int8.
 
+Models exported at an opset older than 13 (common from older tools) are upgraded to opset 13
+with ONNX's version converter before quantizing: per-channel QuantizeLinear/DequantizeLinear
+needs the ``axis`` attribute that opset 13 introduced, and ONNX Runtime would otherwise write a
+graph the ONNX checker rejects. A model the converter cannot upgrade raises
+:class:`~rtinfer.errors.ExportError` saying so, with per-tensor as the way out.
+
 Calibration statistics are computed once per (model, data, method) and cached on disk
 (ONNX Runtime's ``calibration_cache_path``), so trying per-channel against per-tensor, or
 keeping different layers in float, does not recalibrate.
@@ -33,7 +39,7 @@ from rtinfer.errors import ExportError
 from rtinfer.models.imported import ImportedModel, Source
 from rtinfer.models.onnx_file import load_onnx
 
-__all__ = ["CONFIG_VERSION", "Feeds", "Quantize", "batches", "quantize"]
+__all__ = ["CONFIG_VERSION", "QDQ_OPSET", "Feeds", "Quantize", "batches", "quantize"]
 
 CONFIG_VERSION = 1
 Feeds = Mapping[str, np.ndarray]
@@ -47,6 +53,8 @@ _PRESETS = ("default", "transformer")
 # symmetric activations, every op) dropped held-out intent accuracy from 0.968 to 0.61, while
 # this setting kept it (measured; REFERENCE.md section 1 reports the same collapse).
 QUANTIZABLE_OPS = ("Conv", "MatMul", "Gemm")
+# Per-channel Quantize/DequantizeLinear (the ``axis`` attribute) arrived in opset 13.
+QDQ_OPSET = 13
 
 
 @dataclass(frozen=True)
@@ -62,6 +70,11 @@ class Quantize:
     activation_type: str = "uint8"
     op_types: str = "compute"
     exclude: tuple[str, ...] = field(default=())
+    # ONNX Runtime also quantizes the *outputs* of MatMul/Gemm (for its integer-output kernels)
+    # and feeds the rounded tensor to every consumer: on MiniLM every projection (before its
+    # bias) and the residual stream (after each LayerNorm) go through uint8. True rounds only
+    # where an int8 kernel reads: inputs of the quantized ops (as NNCF places its quantizers).
+    compute_inputs_only: bool = False
 
     def __post_init__(self) -> None:
         for name, value, allowed in (("method", self.method, _METHODS),
@@ -99,6 +112,8 @@ class Quantize:
         preset = f", {self.preset} preset" if self.preset != "default" else ""
         if self.op_types == "all" or self.activation_type == "int8":
             preset += f", {self.activation_type} activations, {self.op_types} ops"
+        if self.compute_inputs_only:
+            preset += ", int8 only at compute inputs"
         return f"int8 static QDQ ({tool}, {gran}, {self.calibration}{preset}{extra})"
 
 
@@ -126,7 +141,7 @@ def quantize(model: ImportedModel, config: Quantize, calibration: Feeds | None =
     path = folder / "model.onnx"
     with sandbox():
         if config.engine == "openvino":
-            _nncf(model, config, calibration or {}, path)
+            _nncf(upgraded(model), config, calibration or {}, path)
         else:
             pre = preprocessed(model)
             if config.method == "dynamic":
@@ -142,23 +157,60 @@ def quantize(model: ImportedModel, config: Quantize, calibration: Feeds | None =
     return result
 
 
+def upgraded(model: ImportedModel) -> Path:
+    """The model's file at opset >= 13 (itself when it already is; else converted once and
+    cached by file hash): ``ai.onnx`` opset 11 becomes 13, its ops rewritten where their
+    definition changed (e.g. Split, Squeeze take axes as inputs)."""
+    version = model.opset.get("ai.onnx", model.opset.get("", QDQ_OPSET))
+    if version >= QDQ_OPSET:
+        return model.path
+    onnx = require("onnx", "Quantization")
+    out = cache_dir() / "quant" / f"{_file_hash(model.path)[:16]}-opset{QDQ_OPSET}.onnx"
+    if not out.is_file():
+        from onnx import version_converter
+
+        try:
+            converted = version_converter.convert_version(onnx.load(str(model.path)),
+                                                          QDQ_OPSET)
+            onnx.checker.check_model(converted)
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ExportError(
+                f"{model.source.description} uses opset {version}; int8 QDQ needs opset "
+                f"{QDQ_OPSET} (per-channel scales), and ONNX's version converter could not "
+                f"upgrade it: {first}. Re-export the model at opset {QDQ_OPSET} or newer"
+            ) from exc
+        _write_atomically(out, converted.SerializeToString())
+    return out
+
+
 def preprocessed(model: ImportedModel) -> Path:
     """ONNX Runtime's quantization pre-processing (shape inference, graph optimisation), once
     per model: cached by the model's file hash, since it costs seconds on a transformer."""
     ort_q = require("onnxruntime.quantization", "Quantization")
-    out = cache_dir() / "quant" / f"{_file_hash(model.path)[:16]}-pre.onnx"
+    # The name says the opset: files cached before the upgrade existed may hold old opsets.
+    out = cache_dir() / "quant" / f"{_file_hash(model.path)[:16]}-pre{QDQ_OPSET}.onnx"
     if not out.is_file():
+        source = upgraded(model)
         out.parent.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(suffix=".onnx", dir=out.parent)
         os.close(fd)
         tmp = Path(name)
         with sandbox():
             try:
-                ort_q.quant_pre_process(str(model.path), str(tmp), skip_symbolic_shape=False)
+                ort_q.quant_pre_process(str(source), str(tmp), skip_symbolic_shape=False)
             except Exception:  # symbolic shape inference fails on some transformer exports
-                ort_q.quant_pre_process(str(model.path), str(tmp), skip_symbolic_shape=True)
+                ort_q.quant_pre_process(str(source), str(tmp), skip_symbolic_shape=True)
         tmp.rename(out)
     return out
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(suffix=path.suffix, dir=path.parent)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    Path(name).rename(path)
 
 
 def _ort_static(model: ImportedModel, pre: Path, config: Quantize, calibration: Feeds,
@@ -169,7 +221,7 @@ def _ort_static(model: ImportedModel, pre: Path, config: Quantize, calibration: 
               "percentile": q.CalibrationMethod.Percentile}[config.calibration]
     # The ranges cover the tensors this op selection quantizes: the key must say which.
     key = _calibration_key(pre, data, f"{config.calibration}/{config.op_types}/"
-                                      f"{config.activation_type}")
+                                      f"{config.activation_type}/{config.compute_inputs_only}")
     cache = cache_dir() / "quant" / f"{key}.calib"
     try:
         q.quantize_static(
@@ -183,11 +235,51 @@ def _ort_static(model: ImportedModel, pre: Path, config: Quantize, calibration: 
             nodes_to_exclude=list(config.exclude), calibrate_method=method,
             calibration_cache_path=str(cache),
             extra_options={"ActivationSymmetric": config.activation_type == "int8",
-                           "WeightSymmetric": True},
+                           "WeightSymmetric": True,
+                           # A MatMul's weight is (in, out): one scale per output column.
+                           "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1},
+                           "OpTypesToExcludeOutputQuantization": (
+                               ["MatMul", "Gemm"] if config.compute_inputs_only else []),
+                           # ... and a Relu folded into a quantizer would vanish from the float
+                           # path that the rewired consumers read: keep it.
+                           "QDQKeepRemovableActivations": config.compute_inputs_only},
         )
     except Exception as exc:
         raise ExportError(f"ONNX Runtime could not quantize {model.source.description}: "
                           f"{exc}") from exc
+    if config.compute_inputs_only:
+        _float_for_float_consumers(path)
+
+
+def _float_for_float_consumers(path: Path) -> None:
+    """Rewire every op that is not quantized (Add, LayerNorm, …) to read the float tensor
+    rather than its QuantizeLinear → DequantizeLinear copy; drop pairs nobody reads."""
+    onnx = require("onnx", "Quantization")
+    model = onnx.load(str(path))
+    graph = model.graph
+    producer = {o: n for n in graph.node for o in n.output}
+    rounded: dict[str, str] = {}  # DequantizeLinear output -> the float tensor it copies
+    for node in graph.node:
+        if node.op_type == "DequantizeLinear" and node.input[0] in producer:
+            q = producer[node.input[0]]
+            if q.op_type == "QuantizeLinear":
+                rounded[node.output[0]] = q.input[0]
+    keep = set(QUANTIZABLE_OPS) | {"QuantizeLinear"}
+    for node in graph.node:
+        if node.op_type not in keep:
+            for i, name in enumerate(node.input):
+                if name in rounded:
+                    node.input[i] = rounded[name]
+    outputs = {o.name for o in graph.output}
+    while True:  # remove Q/DQ nodes whose outputs no longer have readers
+        read = {i for n in graph.node for i in n.input} | outputs
+        dead = [n for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
+                and not any(o in read for o in n.output)]
+        if not dead:
+            break
+        for n in dead:
+            graph.node.remove(n)
+    onnx.save(model, str(path))
 
 
 def _ort_dynamic(pre: Path, config: Quantize, path: Path) -> None:
@@ -197,7 +289,7 @@ def _ort_dynamic(pre: Path, config: Quantize, path: Path) -> None:
                        nodes_to_exclude=list(config.exclude))
 
 
-def _nncf(model: ImportedModel, config: Quantize, calibration: Feeds, path: Path) -> None:
+def _nncf(source: Path, config: Quantize, calibration: Feeds, path: Path) -> None:
     nncf = require("nncf", "Quantization with OpenVINO's NNCF")
     onnx = require("onnx", "Quantization")
     data = batches(calibration, batch=1, limit=config.calib_samples)
@@ -206,7 +298,7 @@ def _nncf(model: ImportedModel, config: Quantize, calibration: Feeds, path: Path
         kwargs["model_type"] = nncf.ModelType.TRANSFORMER
     if config.exclude:
         kwargs["ignored_scope"] = nncf.IgnoredScope(names=list(config.exclude))
-    quantized = nncf.quantize(onnx.load(str(model.path)), nncf.Dataset(data), **kwargs)
+    quantized = nncf.quantize(onnx.load(str(source)), nncf.Dataset(data), **kwargs)
     onnx.save(quantized, str(path))
 
 

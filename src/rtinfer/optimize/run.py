@@ -7,7 +7,10 @@
 1. Data: a kit's calibration / validation / test splits (labels and its metric), or an ``.npz``
    of arrays named after the model's inputs (optional ``labels``): the first half calibrates,
    the second half validates; without labels the budget applies to fidelity.
-2. Quantize under the budget on the validation split (:func:`quantize_within_budget`).
+2. Quantize under the budget on the validation split (:func:`quantize_within_budget`); with
+   a kit and ``qat``, post-training quantization that misses the budget is followed by
+   quantization-aware fine-tuning on the kit's training split (:mod:`rtinfer.optimize.qat`)
+   before any layer is kept in float.
 3. Report on held-out data (the kit's test split): task metrics and fidelity, float vs int8.
 4. Measure float and int8 latency side by side, in this run, on the engine that will run it;
    when int8 is not faster, say so.
@@ -29,6 +32,7 @@ from rtinfer.hardware import environment, estimate_peak_flops
 from rtinfer.models import ImportedModel, import_model
 from rtinfer.optimize.budgeted import Progress, quantize_within_budget
 from rtinfer.optimize.evaluate import Budget, fidelity, kit_metric, run_batches
+from rtinfer.optimize.qat import QAT, finetune
 from rtinfer.optimize.quantize import Quantize
 
 __all__ = ["Splits", "run_quantize", "task_data"]
@@ -46,6 +50,7 @@ def run_quantize(
     max_drop: str | None = None,
     metric: str | None = None,
     threads: int | None = None,
+    qat: QAT | None = None,
     out: str | Path | None = None,
     name: str | None = None,
     progress: Progress | None = None,
@@ -57,12 +62,31 @@ def run_quantize(
     budget = Budget.parse(max_drop or "100%", metric or default_metric)
     calibration = splits["calibration"][0]
     validation, val_targets = splits["validation"]
+    hook, qat_note = None, "not asked for"
+    if qat is not None:
+        if "train" not in splits:
+            qat_note = "unavailable: QAT needs a training split (use a kit)"
+        elif float_model.load_torch() is None:
+            qat_note = "unavailable: the model has no PyTorch module"
+        else:
+            qat_note = "not needed: post-training quantization met the budget"
+            train = splits["train"][0]
+
+            def hook(cfg: Quantize) -> ImportedModel:
+                return finetune(float_model, cfg, qat, train, calibration, threads=threads,
+                                progress=say)
+
     result = quantize_within_budget(
         float_model, config, calibration, validation, budget,
-        targets=val_targets if task else None, metric=task, threads=threads, progress=say,
+        targets=val_targets if task else None, metric=task, threads=threads, finetune=hook,
+        progress=say,
     )
+    if any(s["what"].startswith("QAT") for s in result.steps):
+        qat_note = ("used: the quantized model starts from the fine-tuned weights"
+                    if result.finetuned else "tried: it did not reduce the drop; not used")
     report: dict[str, Any] = {"schema": "rtinfer.result/1", "kind": "quantize",
                               **result.to_dict(), "environment": environment()}
+    report["qat"] = {"config": qat.to_dict() if qat else None, "outcome": qat_note}
     if result.model is None:
         report["message"] = (
             f"no quantized model met the budget ({budget.describe()}); nothing was written. "
@@ -101,7 +125,9 @@ def run_quantize(
     if out is not None:
         art = save_artifact(
             result.model, out, name or _default_name(float_model, kit),
-            recipe={"format_version": 1, "passes": [result.config.to_dict()]},
+            recipe={"format_version": 1, "passes": (
+                [qat.to_dict()] if qat is not None and result.finetuned else []) + [
+                result.config.to_dict()]},
             measurements={"accuracy": held_out.get("int8", {}),
                           "accuracy_float": held_out.get("float", {}),
                           "fidelity": {"held_out": held_out["fidelity"]},
@@ -125,7 +151,8 @@ def task_data(model: Any, kit: Any, data: str | Path | None
 
         k = kit if isinstance(kit, kits.Kit) else kits.load(kit, build=False)
         splits: Splits = {s: (k.split(s).inputs, k.split(s).targets)
-                          for s in ("calibration", "validation", "test")}
+                          for s in ("train", "calibration", "validation", "test")
+                          if s in k.split_names}
         return import_model(model or k.model_path), splits, kit_metric(k), k.metric
     if model is None or data is None:
         raise ValueError("give a kit (--kit NAME), or a model with representative data "
