@@ -8,7 +8,9 @@ order of cost, cheapest first, so a tight time budget still sees the most likely
 2. ``int8-dynamic``   ONNX Runtime dynamic quantization (weights int8, activations quantized on
                       the fly; no calibration) — only for MatMul/Gemm-heavy models, since
                       ONNX Runtime has no fast dynamic Conv kernel (ConvInteger)
-3. ``int8-static``    ONNX Runtime static QDQ, per-channel weights, MinMax calibration
+3. ``int8-static``    ONNX Runtime static QDQ, per-channel weights, MinMax calibration (and,
+                      for attention models, the same rounding activations only where an int8
+                      kernel reads them: the residual stream stays float)
 4. ``int8-nncf``      NNCF on the ONNX graph (OpenVINO's quantizer), default preset, and its
                       transformer preset for models with attention (Softmax + MatMul)
 5. ``int8-mixed``     the best static setting with its most sensitive layers kept in float
@@ -80,6 +82,10 @@ def quantized_variants(
                         Quantize(method="dynamic")))
     configs.append(("int8-static", "int8 static per-channel (ONNX Runtime, MinMax)",
                     Quantize()))
+    if attention:  # transformers: round activations only where an int8 kernel reads them
+        configs.append(("int8-static-kernel-inputs",
+                        "int8 static, kernel inputs only (ONNX Runtime, MinMax)",
+                        Quantize(compute_inputs_only=True)))
     if "openvino" in engines:
         configs.append(("int8-nncf", "int8 (NNCF, default preset)", Quantize(engine="openvino")))
         if attention:
