@@ -47,6 +47,7 @@ def _table(kit: str, results: dict[str, Any], perf: dict[str, Any], metric: str)
         rows.append({"kit": kit, "variant": name, metric: held[label][metric],
                      "drop_points": 100 * held["drop"],
                      "latency_ratio": perf["models"][name]["speedup"],
+                     "ratio_per_round": perf["models"][name]["speedup_per_round"],
                      "p50_ms": perf["models"][name]["p50_ms"],
                      "onnx_bytes": r.report["size"][label]["onnx_bytes"]})
     print(f"\n{kit}: held-out {metric} and latency ratio vs the original "

@@ -66,6 +66,7 @@ def test_global_scope_and_threshold() -> None:
     ({"method": "activation"}, "use Prune\\(method='activation', structured=True\\)"),
     ({"layers": ("LSTM",)}, "Prune.layers must name some of"),
     ({"steps": 0}, "Prune.steps must be >= 1"),
+    ({"finetune_steps": 10}, "would regrow the zeroed weights"),
 ])
 def test_bad_settings_say_what_to_do(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):

@@ -126,5 +126,7 @@ def _render(report: dict[str, Any], title: str, json_path: Path | None) -> None:
         p = report["performance"]
         console.print(f"latency: ONNX Runtime, {p['threads']} threads, input "
                       f"{p['input_shapes']}; {p['method']}", highlight=False)
+    if "message" in report:
+        console.print(f"[bold yellow]{report['message']}[/]", highlight=False)
     if "artifact" in report:
         console.print(f"wrote {report['artifact']}", highlight=False)

@@ -6,7 +6,9 @@
 The student is given (``Distill(student=module)``) or derived from the teacher by
 :func:`derive_student`: a copy keeping ``layers`` (a share, 0.5 = half) of its transformer
 layers, evenly spaced and always the first and the last (MiniLM's 6 layers -> layers 0, 2 and
-5), initialised with the teacher's weights — embeddings, kept layers and head included.
+5), initialised with the teacher's weights — embeddings, kept layers and head included —
+and, with ``width < 1``, only that share of each kept layer's FFN neurons (the least active on
+the calibration split are removed, as ``Prune(method="activation", structured=True)`` does).
 
 The loss per batch (:func:`rtinfer.optimize._torch_job.kd_loss`) is
 ``alpha·T²·KL(teacher‖student at temperature T) + (1-alpha)·CE(labels)``, plus

@@ -98,6 +98,9 @@ class Prune:
                 raise ValueError(f"Prune.{name} must be >= 1, got {getattr(self, name)}")
         if self.finetune_steps < 0:
             raise ValueError(f"Prune.finetune_steps must be >= 0, got {self.finetune_steps}")
+        if self.finetune_steps and not self.structured:
+            raise ValueError("fine-tuning after unstructured pruning would regrow the zeroed "
+                             "weights; use finetune_steps=0 (or structured=True)")
 
     def to_dict(self) -> dict[str, Any]:
         return {"pass": "prune", "version": CONFIG_VERSION, **asdict(self),
@@ -200,9 +203,6 @@ def prune(
         details["structure"] = prune_structured(task, config, progress=say)
     else:
         details["sparsity"] = prune_weights(module, config)
-        if config.finetune_steps:
-            raise ValueError("fine-tuning after unstructured pruning would regrow the zeroed "
-                             "weights; use finetune_steps=0 (or structured=True)")
     return job.finish(task, module, kind="prune", recipe=[config.to_dict()], details=details,
                       out=out, name=name, threads=threads, image_size=image_size,
                       measure=measure, progress=say)
