@@ -57,6 +57,9 @@ from rtinfer.optimize.variants import Variant, quantized_variants, torch_variant
 __all__ = ["optimize"]
 
 GOALS = ("latency", "throughput")
+# Part of the saved state's key: bump when the variants a search builds change, so a resumed
+# search never reuses a variant built by an older recipe.
+SEARCH_VERSION = 2
 _FINALISTS = 3          # variants within budget measured in the interleaved final rounds
 _ROUNDS = 3
 _FASTER = 1.05          # a variant must beat the original by more than noise to be chosen
@@ -436,8 +439,8 @@ class _State:
     def open(cls, model: ImportedModel, kit: Any, data: Any, budget: Budget, goal: str,
              batch: int, threads: int, resume: bool) -> _State:
         key = hashlib.sha256(json.dumps(
-            [model.source.sha256, kit, str(data), budget.max_drop, budget.kind, budget.metric,
-             goal, batch, threads], default=str).encode()).hexdigest()[:16]
+            [SEARCH_VERSION, model.source.sha256, kit, str(data), budget.max_drop, budget.kind,
+             budget.metric, goal, batch, threads], default=str).encode()).hexdigest()[:16]
         folder = cache_dir() / "optimize" / key
         if not resume and folder.exists():
             shutil.rmtree(folder)
