@@ -114,10 +114,10 @@ def torch_variants(kit: Any, original: ImportedModel, *, seconds: float,
     if ops.get("Softmax", 0) and ops.get("MatMul", 0):
         from rtinfer.optimize.distill import Distill, distill
 
-        # Half the layers and half the FFN neurons: on the intent kit this student lost 0.44
-        # points of held-out accuracy at 2.13x the teacher's speed after 120 + 40 steps, while
-        # half the layers alone was slower (1.77x: embeddings and per-call costs stay) and lost
-        # more (0.83 points) — benchmarks/prune_distill.py.
+        # Half the layers and half the FFN neurons: on the intent kit this student lost 0.36
+        # points of held-out accuracy at 3.14x the teacher's speed after 120 + 40 steps; half
+        # the layers alone reached 2.42x (0.22 points) in the same run — at 11 tokens the
+        # embeddings and per-call costs it keeps weigh a lot (benchmarks/prune_distill.py).
         config = Distill(width=0.5, steps=240, finetune_steps=60, max_seconds=seconds)
         label = "distilled student (half the layers, half the FFN)"
 
