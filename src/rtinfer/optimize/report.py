@@ -156,7 +156,14 @@ def _pass(p: Mapping[str, Any]) -> str:
     if p.get("pass") == "quantize":
         return f"quantize({p.get('method')}, {p.get('engine')}, {p.get('calibration')}" + (
             f", {p['preset']} preset" if p.get("preset", "default") != "default" else "") + (
+            ", kernel inputs only" if p.get("compute_inputs_only") else "") + (
             f", {len(p['exclude'])} float" if p.get("exclude") else "") + ")"
+    if p.get("pass") == "distill":
+        return (f"distill(layers x{p.get('layers')}, FFN width x{p.get('width')}, "
+                f"{p.get('steps')}+{p.get('finetune_steps')} steps)")
+    if p.get("pass") == "prune":
+        kind = "structured" if p.get("structured") else "unstructured"
+        return f"prune({kind}, {p.get('method')}, amount {p.get('amount')})"
     return str(p.get("pass", "?"))
 
 
