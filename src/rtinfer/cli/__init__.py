@@ -23,8 +23,9 @@ def main() -> None:
     # Third-party progress bars and advisories would interleave with rich's output.
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    # torch.onnx's exporter warns about every optional torchvision op it cannot register.
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    # torch.onnx's exporter warns about every optional torchvision op it cannot register;
+    # torch's own log settings (read when torch is imported) keep its errors only.
+    os.environ.setdefault("TORCH_LOGS", "-onnx")
     try:
         app()
     except (RtinferError, ValueError, TypeError) as exc:
