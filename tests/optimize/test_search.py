@@ -93,10 +93,11 @@ def test_resume_reuses_finished_variants(fraud_kit: Any, fraud_run: dict[str, An
 def test_time_budget_is_honoured(fraud_kit: Any) -> None:
     import rtinfer
 
-    result = rtinfer.optimize(kit=fraud_kit, max_drop="1pt", time_budget_s=1,
+    result = rtinfer.optimize(kit=fraud_kit, max_drop="1pt", time_budget_s=0.001,
                               engines=["onnxruntime"], window_s=0.1, resume=False)
     assert {s["why"] for s in result["skipped"]} == {"time budget"}
-    assert result["chosen"]["variant"] == "fp32"
+    assert {s["variant"] for s in result["skipped"]} >= {"int8-dynamic", "int8-static"}
+    assert result["chosen"]["variant"] == "fp32"        # the original, measured regardless
 
 
 def test_onnx_file_without_labels_budgets_fidelity(cnn: Any, tmp_path: Path) -> None:

@@ -126,11 +126,12 @@ def optimize(
     records: dict[str, dict[str, Any]] = {}
     skipped: list[dict[str, str]] = []
 
-    def consider(vid: str, label: str, build: Callable[[], Variant]) -> None:
+    def consider(vid: str, label: str, build: Callable[[], Variant],
+                 required: bool = False) -> None:
         if vid in state.variants:
             say(f"{label}: from the saved state")
             variant, record = state.restore(vid)
-        elif time.monotonic() > deadline - _reserve(time_budget_s):
+        elif not required and time.monotonic() > deadline - _reserve(time_budget_s):
             skipped.append({"variant": vid, "why": "time budget"})
             return
         else:
@@ -156,7 +157,7 @@ def optimize(
         records[vid] = record
 
     fp32 = Variant("fp32", "original (fp32)", [], original, False)
-    consider("fp32", fp32.label, lambda: fp32)
+    consider("fp32", fp32.label, lambda: fp32, required=True)  # the baseline, always
     variants["fp32"] = fp32  # keep the torch module for the PyTorch engine
     for vid, label, build in quantized_variants(original, calibration, engines=chosen_engines):
         consider(vid, label, build)
