@@ -13,11 +13,9 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,12 +24,7 @@ from typing import Any
 import numpy as np
 
 from rtinfer.bench.stats import ESTIMATOR, latency_summary
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from rtinfer.bench.targets import TargetError, wait_until_ready
 
 
 @contextmanager
@@ -42,20 +35,14 @@ def child_server(cmd: Sequence[str], port: int, probe: str,
     proc = subprocess.Popen(list(cmd), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             env={**os.environ, **(env or {})}, start_new_session=True)
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            if proc.poll() is not None:
+        try:
+            wait_until_ready(f"http://127.0.0.1:{port}", 180,
+                             alive=lambda: proc.poll() is None, path=probe)
+        except TargetError:
+            if proc.poll() is not None and proc.stderr:
                 raise RuntimeError(f"{cmd[:4]} exited: {proc.stderr.read().decode()[-2000:]}"
-                                   if proc.stderr else "server exited")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}{probe}", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{cmd[:4]} did not become ready")
-            time.sleep(0.1)
+                                   ) from None
+            raise
         yield proc
     finally:
         with contextlib.suppress(ProcessLookupError):

@@ -22,18 +22,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def rtinfer(*args: str) -> subprocess.CompletedProcess[str]:
@@ -58,6 +51,7 @@ def main() -> None:
     from rtinfer import kits
     from rtinfer.artifact import load_artifact
     from rtinfer.bench.targets import wait_until_ready
+    from rtinfer.serve.inthread import free_port
 
     kit = kits.load(args.kit, build=False)
     art = load_artifact(kit.model_path)

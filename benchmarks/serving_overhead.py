@@ -38,12 +38,12 @@ from _serving import (
     best_under_bound,
     child_server,
     closed_loop,
-    free_port,
     interleaved,
     python,
 )
 from rtinfer.bench.stats import ESTIMATOR
 from rtinfer.hardware import environment, usable_cores
+from rtinfer.serve.inthread import free_port
 
 OVERHEAD_TARGET_MS = 0.5
 BATCHING_TARGET = 2.0

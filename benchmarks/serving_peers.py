@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 import _serving as srv
+from rtinfer.serve.inthread import free_port
 
 GOAL = 1.5
 
@@ -157,7 +158,7 @@ def main() -> None:
         rng = np.random.default_rng(0)
         bodies = [json.dumps({"instances": rng.standard_normal(shape).astype(np.float32)
                               .tolist()}).encode() for _ in range(16)]
-        ports = {name: srv.free_port() for name in ("rtinfer", "litserve", "fastapi")}
+        ports = {name: free_port() for name in ("rtinfer", "litserve", "fastapi")}
         me = [srv.python(), str(Path(__file__).resolve()), "--model", str(model), "--threads",
               str(threads)]
         commands = {

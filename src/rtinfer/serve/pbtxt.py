@@ -12,6 +12,7 @@ comments are skipped. Anything else raises :class:`ConfigError` naming the posit
 
 from __future__ import annotations
 
+import contextlib
 import re
 from typing import Any
 
@@ -90,8 +91,6 @@ def _scalar(tok: str) -> Any:
             raise ConfigError(f"config.pbtxt: a string is not closed: {tok!r}")
         return tok[1:-1].encode().decode("unicode_escape")
     for kind in (int, float):
-        try:
+        with contextlib.suppress(ValueError):
             return kind(tok)
-        except ValueError:
-            pass
     return {"true": True, "false": False}.get(tok, tok)
