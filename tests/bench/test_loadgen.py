@@ -114,7 +114,7 @@ def test_in_process_batching_and_instances(chain: ImportedModel, tmp_path: Path)
     assert result["errors"]["count"] == 0
     assert result["target"]["batching"]["max_batch_size"] == 8
     assert result["target"]["instances"] == 2
-    assert sum(b.stats.requests for b in t._batchers) >= 100
+    assert t._batcher.stats.requests >= 100   # one queue feeding both instances
 
 
 @pytest.mark.timeout(120)  # the bug this guards against was a hang

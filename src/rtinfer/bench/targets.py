@@ -14,7 +14,6 @@ connection per request would measure the client's handshakes, not the server.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import queue
 import threading
@@ -89,8 +88,7 @@ class InProcessTarget(Target):
         for s in self.sessions:
             self._free.put(s)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._batchers: list[Any] = []
-        self._next = itertools.count()
+        self._batcher: Any = None
         if batching is not None:
             from rtinfer.serve.batcher import Batcher
 
@@ -106,7 +104,9 @@ class InProcessTarget(Target):
             self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
                                             name="rtinfer-batcher")
             self._thread.start()
-            self._batchers = [Batcher(s, batching) for s in self.sessions]
+            # One queue feeding every instance, as rtinfer serve runs them: a sweep then
+            # measures the configuration the server would use.
+            self._batcher = Batcher(self.sessions, batching)
             self.concurrency = workers or max(16, 2 * batching.max_batch_size * instances)
         else:
             self.concurrency = workers or instances
@@ -119,9 +119,8 @@ class InProcessTarget(Target):
             finally:
                 self._free.put(session)
             return
-        batcher = self._batchers[next(self._next) % len(self._batchers)]
         valid = self.spec.validate(feeds) if self.spec else dict(feeds)
-        future: Future[Any] = asyncio.run_coroutine_threadsafe(batcher.submit(valid),
+        future: Future[Any] = asyncio.run_coroutine_threadsafe(self._batcher.submit(valid),
                                                                self._loop)
         future.result()
 
@@ -138,8 +137,7 @@ class InProcessTarget(Target):
     def close(self) -> None:
         if self._loop is not None:
             loop = self._loop
-            for b in self._batchers:
-                asyncio.run_coroutine_threadsafe(b.stop(), loop).result(timeout=5)
+            asyncio.run_coroutine_threadsafe(self._batcher.stop(), loop).result(timeout=5)
             loop.call_soon_threadsafe(loop.stop)
             self._thread.join(timeout=5)
             loop.close()
