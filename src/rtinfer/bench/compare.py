@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from rtinfer.bench.inprocess import SCHEMA, Progress, batch_feeds, measure_batch
-from rtinfer.bench.stats import latency_summary
+from rtinfer.bench.inprocess import SCHEMA, Progress, batch_feeds
+from rtinfer.bench.interleave import measure_interleaved
 from rtinfer.engines import Session, load, resolve_engine
-from rtinfer.hardware import environment, estimate_peak_flops
+from rtinfer.hardware import environment
 from rtinfer.models import import_model
 
 __all__ = ["compare_engines"]
@@ -58,14 +58,10 @@ def compare_engines(
             sessions[name].run(first)
             cold[name] = {"load_s": sessions[name].load_seconds,
                           "first_inference_s": time.perf_counter() - t0}
-        peak, _ = estimate_peak_flops(cores=sessions[names[0]].threads)
-        measured: dict[tuple[str, int], list[tuple[dict[str, Any], np.ndarray]]] = {}
-        for r in range(rounds):
-            for name in names:
-                for b in batch_sizes:
-                    say(f"round {r + 1}/{rounds}: {name}, batch {b}")
-                    measured.setdefault((name, b), []).append(measure_batch(
-                        sessions[name], feeds[b], window_s=window_s, peak_flops=peak))
+        measured = {b: measure_interleaved(sessions, feeds[b], rounds=rounds,
+                                           window_s=window_s, max_windows=10, warmup_s=0.5,
+                                           progress=say)
+                    for b in batch_sizes}
         outputs = {name: sessions[name].run(first) for name in names}
         engine_info = {name: sessions[name].describe() for name in names}
     finally:
@@ -76,22 +72,19 @@ def compare_engines(
     rows = []
     for name in names:
         for b in batch_sizes:
-            per_round = measured[(name, b)]
-            base_rounds = measured[(base, b)]
-            ratios = [br["latency_ms"]["p50"] / er["latency_ms"]["p50"]
-                      for (br, _), (er, _) in zip(base_rounds, per_round, strict=True)]
-            latency = latency_summary(np.concatenate([s for _, s in per_round]))
+            m = measured[b][name]
+            ratios = [bp / ep for bp, ep in zip(measured[b][base]["round_p50_ms"],
+                                                 m["round_p50_ms"], strict=True)]
             rows.append({
                 "engine": name,
                 "batch": b,
-                "p50_ms": latency["p50"],
-                "p99_ms": latency["p99"],
-                "n": latency["n"],
-                "latency_ms": latency,
-                "stable": all(row["stable"] for row, _ in per_round),
-                "samples_per_s": median(row["throughput"]["samples_per_s"]
-                                        for row, _ in per_round),
-                "cpu_percent": median(row["cpu_percent"] for row, _ in per_round),
+                "p50_ms": m["latency_ms"]["p50"],
+                "p99_ms": m["latency_ms"]["p99"],
+                "n": m["latency_ms"]["n"],
+                "latency_ms": m["latency_ms"],
+                "stable": m["stable"],
+                "samples_per_s": m["samples_per_s"],
+                "cpu_percent": m["cpu_percent"],
                 "speedup_vs_baseline": median(ratios),
                 "speedup_per_round": ratios,
                 "max_abs_diff_vs_baseline": {
