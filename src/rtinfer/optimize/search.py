@@ -130,7 +130,7 @@ def optimize(
                  required: bool = False) -> None:
         if vid in state.variants:
             say(f"{label}: from the saved state")
-            variant, record = state.restore(vid)
+            variant, record = state.restore(vid, build)
         elif not required and time.monotonic() > deadline - _reserve(time_budget_s):
             skipped.append({"variant": vid, "why": "time budget"})
             return
@@ -158,7 +158,6 @@ def optimize(
 
     fp32 = Variant("fp32", "original (fp32)", [], original, False)
     consider("fp32", fp32.label, lambda: fp32, required=True)  # the baseline, always
-    variants["fp32"] = fp32  # keep the torch module for the PyTorch engine
     for vid, label, build in quantized_variants(original, calibration, engines=chosen_engines):
         consider(vid, label, build)
     kit_obj = _kit(kit)
@@ -299,22 +298,23 @@ def _choose(final: Mapping[tuple[str, str], dict[str, Any]],
     best_original = max(originals, key=lambda k: final[k]["speedup_vs_original_ort"])
     others = [k for k in final if k[0] != "fp32" and ok(k)]
     best = max(others, key=lambda k: final[k]["speedup_vs_original_ort"], default=None)
-    ratio = (final[best]["speedup_vs_original_ort"]
+    gain = (final[best]["speedup_vs_original_ort"]
              / final[best_original]["speedup_vs_original_ort"]) if best else 0.0
-    if best is not None and ratio >= _FASTER:
-        why = (f"fastest within the budget: {ratio:.2f}x the original on its fastest engine "
+    if best is not None and gain >= _FASTER:
+        why = (f"fastest within the budget: {gain:.2f}x the original on its fastest engine "
                f"({best_original[1]})")
         key = best
     else:
         key = best_original
         why = ("no optimized variant within the budget beats the original by more than "
                f"{_FASTER - 1:.0%} on this machine" + (f" (best: {best[0]} on {best[1]}, "
-                                                       f"{ratio:.2f}x)" if best else "")
+                                                       f"{gain:.2f}x)" if best else "")
                + f"; the original on {key[1]} is the answer")
     meets_slo = slo is None or final[key]["latency_ms"]["p99"] <= slo
     if not meets_slo:
         why += f"; note: no candidate met the p99 objective of {slo:g} ms"
-    return {"variant": key[0], "engine": key[1], "why": why, "meets_slo": meets_slo}
+    return {"variant": key[0], "engine": key[1], "why": why, "meets_slo": meets_slo,
+            "original_engine": best_original[1]}
 
 
 def _result(original: ImportedModel, kit: str | None, budget: Budget, goal: str, batch: int,
@@ -337,8 +337,7 @@ def _result(original: ImportedModel, kit: str | None, budget: Budget, goal: str,
                 "chosen": (vid, engine) == (chosen["variant"], chosen["engine"]),
             })
     chosen_id = f"{chosen['variant']}@{chosen['engine']}"
-    orig_key = max((k for k in final if k[0] == "fp32"),
-                   key=lambda k: final[k]["speedup_vs_original_ort"])
+    orig_key = ("fp32", chosen["original_engine"])
     return {
         "schema": SCHEMA, "kind": "optimize",
         "model": {"source": original.source.to_dict(), "kit": kit,
@@ -417,9 +416,8 @@ def _write(result: dict[str, Any], variant: Variant, chosen: Mapping[str, Any],
     if result["model"]["kit"]:
         settings.update(kit=result["model"]["kit"], kit_size=result["model"]["kit_size"])
     (folder / "rtinfer.json").write_text(json.dumps(settings, indent=2))
-    (folder / "optimize.json").write_text(json.dumps(result, indent=2, default=str))
-    (folder / "report.html").write_text(render_html(result))
     result["report"] = str(folder / "report.html")
+    (folder / "report.html").write_text(render_html(result))
     (folder / "optimize.json").write_text(json.dumps(result, indent=2, default=str))
 
 
@@ -457,12 +455,16 @@ class _State:
                                      "record": record}
         self._flush()
 
-    def restore(self, vid: str) -> tuple[Variant, dict[str, Any]]:
+    def restore(self, vid: str, build: Callable[[], Variant]) -> tuple[Variant, dict[str, Any]]:
+        """A finished variant and its record; the original has no saved file (its builder
+        returns it as given, torch module included)."""
         saved = self.variants[vid]
         self.resumed.append(vid)
-        model = import_model(self.folder / f"{vid}.onnx") if vid != "fp32" else None
-        variant = Variant(vid, saved["label"], saved["recipe"], model,  # type: ignore[arg-type]
-                          saved["quantized"], saved["parent"])
+        if vid == "fp32":
+            return build(), saved["record"]
+        variant = Variant(vid, saved["label"], saved["recipe"],
+                          import_model(self.folder / f"{vid}.onnx"), saved["quantized"],
+                          saved["parent"])
         return variant, saved["record"]
 
     def finish(self, result: Mapping[str, Any]) -> None:
