@@ -225,22 +225,22 @@ class Batcher:
             except TimeoutError:
                 break
         batch: list[_Pending] = []
+        kept: deque[_Pending] = deque()
         taken = 0
         now = time.monotonic()
-        for p in list(self._queue):
-            if p.deadline is not None and now >= p.deadline:
-                self._queue.remove(p)
+        for p in self._queue:  # one pass: taken, timed out, or kept in order
+            if taken >= cfg.max_batch_size:
+                kept.append(p)
+            elif p.deadline is not None and now >= p.deadline:
                 self.stats.timed_out += 1
                 p.future.set_exception(QueueTimeoutError(
                     f"request timed out after {1e3 * (now - p.enqueued):.0f} ms in the queue"))
-                continue
-            if p.key != head.key or (taken and taken + p.rows > cfg.max_batch_size):
-                continue
-            self._queue.remove(p)
-            batch.append(p)
-            taken += p.rows
-            if taken >= cfg.max_batch_size:
-                break
+            elif p.key != head.key or (taken and taken + p.rows > cfg.max_batch_size):
+                kept.append(p)
+            else:
+                batch.append(p)
+                taken += p.rows
+        self._queue = kept
         return batch
 
     async def _call(self, session: Session, feeds: dict[str, np.ndarray]
