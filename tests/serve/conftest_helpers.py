@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -32,6 +37,48 @@ def running(app: Any, probe: str = "/v2/health/ready") -> Iterator[str]:
     (``/v2/health/live`` for a server that is meant not to be ready), stopped on exit."""
     with serve_in_thread(app, probe, timeout_s=30) as base:
         yield base.removeprefix("http://")
+
+
+@contextmanager
+def serve_process(*args: str, env: dict[str, str] | None = None
+                  ) -> Iterator[subprocess.Popen[bytes]]:
+    """``rtinfer serve ARGS`` as a child process in its own process group, which is killed
+    on the way out (the server's worker processes with it) if anything is left running."""
+    with subprocess.Popen([sys.executable, "-m", "rtinfer.cli", "serve", *args],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          start_new_session=True, env=env) as proc:
+        try:
+            yield proc
+        finally:
+            with contextlib.suppress(ProcessLookupError):  # nothing left: nothing to kill
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 120) -> None:
+    """Poll ``url``'s readiness until 200; fail with the server's stderr if it never is."""
+    from rtinfer.bench.targets import TargetError, wait_until_ready
+
+    try:
+        wait_until_ready(f"http://{url}", timeout_s, alive=lambda: proc.poll() is None)
+    except TargetError as exc:
+        with contextlib.suppress(ProcessLookupError):  # stop it, so that stderr ends
+            os.killpg(proc.pid, signal.SIGKILL)
+        stderr = proc.stderr.read().decode() if proc.stderr else ""
+        raise AssertionError(f"{exc}:\n{stderr}") from None
+
+
+def children_of(proc: subprocess.Popen[bytes]) -> list[Any]:
+    """The processes ``proc`` started (psutil), to check later that none outlived it."""
+    import psutil
+
+    return psutil.Process(proc.pid).children(recursive=True)
+
+
+def assert_all_exited(processes: list[Any], timeout_s: float = 30) -> None:
+    import psutil
+
+    _, alive = psutil.wait_procs(processes, timeout=timeout_s)
+    assert not alive, f"still running: {[p.cmdline() for p in alive]}"
 
 
 def call(url: str, path: str, body: Any = None, method: str | None = None,

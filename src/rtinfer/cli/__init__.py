@@ -14,12 +14,17 @@ from rtinfer.cli import bench, models, optimize, prune, quantize, serve  # noqa:
 from rtinfer.cli._app import app, err_console, print_comparison
 from rtinfer.errors import RtinferError
 
-__all__ = ["app", "main", "print_comparison"]
+__all__ = ["app", "configure_logging", "main", "print_comparison"]
+
+
+def configure_logging() -> None:
+    """Warnings and errors of rtinfer and its libraries to stderr, one line each."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
 def main() -> None:
     """Console entry point: rtinfer's own errors print as one clear line, exit code 2."""
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging()
     # Third-party progress bars and advisories would interleave with rich's output.
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import os
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -34,7 +37,7 @@ def serve(
     engine: str | None = typer.Option(None, "--engine", "-e"),
     threads: int | None = typer.Option(None, "--threads", "-t",
                                        help="Intra-op threads per instance (default: cores "
-                                            "shared by the instances)."),
+                                            "shared by the instances of all workers)."),
     instances: int | None = typer.Option(None, help="Sessions per model (batches run at "
                                          "once); default: config.pbtxt's instance_group."),
     max_batch_size: int | None = typer.Option(None, help="Dynamic batching: rows per batch "
@@ -53,15 +56,19 @@ def serve(
                                  "versions every N seconds (0: only on explicit load)."),
     drain_s: float = typer.Option(30.0, "--drain-s", help="On SIGTERM, let in-flight "
                                   "requests finish for up to N seconds."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Server processes accepting on "
+                                "the port, each loading the repository."),
 ) -> None:
     """Serve a model repository: KServe v2 (Triton's clients) and TF Serving REST over HTTP."""
     import uvicorn
 
-    from rtinfer.serve import create_app, load_repository
+    from rtinfer.serve import ModelRepository
+    from rtinfer.serve.workers import run_workers
 
     key = api_key_file.read_text().strip() if api_key_file else api_key
     overrides = {
-        "instances": instances, "max_batch_size": max_batch_size,
+        "engine": engine, "threads": threads, "instances": instances,
+        "max_batch_size": max_batch_size,
         "preferred_batch_size": _ints(preferred_batch_size, "--preferred-batch-size"),
         "max_queue_delay_us": max_queue_delay_us, "max_queue_size": max_queue_size,
         "default_timeout_us": (int(request_timeout_ms * 1000)
@@ -69,14 +76,45 @@ def serve(
         "length_buckets": _ints(length_buckets, "--length-buckets"),
         "version_policy": version_policy,
     }
-    repository = load_repository(repo, engine=engine, threads=threads, overrides=overrides,
-                                 drain_timeout_s=drain_s)
-    app_ = create_app(repository, api_key=key, max_body_bytes=int(max_body_mb * (1 << 20)),
-                      poll_interval_s=poll_s)
+    for config in ModelRepository(repo, overrides, workers=workers).configs().values():
+        if why := config.oversubscription():
+            err_console.print(f"[yellow]warning:[/] {why}", highlight=False)
+    settings = {"repo": repo, "overrides": overrides, "drain_timeout_s": drain_s,
+                "workers": workers, "api_key": key,
+                "max_body_bytes": int(max_body_mb * (1 << 20)), "poll_interval_s": poll_s}
+    if workers == 1:
+        app_ = _build_app(settings)
+        err_console.print(f"serving on http://{host}:{port}", highlight=False)
+        uvicorn.run(app_, host=host, port=port, log_level="warning", access_log=False,
+                    timeout_graceful_shutdown=int(drain_s) or None)
+        return
+    err_console.print(f"serving on http://{host}:{port} with {workers} worker processes",
+                      highlight=False)
+    code = run_workers(functools.partial(_build_app, settings), workers, host=host, port=port,
+                       drain_s=drain_s)
+    if code:
+        err_console.print("[bold red]error:[/] a worker failed to start (its error is above)",
+                          highlight=False)
+        raise typer.Exit(code)
+
+
+def _build_app(settings: dict[str, Any], workers_dir: Path | None = None) -> Any:
+    """Load the repository and build the app (in each worker process with ``workers_dir``)."""
+    from rtinfer.cli import configure_logging
+    from rtinfer.serve import create_app, load_repository
+
+    if workers_dir is not None:  # a fresh spawned process: set up logging as main() does
+        configure_logging()
+    repository = load_repository(settings["repo"], overrides=settings["overrides"],
+                                 drain_timeout_s=settings["drain_timeout_s"],
+                                 workers=settings["workers"])
+    app_ = create_app(repository, api_key=settings["api_key"],
+                      max_body_bytes=settings["max_body_bytes"],
+                      poll_interval_s=settings["poll_interval_s"], workers_dir=workers_dir)
+    who = f"worker {os.getpid()}: " if workers_dir is not None else ""
     for entry in repository.index():
         version = entry.get("version", "-")
         why = f": {entry['reason']}" if entry["reason"] else ""
-        err_console.print(f"{entry['name']} v{version} {entry['state']}{why}", highlight=False)
-    err_console.print(f"serving on http://{host}:{port}", highlight=False)
-    uvicorn.run(app_, host=host, port=port, log_level="warning", access_log=False,
-                timeout_graceful_shutdown=int(drain_s) or None)
+        err_console.print(f"{who}{entry['name']} v{version} {entry['state']}{why}",
+                          highlight=False)
+    return app_

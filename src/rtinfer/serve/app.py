@@ -13,7 +13,8 @@ full (TF Serving: 429), 500 engine failure. Request payloads are never logged.
 
 With ``poll_interval_s`` the repository is polled for new, changed and removed versions (see
 :mod:`rtinfer.serve.repository`); on shutdown (SIGTERM under uvicorn) every model drains its
-queue before the process exits.
+queue before the process exits. With ``workers_dir`` the app is one worker process of several
+(:mod:`rtinfer.serve.workers`): metrics and explicit load/unload go through that folder.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import asyncio
 import contextlib
 import hmac
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from rtinfer.serve.handler import BodyTooLargeError, Failure
 from rtinfer.serve.metrics import ServerMetrics
 from rtinfer.serve.repository import ModelRepository, load_repository
+from rtinfer.serve.workers import CONTROL_POLL_S, WorkerControl
 
 __all__ = ["create_app", "error_response", "read_body"]
 
@@ -86,32 +88,52 @@ class _ApiKey:
 
 
 def create_app(models: ModelRepository | str | Path, *, api_key: str | None = None,
-               max_body_bytes: int = 64 << 20, poll_interval_s: float = 0.0) -> Starlette:
-    """The ASGI app over a loaded :class:`ModelRepository` (or a repository path to load)."""
+               max_body_bytes: int = 64 << 20, poll_interval_s: float = 0.0,
+               workers_dir: str | Path | None = None) -> Starlette:
+    """The ASGI app over a loaded :class:`ModelRepository` (or a repository path to load).
+
+    ``workers_dir``: the folder the worker processes of one server share (given by
+    :func:`~rtinfer.serve.workers.run_workers`); None for a server of one process.
+    """
     from rtinfer.serve import routes_tfs, routes_v2
 
     repo = models if isinstance(models, ModelRepository) else load_repository(models)
-    metrics = ServerMetrics(repo)
+    shared = Path(workers_dir) if workers_dir is not None else None
+    metrics = ServerMetrics(repo, shared / "metrics" if shared else None)
+    control = WorkerControl(shared, repo) if shared else None
     repo.observer_factory = metrics.observer
     for served in repo.models():  # loaded before the app existed: attach their observers
         served.batcher.observer = metrics.observer(served.name, served.version)
-    context: dict[str, Any] = {"repo": repo, "metrics": metrics, "limit": max_body_bytes}
+    context: dict[str, Any] = {"repo": repo, "metrics": metrics, "limit": max_body_bytes,
+                               "control": control or repo}
 
     async def prometheus(request: Request) -> Response:
         body, content_type = metrics.exposition()
         return Response(body, media_type=content_type.split(";")[0],
                         headers={"Content-Type": content_type})
 
+    async def follow_others() -> None:
+        assert control is not None
+        await control.sync()
+        metrics.refresh()
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        poller = (asyncio.get_running_loop().create_task(_poll(repo, poll_interval_s))
-                  if poll_interval_s > 0 and repo.path is not None else None)
+        loop = asyncio.get_running_loop()
+        tasks = []
+        if poll_interval_s > 0 and repo.path is not None:
+            tasks.append(loop.create_task(_every(poll_interval_s, repo.poll, "repository poll")))
+        if control is not None:
+            await follow_others()  # a replaced worker catches up before it serves
+            tasks.append(loop.create_task(_every(CONTROL_POLL_S, follow_others,
+                                                 "applying other workers' load/unload")))
         try:
             yield
         finally:
-            if poller is not None:
-                poller.cancel()
+            for task in tasks:
+                task.cancel()
             await repo.close()  # drain: queued and running requests finish first
+            metrics.close()
 
     routes = [*routes_v2.routes(context), *routes_tfs.routes(context),
               Route("/metrics", prometheus)]
@@ -123,10 +145,10 @@ def create_app(models: ModelRepository | str | Path, *, api_key: str | None = No
     return app
 
 
-async def _poll(repo: ModelRepository, interval_s: float) -> None:
+async def _every(interval_s: float, step: Callable[[], Awaitable[None]], what: str) -> None:
     while True:
         await asyncio.sleep(interval_s)
         try:
-            await repo.poll()
-        except Exception as exc:  # a bad scan must not stop polling; it is logged and retried
-            _LOG.warning("repository poll failed: %s", exc)
+            await step()
+        except Exception as exc:  # a failed step must not stop the loop; logged and retried
+            _LOG.warning("%s failed: %s", what, exc)

@@ -13,8 +13,10 @@ num_versions } | specific { versions } | all {} }``, ``default_model_filename`` 
 Runtime backend's ``intra_op_thread_count`` parameter. As in Triton, a model without a
 ``dynamic_batching`` block runs each request on its own.
 
-Threads default so that intra-op threads x instances <= the cores this process may use: an
-oversubscribed CPU is the first reason users find a server slower than the bare runtime.
+Threads default so that intra-op threads x instances x worker processes (``rtinfer serve
+--workers``) <= the usable cores: an oversubscribed CPU is the first reason users find a server
+slower than the bare runtime. An explicit thread count is honoured; :meth:`ModelConfig.
+oversubscription` says when it does not fit.
 """
 
 from __future__ import annotations
@@ -95,8 +97,9 @@ class ModelConfig:
 
     name: str
     engine: str | None = None
-    threads: int | None = None            # None: cores // instances
+    threads: int | None = None            # None: cores // (instances x workers)
     instances: int = 1
+    workers: int = 1                      # server processes sharing the cores (not a file key)
     max_batch_size: int = 0               # 0: the model does not batch
     dynamic_batching: bool = False
     preferred_batch_size: tuple[int, ...] = ()
@@ -115,11 +118,27 @@ class ModelConfig:
                               f"{self.instances}")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"model '{self.name}': threads must be >= 1, got {self.threads}")
+        if self.workers < 1:
+            raise ConfigError(f"model '{self.name}': workers must be >= 1, got {self.workers}")
 
     @property
     def thread_budget(self) -> int:
-        """Intra-op threads per instance: given, else the usable cores shared by instances."""
-        return self.threads or max(1, usable_cores() // self.instances)
+        """Intra-op threads per instance: given, else the usable cores shared by every
+        instance of every worker process (8 cores, 2 instances, 2 workers: 2 threads)."""
+        return self.threads or max(1, usable_cores() // (self.instances * self.workers))
+
+    def oversubscription(self) -> str | None:
+        """Why the explicit thread count oversubscribes the CPU, or None when it fits (or is
+        the default, which shares the cores)."""
+        if self.threads is None:
+            return None
+        used, cores = self.threads * self.instances * self.workers, usable_cores()
+        if used <= cores:
+            return None
+        return (f"model '{self.name}': {self.threads} thread(s) x {self.instances} "
+                f"instance(s) x {self.workers} worker(s) = {used} threads on {cores} usable "
+                "core(s); they will compete for the CPU (leave the thread count out to share "
+                "the cores)")
 
     def batching(self) -> BatchingConfig:
         """The batcher's settings; a model without dynamic batching runs requests one by one."""

@@ -24,12 +24,26 @@ process_resident_memory_bytes               nv_cpu_memory_used_bytes
 Every model metric carries ``model`` and ``version`` labels. Failure reasons: ``BAD_REQUEST``
 (400), ``REJECTED`` (queue full, 503), ``TIMEOUT`` (waited past its deadline), ``UNAVAILABLE``
 (unloaded while queued) and ``BACKEND`` (the engine failed, 500).
+
+With several worker processes (``rtinfer serve --workers N``) a scrape reports the whole server,
+whichever worker answers it: every worker writes its values to files in a folder they share
+(prometheus_client's multiprocess mode) and the scrape merges them. Counters and histograms are
+summed over every worker that ever ran. The gauges are merged per gauge, over live workers:
+pending requests are summed (``livesum``), a load time is the slowest worker's (``livemax``),
+and a version is ready only when every worker that loaded it serves it (``livemin``). Each
+worker writes its gauges every 0.5 s (the answering one at the scrape), so another worker's
+share may be that old. ``process_*`` metrics are left out: they would describe only the
+worker that answered.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from rtinfer.errors import RtinferError
 
 if TYPE_CHECKING:
     from rtinfer.serve.repository import ModelRepository
@@ -41,18 +55,31 @@ __all__ = ["ServerMetrics"]
 _SECONDS = (1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1.0,
             2.5, 10.0)
 _ROWS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+_LABELS = ("model", "version")
+_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client reads it once, when first imported
+# The gauges read from the repository: name, help, how several workers' values merge.
+_GAUGES = (
+    ("rtinfer_pending_requests", "Requests queued or running, per model version.", "livesum"),
+    ("rtinfer_model_load_duration_seconds", "Seconds to load and warm up the model version.",
+     "livemax"),
+    ("rtinfer_model_ready", "1 when the model version serves.", "livemin"),
+)
 
 
 class ServerMetrics:
-    """The server's metrics in their own registry (two apps in one process never collide)."""
+    """The server's metrics in their own registry (two apps in one process never collide), or,
+    with ``multiprocess_dir``, in the files every worker process of one server shares."""
 
-    def __init__(self, repository: ModelRepository) -> None:
+    def __init__(self, repository: ModelRepository, multiprocess_dir: Path | None = None
+                 ) -> None:
         import prometheus_client as prom  # the serve extra installs it
 
         self._prom = prom
-        self.registry = prom.CollectorRegistry()
-        labels = ("model", "version")
-        r = self.registry
+        self.registry = prom.CollectorRegistry()  # what a scrape reads
+        self.shared: _SharedGauges | None = None
+        labels = _LABELS
+        # Shared: values live in the folder's files, and the scrape reads only those.
+        r = None if multiprocess_dir is not None else self.registry
         self.success = prom.Counter("rtinfer_request_success", "Requests answered with outputs.",
                                     labels, registry=r)
         self.failure = prom.Counter("rtinfer_request_failure", "Requests that failed, by reason.",
@@ -75,8 +102,12 @@ class ServerMetrics:
         self.batch_size = prom.Histogram("rtinfer_batch_size", "Rows per executed batch.",
                                          labels, buckets=_ROWS, registry=r)
         self._children: dict[tuple[str, str], tuple[Any, Any]] = {}
-        r.register(_RepositoryCollector(repository, prom))
-        prom.ProcessCollector(registry=r)
+        if multiprocess_dir is not None:
+            self.shared = _SharedGauges(repository, prom, multiprocess_dir)
+            self.shared.collector(self.registry)
+        else:
+            self.registry.register(_RepositoryCollector(repository, prom))
+            prom.ProcessCollector(registry=self.registry)
 
     def observer(self, model: str, version: str) -> Any:
         """The batch observer for one model version (see :class:`~rtinfer.serve.Batcher`)."""
@@ -107,9 +138,29 @@ class ServerMetrics:
         else:
             self.failure.labels(model, version, failure).inc()
 
+    def refresh(self) -> None:
+        """Write this worker's gauges for the others' scrapes (shared mode; else a no-op)."""
+        if self.shared is not None:
+            self.shared.refresh()
+
+    def close(self) -> None:
+        """This worker is stopping: its gauges leave the shared files (shared mode)."""
+        if self.shared is not None:
+            self.shared.close()
+
     def exposition(self) -> tuple[bytes, str]:
         """The metrics as Prometheus text, and its content type."""
+        if self.shared is not None:
+            self.shared.refresh()
+            self.shared.forget_dead_workers()
         return self._prom.generate_latest(self.registry), self._prom.CONTENT_TYPE_LATEST
+
+
+def _gauge_values(repository: ModelRepository
+                  ) -> Iterator[tuple[tuple[str, str], tuple[float, ...]]]:
+    """(model, version) and its values for each of ``_GAUGES``, per served version."""
+    for served in repository.models():
+        yield (served.name, served.version), (served.batcher.pending, served.load_seconds, 1)
 
 
 class _RepositoryCollector:
@@ -122,16 +173,56 @@ class _RepositoryCollector:
         self.family = GaugeMetricFamily
 
     def collect(self) -> Iterator[Any]:
-        labels = ["model", "version"]
-        pending = self.family("rtinfer_pending_requests",
-                              "Requests queued or running, per model version.", labels=labels)
-        load = self.family("rtinfer_model_load_duration_seconds",
-                           "Seconds to load and warm up the model version.", labels=labels)
-        ready = self.family("rtinfer_model_ready", "1 when the model version serves.",
-                            labels=labels)
-        for served in self.repository.models():
-            key = [served.name, served.version]
-            pending.add_metric(key, served.batcher.pending)
-            load.add_metric(key, served.load_seconds)
-            ready.add_metric(key, 1)
-        yield from (pending, load, ready)
+        families = [self.family(name, doc, labels=list(_LABELS)) for name, doc, _ in _GAUGES]
+        for key, values in _gauge_values(self.repository):
+            for family, value in zip(families, values, strict=True):
+                family.add_metric(list(key), value)
+        yield from families
+
+
+class _SharedGauges:
+    """The same gauges in prometheus_client's multiprocess mode: written by each worker,
+    merged at the scrape as ``_GAUGES`` says."""
+
+    def __init__(self, repository: ModelRepository, prom: Any, folder: Path) -> None:
+        from prometheus_client import values
+
+        if values.ValueClass is values.MutexValue or os.environ.get(_ENV) != str(folder):
+            raise RtinferError(f"metrics shared by worker processes need {_ENV}={folder} set "
+                               "before prometheus_client is first imported (rtinfer serve "
+                               "--workers does this for its workers)")
+        self.repository = repository
+        self.folder = folder
+        self.gauges = [prom.Gauge(name, doc, _LABELS, registry=None, multiprocess_mode=mode)
+                       for name, doc, mode in _GAUGES]
+        self.written: set[tuple[str, str]] = set()
+
+    def collector(self, registry: Any) -> None:
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        MultiProcessCollector(registry, path=str(self.folder))
+
+    def refresh(self) -> None:
+        current = dict(_gauge_values(self.repository))
+        for key in self.written - set(current):  # retired or unloaded here: not served here
+            current[key] = (0, 0, 0)
+        for key, values in current.items():
+            for gauge, value in zip(self.gauges, values, strict=True):
+                gauge.labels(*key).set(value)
+        self.written |= set(current)
+
+    def forget_dead_workers(self) -> None:
+        """Drop the live gauges of workers that died without :meth:`close` (killed)."""
+        import psutil
+        from prometheus_client.multiprocess import mark_process_dead
+
+        for path in self.folder.glob("gauge_live*_*.db"):  # gauge_<mode>_<pid>.db
+            pid = path.stem.rsplit("_", 1)[1]
+            if pid.isdigit() and not psutil.pid_exists(int(pid)):
+                mark_process_dead(int(pid), str(self.folder))
+
+    def close(self) -> None:
+        from prometheus_client.multiprocess import mark_process_dead
+
+        mark_process_dead(os.getpid(), str(self.folder))
+

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,10 +49,11 @@ class ModelRepository:
     """The models of one repository folder (or fixed models) and the state of each version."""
 
     def __init__(self, path: Path | None, overrides: dict[str, Any] | None = None,
-                 drain_timeout_s: float = 30.0) -> None:
+                 drain_timeout_s: float = 30.0, workers: int = 1) -> None:
         self.path = path
         self.overrides = dict(overrides or {})
         self.drain_timeout_s = drain_timeout_s
+        self.workers = workers  # server processes sharing the cores: sizes default threads
         self.served: dict[str, dict[int, ServedModel]] = {}
         self.states: dict[str, dict[int, VersionState]] = {}
         self.unloaded: set[str] = set()
@@ -97,6 +98,25 @@ class ModelRepository:
                 out.append(entry)
         return out
 
+    def configs(self) -> dict[str, ModelConfig]:
+        """Each model folder's layered config, read without loading anything (folders whose
+        config is invalid are left out: loading reports them)."""
+        out = {}
+        for name in self._model_names():
+            try:
+                out[name] = self._config(name)
+            except RtinferError:
+                continue
+        return out
+
+    def require(self, name: str, action: str) -> None:
+        """Raise ModelNotFoundError unless ``name`` can be loaded (``action`` "load": its
+        folder exists) or unloaded ("unload": the server knows it)."""
+        if action == "load" and (self.path is None or not (self.path / name).is_dir()):
+            raise ModelNotFoundError(f"model '{name}' is not in the repository {self.path}")
+        if action == "unload" and name not in self.states:
+            raise ModelNotFoundError(f"unknown model '{name}'")
+
     def _why(self, name: str) -> str:
         if name in self.unloaded:
             return "unloaded"
@@ -116,8 +136,7 @@ class ModelRepository:
 
     async def load_model(self, name: str) -> None:
         """(Re)load ``name`` from disk; raises RtinferError naming why when nothing serves."""
-        if self.path is None or not (self.path / name).is_dir():
-            raise ModelNotFoundError(f"model '{name}' is not in the repository {self.path}")
+        self.require(name, "load")
         async with self._repo_lock():
             self.unloaded.discard(name)
             self.states.setdefault(name, {})
@@ -128,8 +147,7 @@ class ModelRepository:
 
     async def unload_model(self, name: str) -> None:
         """Stop serving ``name``: queued and running requests finish first."""
-        if name not in self.states:
-            raise ModelNotFoundError(f"unknown model '{name}'")
+        self.require(name, "unload")
         async with self._repo_lock():
             retired = list(self.served.pop(name, {}).values())
             self.states[name] = {}
@@ -183,7 +201,7 @@ class ModelRepository:
             return True
         folder = self.path / name
         try:
-            policy = read_model_config(folder, self.overrides).version_policy
+            policy = self._config(name).version_policy
         except RtinferError:
             return False  # reported when the config changed; nothing new to try
         wanted = policy.select(_numbered(folder))
@@ -202,7 +220,7 @@ class ModelRepository:
         folder = self.path / name
         self._configs[name] = self._config_snapshot(name)
         try:
-            config = read_model_config(folder, self.overrides)
+            config = self._config(name)
         except RtinferError as exc:
             return None, {}, {0: f"invalid configuration: {exc}"}
         served = self.served.get(name, {})
@@ -228,6 +246,10 @@ class ModelRepository:
                 self._failed[(name, v)] = files
                 failed[v] = f"version {v} failed to load: {exc}"
         return config, loaded, failed
+
+    def _config(self, name: str) -> ModelConfig:
+        assert self.path is not None
+        return replace(read_model_config(self.path / name, self.overrides), workers=self.workers)
 
     def _install(self, name: str, config: ModelConfig | None, loaded: dict[int, ServedModel],
                  failed: dict[int, str]) -> list[ServedModel]:
@@ -266,15 +288,16 @@ def _numbered(folder: Path) -> list[int]:
 
 
 def load_repository(repo: str | Path, *, engine: str | None = None, threads: int | None = None,
-                    overrides: dict[str, Any] | None = None,
-                    drain_timeout_s: float = 30.0) -> ModelRepository:
+                    overrides: dict[str, Any] | None = None, drain_timeout_s: float = 30.0,
+                    workers: int = 1) -> ModelRepository:
     """Every model of ``repo`` at the versions its policy names, loaded and warmed up.
 
     ``overrides`` (e.g. ``{"max_batch_size": 8, "instances": 2}``) win over each model's
     ``config.pbtxt`` and ``rtinfer.json``; ``engine`` and ``threads`` are shorthands for two
-    of them.
+    of them. ``workers``: how many server processes each load the repository (default threads
+    share the cores among them all).
     """
     settings = {"engine": engine, "threads": threads, **(overrides or {})}
-    repository = ModelRepository(Path(repo), settings, drain_timeout_s)
+    repository = ModelRepository(Path(repo), settings, drain_timeout_s, workers)
     repository.load_all()
     return repository

@@ -3,7 +3,9 @@ extensions.
 
 ``GET /v2``, ``/v2/health/live``, ``/v2/health/ready``, ``/v2/models/{m}[/versions/{v}]``,
 ``…/ready``, ``POST …/infer``, ``GET /v2/models/{m}/stats``, ``POST /v2/repository/index``,
-``POST /v2/repository/models/{m}/load`` and ``…/unload``.
+``POST /v2/repository/models/{m}/load`` and ``…/unload``. With several worker processes a
+load/unload answer means "done on the worker that answered"; the others follow within 0.5 s
+(:class:`~rtinfer.serve.workers.WorkerControl`).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ _DECODE_INLINE_BYTES = 64 << 10
 
 def routes(ctx: dict[str, Any]) -> list[Route]:
     repo: ModelRepository = ctx["repo"]
+    control = ctx["control"]  # load/unload: the repository, or what shares them with workers
     metrics = ctx["metrics"]
     limit: int = ctx["limit"]
 
@@ -113,7 +116,7 @@ def routes(ctx: dict[str, Any]) -> list[Route]:
 
     async def load_model(request: Request) -> Response:
         try:
-            await repo.load_model(request.path_params["model"])
+            await control.load_model(request.path_params["model"])
         except ModelNotFoundError as exc:
             return error_response(classify(exc))
         except RtinferError as exc:
@@ -122,7 +125,7 @@ def routes(ctx: dict[str, Any]) -> list[Route]:
 
     async def unload_model(request: Request) -> Response:
         try:
-            await repo.unload_model(request.path_params["model"])
+            await control.unload_model(request.path_params["model"])
         except ModelNotFoundError as exc:
             return error_response(classify(exc))
         return JSONResponse({})

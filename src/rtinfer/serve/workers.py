@@ -1,0 +1,167 @@
+"""Several server processes on one port (``rtinfer serve REPO --workers N``).
+
+    run_workers(functools.partial(build_app, settings), 4, host="0.0.0.0", port=8000)
+
+The parent binds the socket once and starts N worker processes (uvicorn's supervisor, spawned,
+not forked); each builds the app with ``factory(folder)``, which loads the repository itself
+and passes ``folder`` to :func:`~rtinfer.serve.create_app` as ``workers_dir``. The parent
+creates ``folder`` (a private temporary folder) before starting them and removes it on exit;
+the workers share through it:
+
+- metrics: ``folder/metrics`` is ``PROMETHEUS_MULTIPROC_DIR``, so a scrape answered by any
+  worker reports the whole server (see :mod:`rtinfer.serve.metrics`);
+- model control: ``POST /v2/repository/models/{m}/load|unload`` lands on one worker, which
+  records it in ``folder/control.json`` and applies it; every worker applies the records it
+  has not applied yet every 0.5 s (:class:`WorkerControl`). The answer therefore means
+  "applied on this worker"; the others follow within 0.5 s (plus the load or drain itself).
+
+SIGTERM (or SIGINT) to the parent sends SIGTERM to every worker; each drains its in-flight
+requests as a single server does, and the parent returns once all have exited. A worker that
+dies is replaced; one that fails to start stops the server (a broken repository would fail
+the same way on every restart).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rtinfer.errors import RtinferError
+from rtinfer.serve.repository import ModelRepository
+
+__all__ = ["CONTROL_POLL_S", "WorkerControl", "run_workers"]
+
+_LOG = logging.getLogger("rtinfer.serve")
+
+#: How often each worker applies the load/unload records the others made.
+CONTROL_POLL_S = 0.5
+_PROM_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def run_workers(factory: Callable[[Path], Any], workers: int, *, host: str, port: int,
+                drain_s: float = 30.0) -> int:
+    """Serve ``factory(folder)``'s ASGI app in ``workers`` processes accepting on one socket
+    until SIGTERM/SIGINT; 0 then, or uvicorn's startup-failure code (3) when a worker failed
+    to start. ``factory`` must pickle (a module-level function, or a partial of one)."""
+    import uvicorn
+    from uvicorn.config import STARTUP_FAILURE
+    from uvicorn.supervisors import Multiprocess
+
+    folder = Path(tempfile.mkdtemp(prefix="rtinfer-serve-"))
+    (folder / "metrics").mkdir()
+    saved = os.environ.get(_PROM_ENV)
+    # prometheus_client reads it when a worker first imports it; workers inherit it.
+    os.environ[_PROM_ENV] = str(folder / "metrics")
+    try:
+        # One socket bound here and shared by every worker, rather than one SO_REUSEPORT
+        # socket per worker: a connection waits in the one accept queue until any worker is
+        # free to take it, so a busy, still-loading or restarting worker never strands it
+        # (with SO_REUSEPORT the kernel hashes it to one worker's queue, whose queued
+        # connections are reset if that worker exits), and no other process can bind the
+        # port beside us.
+        config = uvicorn.Config(
+            functools.partial(_start_worker, factory, folder), factory=True, host=host,
+            port=port, workers=workers, log_level="warning", access_log=False,
+            timeout_graceful_shutdown=int(drain_s) or None,
+            # A worker loading a large model may hold the GIL for seconds; replacing it for a
+            # slow health ping would restart it forever.
+            timeout_worker_healthcheck=30)
+        sock = config.bind_socket()  # exits with STARTUP_FAILURE when the port is taken
+        try:
+            supervisor = Multiprocess(config, sockets=[sock])
+            supervisor.run()
+        finally:
+            sock.close()
+        failed = any(p.exitcode == STARTUP_FAILURE for p in supervisor.processes)
+        return STARTUP_FAILURE if failed else 0
+    finally:
+        if saved is None:
+            os.environ.pop(_PROM_ENV, None)
+        else:
+            os.environ[_PROM_ENV] = saved
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _start_worker(factory: Callable[[Path], Any], folder: Path) -> Any:
+    """In a worker: the app, or exit with STARTUP_FAILURE (uvicorn then stops the server
+    instead of restarting a worker that would fail again)."""
+    from uvicorn.config import STARTUP_FAILURE
+
+    try:
+        return factory(folder)
+    except Exception as exc:
+        _LOG.error("worker %d failed to start: %s", os.getpid(), exc)
+        sys.exit(STARTUP_FAILURE)
+
+
+class WorkerControl:
+    """Explicit load/unload shared by the workers of one server through ``control.json``.
+
+    The file holds the latest action per model, numbered in one sequence: ``{"seq": 7,
+    "models": {"cnn": {"seq": 7, "action": "unload"}}}``. The worker that answers records its
+    action first (under an exclusive lock, written to a temporary file and renamed, so readers
+    never see half a file), then applies it; every worker applies each model's record once
+    its number is newer than the last it applied. Recording before applying keeps the workers
+    in step when two of them get actions for one model at once: the later record wins
+    everywhere.
+    """
+
+    def __init__(self, folder: Path, repository: ModelRepository) -> None:
+        self.path = folder / "control.json"
+        self.lock = folder / "control.lock"
+        self.repository = repository
+        self.applied: dict[str, int] = {}  # model -> the last record applied here
+
+    async def load_model(self, name: str) -> None:
+        await self._act(name, "load")
+
+    async def unload_model(self, name: str) -> None:
+        await self._act(name, "unload")
+
+    async def sync(self) -> None:
+        """Apply the other workers' records this worker has not applied yet."""
+        for name, record in self._read()["models"].items():
+            if record["seq"] <= self.applied.get(name, 0):
+                continue
+            self.applied[name] = record["seq"]
+            try:
+                await self._apply(name, record["action"])
+            except RtinferError as exc:  # the worker that answered reported it already
+                _LOG.warning("%s of model %s (asked of another worker): %s", record["action"],
+                             name, exc)
+
+    async def _act(self, name: str, action: str) -> None:
+        import fcntl  # POSIX only: imported here so that the module imports anywhere
+
+        self.repository.require(name, action)  # an unknown model is nobody else's business
+        with open(self.lock, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # held for a read and a rename: microseconds
+            state = self._read()
+            seq = state["seq"] + 1
+            state = {"seq": seq, "models": {**state["models"],
+                                            name: {"seq": seq, "action": action}}}
+            staging = self.path.with_name(f".control.{os.getpid()}.tmp")
+            staging.write_text(json.dumps(state))
+            staging.replace(self.path)
+        self.applied[name] = seq
+        await self._apply(name, action)
+
+    async def _apply(self, name: str, action: str) -> None:
+        if action == "load":
+            await self.repository.load_model(name)
+        else:
+            await self.repository.unload_model(name)
+
+    def _read(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return {"seq": 0, "models": {}}
