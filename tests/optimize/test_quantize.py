@@ -12,7 +12,7 @@ from onnx import numpy_helper
 import rtinfer
 from rtinfer.kits import Kit
 from rtinfer.optimize import Quantize, fidelity, quant_params, quantize
-from rtinfer.optimize.quantize import preprocessed
+from rtinfer.optimize.quantize import DYNAMIC_GROUP_KEY, preprocessed
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +27,10 @@ def test_config_round_trips_and_rejects_bad_values() -> None:
     assert Quantize.from_dict(q.to_dict()) == q
     with pytest.raises(ValueError, match=r"Quantize.calibration must be one of"):
         Quantize(calibration="mse")
-    with pytest.raises(ValueError, match="dynamic quantization is ONNX Runtime's"):
-        Quantize(method="dynamic", engine="openvino")
+    with pytest.raises(ValueError, match="per_channel=False is not available there"):
+        Quantize(method="dynamic", engine="openvino", per_channel=False)
+    with pytest.raises(ValueError, match=r"Quantize.dynamic_group must be >= 1, got 0"):
+        Quantize(method="dynamic", engine="openvino", dynamic_group=0)
 
 
 def test_static_needs_calibration(perception_kit: Kit) -> None:
@@ -95,6 +97,31 @@ def test_dynamic_int8_on_the_fraud_mlp(fraud_kit: Kit) -> None:
     with rtinfer.load(q, threads=1) as s:
         got = fraud_kit.evaluate_session(s)
     assert got["roc_auc"] >= fraud_kit.quality["fraud-mlp"]["roc_auc"] - 0.01
+
+
+def test_openvino_dynamic_int8_weights_with_run_time_activations(fraud_kit: Kit) -> None:
+    model = rtinfer.import_model(fraud_kit.models["fraud-mlp"])
+    q = quantize(model, Quantize(method="dynamic", engine="openvino", dynamic_group=32))
+    graph = onnx.load(str(q.path))
+    assert {p.key: p.value for p in graph.metadata_props}[DYNAMIC_GROUP_KEY] == "32"
+    ops = [n.op_type for n in graph.graph.node]
+    assert "QuantizeLinear" not in ops  # no calibrated activation range anywhere
+    init = {i.name: i for i in graph.graph.initializer}
+    producer = {o: n for n in graph.graph.node for o in n.output}
+    dense = [n for n in graph.graph.node if n.op_type in ("MatMul", "Gemm")]
+    assert dense
+    for node in dense:  # every weight is stored as int8 with one scale per output channel
+        dq = producer[node.input[1]]
+        assert dq.op_type == "DequantizeLinear", node.name
+        assert init[dq.input[0]].data_type == onnx.TensorProto.INT8
+        assert len(numpy_helper.to_array(init[dq.input[1]]).ravel()) > 1
+    with rtinfer.load(q, "openvino", threads=1) as s:
+        assert s.describe()["dynamic_group"] == 32  # the file's setting reached OpenVINO
+        got = fraud_kit.evaluate_session(s)
+    assert got["roc_auc"] >= fraud_kit.quality["fraud-mlp"]["roc_auc"] - 0.01
+    with rtinfer.load(q, "onnxruntime", threads=1) as s:  # still a valid file elsewhere
+        assert fraud_kit.evaluate_session(s)["roc_auc"] >= \
+            fraud_kit.quality["fraud-mlp"]["roc_auc"] - 0.01
 
 
 def _old_opset_cnn(path: Path, opset: int) -> None:

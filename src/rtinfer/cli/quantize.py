@@ -26,9 +26,14 @@ def quantize(
     model: str | None = ModelArg,
     kit: str | None = KitOpt,
     data: Path | None = DataOpt,
-    method: str = typer.Option("static", help="static or dynamic."),
-    engine: str = typer.Option("onnxruntime", help="Whose quantizer: onnxruntime or openvino "
-                               "(NNCF); the result also runs on that engine."),
+    method: str = typer.Option("static", help="static or dynamic (ONNX Runtime: MatMulInteger; "
+                               "OpenVINO: int8 weights, activations quantized per group at "
+                               "run time)."),
+    engine: str | None = typer.Option(None, help="Whose quantizer: onnxruntime or openvino "
+                                      "(NNCF); the result also runs on that engine. Not "
+                                      "given: ONNX Runtime first; when static int8 misses "
+                                      "the budget, OpenVINO's int8 weights with run-time "
+                                      "activation quantization are tried too."),
     preset: str = typer.Option("default", help="default or transformer (NNCF's preset)."),
     calibration: str = typer.Option("minmax", help="minmax, entropy or percentile."),
     calib_samples: int = typer.Option(128, help="Calibration samples."),
@@ -58,13 +63,14 @@ def quantize(
     from rtinfer.optimize.qat import QAT
     from rtinfer.optimize.run import run_quantize
 
-    config = Quantize(method=method, engine=engine, preset=preset, calibration=calibration,
-                      calib_samples=calib_samples, per_channel=per_channel,
+    config = Quantize(method=method, engine=engine or "onnxruntime", preset=preset,
+                      calibration=calibration, calib_samples=calib_samples, per_channel=per_channel,
                       compute_inputs_only=compute_inputs_only)
     with _progress(quiet) as say:
         result = run_quantize(model, kit=kit, data=data, config=config, max_drop=max_drop,
                               metric=metric, threads=threads,
                               qat=QAT(steps=qat_steps, lr=qat_lr) if qat_steps > 0 else None,
+                              try_dynamic=engine is None,
                               out=out, name=name,
                               progress=say)
     _write_json(json_path, result)

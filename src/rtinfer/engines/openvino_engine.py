@@ -11,12 +11,18 @@ from rtinfer.engines.base import Engine, runtime_message
 from rtinfer.errors import EngineError
 from rtinfer.models.imported import ImportedModel
 
-__all__ = ["OpenVinoEngine"]
+__all__ = ["DYNAMIC_GROUP_KEY", "OpenVinoEngine"]
+
+# ONNX metadata key asking for run-time activation quantization per this many input channels
+# (OpenVINO files ONNX metadata under the model's rt_info["framework"]).
+DYNAMIC_GROUP_KEY = "rtinfer.openvino.dynamic_quantization_group_size"
 
 
 class OpenVinoEngine(Engine):
     """Options: ``device`` (default ``"CPU"``), ``precision`` (default ``"f32"``), ``hint``
-    (``"LATENCY"`` or ``"THROUGHPUT"``, default ``"LATENCY"``).
+    (``"LATENCY"`` or ``"THROUGHPUT"``, default ``"LATENCY"``), ``dynamic_group`` (run-time
+    activation quantization group for int8-weight MatMuls; default: the model's own setting,
+    written by ``Quantize(method="dynamic", engine="openvino")``, else OpenVINO's).
 
     The precision is pinned to f32 because OpenVINO otherwise picks bf16 on CPUs that report
     bf16 support (this machine's default hint reads bfloat16), which silently changes outputs;
@@ -36,8 +42,11 @@ class OpenVinoEngine(Engine):
         }
         try:
             core = ov.Core()
-            self._compiled = core.compile_model(core.read_model(str(model.path)), self._device,
-                                                config)
+            graph = core.read_model(str(model.path))
+            group = options.get("dynamic_group", _model_dynamic_group(graph))
+            if group is not None:
+                config["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = int(group)
+            self._compiled = core.compile_model(graph, self._device, config)
         except Exception as exc:  # OpenVINO raises RuntimeError subclasses with long traces
             raise EngineError(
                 f"openvino could not compile {model.path.name} for {self._device}: "
@@ -68,7 +77,17 @@ class OpenVinoEngine(Engine):
             "device": self._device,
             "precision": _type_name(self._compiled.get_property("INFERENCE_PRECISION_HINT")),
             "streams": int(self._compiled.get_property("NUM_STREAMS")),
+            "dynamic_group": int(self._compiled.get_property("DYNAMIC_QUANTIZATION_GROUP_SIZE")),
         }
+
+
+def _model_dynamic_group(graph: Any) -> int | None:
+    """The group size the model's ONNX metadata asks for (OpenVINO files it under
+    rt_info["framework"]), or None."""
+    path = ["framework", DYNAMIC_GROUP_KEY]
+    if not graph.has_rt_info(path):
+        return None
+    return int(graph.get_rt_info(path).astype(str))
 
 
 def _type_name(value: Any) -> str:

@@ -10,13 +10,14 @@ The loop, in the spirit of NNCF's accuracy control but with explicit budgets:
 
 1. quantize everything (the ``config`` given) and evaluate on the validation inputs;
 2. within budget: done. Otherwise try the other calibration methods (percentile, entropy) and
-   keep the best as the base; still over budget and given a ``finetune`` hook (a torch model
-   and training data: :mod:`rtinfer.optimize.qat`), fine-tune under simulated int8 and quantize
-   the fine-tuned weights, which become the base when they do better; still over budget, rank
-   the quantizable layers by *sensitivity*:
-   quantize one layer alone and measure how far its outputs move from the float model's, on
-   the validation samples where the fully quantized model disagrees most with float (where the
-   damage shows);
+   keep the best as the base; still over budget and ``try_dynamic``, try int8 weights with
+   activations quantized at run time on OpenVINO (no calibrated range to get wrong; MatMul
+   models only), accepted when within budget; still over budget and given a ``finetune`` hook
+   (a torch model and training data: :mod:`rtinfer.optimize.qat`), fine-tune under simulated
+   int8 and quantize the fine-tuned weights, which become the base when they do better; still
+   over budget, rank the quantizable layers by *sensitivity*: quantize one layer alone and
+   measure how far its outputs move from the float model's, on the validation samples where
+   the fully quantized model disagrees most with float (where the damage shows);
 3. keep the k most sensitive layers in float, finding the smallest k that meets the budget by
    galloping then bisecting over k, re-quantizing from cached calibration statistics;
 4. a model over budget is never returned as a result.
@@ -43,7 +44,14 @@ from rtinfer.optimize.evaluate import (
     ranked_by_disagreement,
     run_batches,
 )
-from rtinfer.optimize.quantize import QUANTIZABLE_OPS, Feeds, Quantize, preprocessed, quantize
+from rtinfer.optimize.quantize import (
+    QUANTIZABLE_OPS,
+    Feeds,
+    Quantize,
+    preprocessed,
+    quantize,
+    runtime_of,
+)
 
 __all__ = ["QuantizeResult", "quantizable_nodes", "quantize_within_budget"]
 
@@ -101,6 +109,7 @@ def quantize_within_budget(
     threads: int | None = None,
     max_fallback: int | None = None,
     try_calibrations: bool = True,
+    try_dynamic: bool = False,
     finetune: Callable[[Quantize], ImportedModel] | None = None,
     progress: Progress | None = None,
 ) -> QuantizeResult:
@@ -120,7 +129,7 @@ def quantize_within_budget(
     def attempt(cfg: Quantize, base: ImportedModel | None = None
                 ) -> tuple[ImportedModel, Evaluation, dict[str, np.ndarray]]:
         q = quantize(base or source, cfg, calibration)
-        with load(q, "onnxruntime", threads, warmup=False) as s:
+        with load(q, runtime_of(cfg), threads, warmup=False) as s:
             outputs = run_batches(s, validation)
         ev = evaluate_candidate(outputs, reference, budget, targets=targets, metric=metric,
                                 float_metrics=float_metrics)
@@ -137,9 +146,8 @@ def quantize_within_budget(
     if config.method == "static" and config.engine == "onnxruntime" and try_calibrations:
         # A different range estimate can fix outlier-heavy activations without giving up any
         # int8 layer; the best one (smallest drop) becomes the base of the layer fallback.
-        for method in ("percentile", "entropy", "minmax"):
-            if method == config.calibration:
-                continue
+        for method in [m for m in ("percentile", "entropy", "minmax")
+                       if m != config.calibration]:  # not the one just tried
             cfg = replace(config, calibration=method)
             say(f"trying {method} calibration")
             try:
@@ -154,6 +162,21 @@ def quantize_within_budget(
                 return _accept(result, q2, cfg, ev2)
             if ev2.drop < ev.drop:
                 config, ev, outputs = cfg, ev2, out2
+
+    if try_dynamic and config.method == "static" and _dense(source) and _has_openvino():
+        cfg = Quantize(method="dynamic", engine="openvino", exclude=config.exclude)
+        say(f"trying {cfg.describe()}")
+        try:
+            q2, ev2, _ = attempt(cfg)
+        except ExportError as exc:
+            result.steps.append({"what": "dynamic activations (OpenVINO)", "failed": str(exc),
+                                 "config": cfg.describe(), "within_budget": False,
+                                 "drop": None})
+        else:
+            result.steps.append(_step(cfg, ev2, "int8 weights, activations quantized at run "
+                                                "time (OpenVINO)"))
+            if ev2.within_budget:
+                return _accept(result, q2, cfg, ev2)
 
     if finetune is not None and config.method == "static":
         say("over budget: quantization-aware fine-tuning")
@@ -226,6 +249,22 @@ def quantize_within_budget(
     q, ev, cfg = tried[passing]
     result.kept_in_float = [r["node"] for r in result.sensitivity[:passing]]
     return _accept(result, q, cfg, ev)
+
+
+def _dense(model: ImportedModel) -> bool:
+    """Whether the model's arithmetic is mostly MatMul/Gemm (OpenVINO's run-time activation
+    quantization covers those, not Conv)."""
+    import onnx
+
+    ops = [n.op_type for n in onnx.load(str(model.path), load_external_data=False).graph.node]
+    dense = ops.count("MatMul") + ops.count("Gemm")
+    return dense > 0 and dense >= ops.count("Conv")
+
+
+def _has_openvino() -> bool:
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in ("openvino", "nncf"))
 
 
 def _accept(result: QuantizeResult, q: ImportedModel, cfg: Quantize,

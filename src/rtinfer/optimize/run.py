@@ -7,8 +7,9 @@
 1. Data: a kit's calibration / validation / test splits (labels and its metric), or an ``.npz``
    of arrays named after the model's inputs (optional ``labels``): the first half calibrates,
    the second half validates; without labels the budget applies to fidelity.
-2. Quantize under the budget on the validation split (:func:`quantize_within_budget`); with
-   a kit and ``qat``, post-training quantization that misses the budget is followed by
+2. Quantize under the budget on the validation split (:func:`quantize_within_budget`): static
+   int8 that misses the budget is followed by other calibrations, then OpenVINO's int8 weights
+   with run-time activation quantization (``try_dynamic``), then, with a kit and ``qat``,
    quantization-aware fine-tuning on the kit's training split (:mod:`rtinfer.optimize.qat`)
    before any layer is kept in float.
 3. Report on held-out data (the kit's test split): task metrics and fidelity, float vs int8.
@@ -51,11 +52,17 @@ def run_quantize(
     metric: str | None = None,
     threads: int | None = None,
     qat: QAT | None = None,
+    try_dynamic: bool = True,
     out: str | Path | None = None,
     name: str | None = None,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """See the module docstring; returns a JSON-ready result (``status`` first)."""
+    """See the module docstring; returns a JSON-ready result (``status`` first).
+
+    ``try_dynamic``: when static int8 misses the budget, try OpenVINO's int8 weights with
+    run-time activation quantization (the result then deploys on OpenVINO) before QAT and
+    float fallback; False keeps to ``config.engine``.
+    """
     config = config or Quantize()
     say = progress or (lambda _msg: None)
     float_model, splits, task, default_metric = task_data(model, kit, data)
@@ -79,7 +86,7 @@ def run_quantize(
     result = quantize_within_budget(
         float_model, config, calibration, validation, budget,
         targets=val_targets if task else None, metric=task, threads=threads, finetune=hook,
-        progress=say,
+        try_dynamic=try_dynamic, progress=say,
     )
     if any(s["what"].startswith("QAT") for s in result.steps):
         qat_note = ("used: the quantized model starts from the fine-tuned weights"
@@ -97,7 +104,7 @@ def run_quantize(
 
     say("evaluating on held-out data")
     test_inputs, test_targets = splits["test"]
-    runtime = "openvino" if config.engine == "openvino" else "onnxruntime"
+    runtime = "openvino" if result.config.engine == "openvino" else "onnxruntime"
     with load(float_model, runtime, threads, warmup=False) as f_s, \
             load(result.model, runtime, threads, warmup=False) as q_s:
         f_out, q_out = run_batches(f_s, test_inputs), run_batches(q_s, test_inputs)
@@ -134,6 +141,7 @@ def run_quantize(
                           "performance": report["performance"],
                           "quantization": {"budget": report["budget"],
                                            "kept_in_float": result.kept_in_float}},
+            engine=runtime,
         )
         report["artifact"] = str(art.path)
     return report

@@ -13,6 +13,9 @@ order of cost, cheapest first, so a tight time budget still sees the most likely
                       kernel reads them: the residual stream stays float)
 4. ``int8-nncf``      NNCF on the ONNX graph (OpenVINO's quantizer), default preset, and its
                       transformer preset for models with attention (Softmax + MatMul)
+4b. ``int8-ov-dynamic`` int8 weights (NNCF) with activations quantized at run time by
+                      OpenVINO, per group of 64 channels — MatMul/Gemm models; runs on
+                      OpenVINO only (ONNX Runtime would run the file in float)
 5. ``int8-mixed``     the best static setting with its most sensitive layers kept in float
                       until the budget holds (:func:`quantize_within_budget`); built only when
                       no plain int8 variant met the budget
@@ -29,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rtinfer.models.imported import ImportedModel
-from rtinfer.optimize.quantize import Feeds, Quantize, quantize
+from rtinfer.optimize.quantize import Feeds, Quantize, quantize, runtime_of
 
 __all__ = ["Variant", "op_histogram", "quantized_variants", "torch_variants"]
 
@@ -50,7 +53,10 @@ class Variant:
     def engines(self, available: list[str]) -> list[str]:
         """Engines to time it on: QDQ int8 runs on ONNX Runtime and OpenVINO; the original
         float model also on PyTorch eager when its module is known."""
-        names: list[str] = [e for e in ("onnxruntime", "openvino") if e in available]
+        only = {runtime_of(Quantize.from_dict(p)) for p in self.recipe
+                if p.get("pass") == "quantize"} - {"onnxruntime"}
+        names: list[str] = [e for e in ("onnxruntime", "openvino")
+                            if e in available and (not only or e in only)]
         if self.id == "fp32" and "torch" in available and (
                 self.model.torch_module is not None or self.model.torch_loader is not None):
             names.append("torch")
@@ -91,6 +97,9 @@ def quantized_variants(
         if attention:
             configs.append(("int8-nncf-transformer", "int8 (NNCF, transformer preset)",
                             Quantize(engine="openvino", preset="transformer")))
+        if dense >= ops.get("Conv", 0):
+            configs.append(("int8-ov-dynamic", "int8 weights, run-time activations (OpenVINO)",
+                            Quantize(method="dynamic", engine="openvino")))
     for vid, label, config in configs:
         def build(config: Quantize = config, vid: str = vid, label: str = label) -> Variant:
             model = quantize(base, config, calibration if config.method == "static" else None)
