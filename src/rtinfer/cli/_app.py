@@ -39,7 +39,9 @@ KitOpt = typer.Option(None, "--kit", help="Use a kit's float model and real test
 DataOpt = typer.Option(None, "--data", help=".npz with arrays named after the inputs (+ optional "
                        "'labels'): half calibrate, half validate.")
 MetricOpt = typer.Option(None, help="Budget metric [default: the kit's; without labels "
-                         "<output>.cosine].")
+                         "<output>.cosine]: a task metric, <output>.cosine|top1 (fidelity "
+                         "to float), or your own as package.module:function(targets, "
+                         "outputs).")
 ModelArg = typer.Argument(None, help="ONNX file, artifact, model folder or HF folder.")
 
 

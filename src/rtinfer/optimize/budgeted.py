@@ -25,7 +25,7 @@ The loop, in the spirit of NNCF's accuracy control but with explicit budgets:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -48,6 +48,7 @@ from rtinfer.optimize.quantize import (
     QUANTIZABLE_OPS,
     Feeds,
     Quantize,
+    as_feeds,
     preprocessed,
     quantize,
     runtime_of,
@@ -100,8 +101,8 @@ def quantizable_nodes(model: ImportedModel, config: Quantize) -> list[str]:
 def quantize_within_budget(
     model: ImportedModel,
     config: Quantize,
-    calibration: Feeds | None,
-    validation: Feeds,
+    calibration: Feeds | Iterable[Mapping[str, np.ndarray]] | None,
+    validation: Feeds | Iterable[Mapping[str, np.ndarray]],
     budget: Budget,
     *,
     targets: np.ndarray | None = None,
@@ -119,6 +120,8 @@ def quantize_within_budget(
     called at most once, only when post-training quantization alone misses the budget.
     """
     say = progress or (lambda _msg: None)
+    calibration = as_feeds(calibration) if calibration is not None else None
+    validation = as_feeds(validation)  # an iterable is read once, here
     with load(model, "onnxruntime", threads, warmup=False) as session:
         reference = run_batches(session, validation)
     float_metrics = metric(targets, reference) if metric is not None and targets is not None \

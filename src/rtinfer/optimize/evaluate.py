@@ -18,8 +18,8 @@ import numpy as np
 
 from rtinfer.engines.base import run_in_batches as run_batches
 
-__all__ = ["Budget", "Evaluation", "evaluate_candidate", "fidelity", "kit_metric",
-           "ranked_by_disagreement", "run_batches"]
+__all__ = ["NO_LABELS", "Budget", "Evaluation", "evaluate_candidate", "fidelity", "kit_metric",
+           "ranked_by_disagreement", "run_batches", "user_metric"]
 
 Metric = Callable[[np.ndarray, Mapping[str, np.ndarray]], dict[str, float]]
 
@@ -142,6 +142,40 @@ def kit_metric(kit: Any) -> Metric:
         return dict(kit.recipe.evaluate(kit.meta, targets, outputs))
 
     return metric
+
+
+# Stands for "no labels" where a metric runs anyway (a user metric): it gets None.
+NO_LABELS = np.empty(0)
+
+
+def user_metric(spec: str) -> tuple[str, Metric]:
+    """``"package.module:function"`` → (its name, a Metric). The function is called as
+    ``function(targets, outputs)`` — ``targets`` the labels or None, ``outputs`` a dict of
+    output name -> array — and returns a number (higher is better) or a dict of numbers; the
+    budget applies to the entry named like the function, else to the first."""
+    import importlib
+
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ValueError(f"a user metric is 'package.module:function', got {spec!r}")
+    try:
+        fn = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"cannot load the metric {spec!r}: {exc}; check that the module is "
+                         "importable (on PYTHONPATH) and defines that function") from exc
+    if not callable(fn):
+        raise TypeError(f"{spec!r} is a {type(fn).__name__}, not a function")
+
+    def metric(targets: np.ndarray, outputs: Mapping[str, np.ndarray]) -> dict[str, float]:
+        value = fn(None if targets is NO_LABELS else targets, dict(outputs))
+        if isinstance(value, Mapping):
+            values = {str(k): float(v) for k, v in value.items()}
+            if not values:
+                raise ValueError(f"the metric {spec!r} returned an empty dict")
+            return values if attr in values else {attr: next(iter(values.values())), **values}
+        return {attr: float(value)}
+
+    return attr, metric
 
 
 def ranked_by_disagreement(reference: Mapping[str, np.ndarray],

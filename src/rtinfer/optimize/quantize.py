@@ -35,7 +35,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,8 +50,8 @@ from rtinfer.errors import ExportError
 from rtinfer.models.imported import ImportedModel, Source
 from rtinfer.models.onnx_file import load_onnx
 
-__all__ = ["CONFIG_VERSION", "DYNAMIC_GROUP_KEY", "QDQ_OPSET", "Feeds", "Quantize", "batches",
-           "quantize", "runtime_of"]
+__all__ = ["CONFIG_VERSION", "DYNAMIC_GROUP_KEY", "QDQ_OPSET", "Feeds", "Quantize", "as_feeds",
+           "batches", "quantize", "runtime_of"]
 
 CONFIG_VERSION = 1
 Feeds = Mapping[str, np.ndarray]
@@ -141,6 +141,34 @@ class Quantize:
         return f"int8 static QDQ ({tool}, {gran}, {self.calibration}{preset}{extra})"
 
 
+def as_feeds(data: Feeds | Iterable[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Representative data as one dict of arrays (leading axis: samples): a dict of arrays is
+    taken as is; an iterable (a list, a generator, a DataLoader-like object) of such dicts,
+    each a batch, is concatenated."""
+    if isinstance(data, Mapping):
+        return {k: np.asarray(v) for k, v in data.items()}
+    if isinstance(data, str | bytes) or not isinstance(data, Iterable):
+        raise TypeError(f"representative data must be a dict of arrays or an iterable of such "
+                        f"dicts (batches), got {type(data).__name__}")
+    parts: dict[str, list[np.ndarray]] = {}
+    for i, item in enumerate(data):
+        if not isinstance(item, Mapping):
+            raise TypeError(f"item {i} of the representative data is a {type(item).__name__}; "
+                            "each item must be a dict of input name -> array (one batch)")
+        if parts and set(item) != set(parts):
+            raise ValueError(f"item {i} has inputs {sorted(item)}; earlier items had "
+                             f"{sorted(parts)}")
+        for k, v in item.items():
+            parts.setdefault(k, []).append(np.asarray(v))
+    if not parts:
+        raise ValueError("the representative data is empty: give at least one batch")
+    try:
+        return {k: np.concatenate(v) for k, v in parts.items()}
+    except ValueError as exc:
+        raise ValueError(f"the batches do not stack along their first axis ({exc}); give "
+                         "arrays whose shapes agree after the batch axis") from exc
+
+
 def batches(feeds: Feeds, batch: int = 1, limit: int | None = None) -> list[dict[str, np.ndarray]]:
     """Split feeds (arrays with a leading sample axis) into a list of batches."""
     n = len(next(iter(feeds.values())))
@@ -149,14 +177,18 @@ def batches(feeds: Feeds, batch: int = 1, limit: int | None = None) -> list[dict
             for i in range(0, n, batch)]
 
 
-def quantize(model: ImportedModel, config: Quantize, calibration: Feeds | None = None,
+def quantize(model: ImportedModel, config: Quantize,
+             calibration: Feeds | Iterable[Mapping[str, np.ndarray]] | None = None,
              *, out_dir: str | Path | None = None) -> ImportedModel:
-    """Quantize ``model`` as ``config`` says; static methods need ``calibration`` feeds."""
+    """Quantize ``model`` as ``config`` says; static methods need ``calibration`` feeds (a dict
+    of arrays, or an iterable of such batches: :func:`as_feeds`)."""
     if config.method == "static" and calibration is None:
         raise ValueError(
             "static quantization needs calibration data: representative inputs (a kit's "
             "calibration split, an .npz file or a dict of arrays); or use method='dynamic'"
         )
+    if calibration is not None:
+        calibration = as_feeds(calibration)
     owned = out_dir is None
     # Absolute: the quantizers run with another working directory (rtinfer._sandbox).
     folder = Path(tempfile.mkdtemp(prefix="rtinfer-quant-") if out_dir is None

@@ -32,7 +32,14 @@ from rtinfer.engines import load
 from rtinfer.hardware import environment, estimate_peak_flops
 from rtinfer.models import ImportedModel, import_model
 from rtinfer.optimize.budgeted import Progress, quantize_within_budget
-from rtinfer.optimize.evaluate import Budget, fidelity, kit_metric, run_batches
+from rtinfer.optimize.evaluate import (
+    NO_LABELS,
+    Budget,
+    fidelity,
+    kit_metric,
+    run_batches,
+    user_metric,
+)
 from rtinfer.optimize.qat import QAT, finetune
 from rtinfer.optimize.quantize import Quantize
 
@@ -65,8 +72,8 @@ def run_quantize(
     """
     config = config or Quantize()
     say = progress or (lambda _msg: None)
-    float_model, splits, task, default_metric = task_data(model, kit, data)
-    budget = Budget.parse(max_drop or "100%", metric or default_metric)
+    float_model, splits, task, budget_metric = task_data(model, kit, data, metric)
+    budget = Budget.parse(max_drop or "100%", budget_metric)
     calibration = splits["calibration"][0]
     validation, val_targets = splits["validation"]
     hook, qat_note = None, "not asked for"
@@ -150,10 +157,23 @@ def run_quantize(
 Splits = dict[str, tuple[dict[str, np.ndarray], np.ndarray | None]]
 
 
-def task_data(model: Any, kit: Any, data: str | Path | None
+def task_data(model: Any, kit: Any, data: str | Path | None, metric: str | None = None
               ) -> tuple[ImportedModel, Splits, Any, str]:
     """The float model, its calibration/validation/test splits (inputs, targets or None), the
-    task metric (None without labels) and the default budget metric's name."""
+    task metric (None without labels) and the budget metric's name: ``metric`` itself, the
+    function's name for a user metric ``package.module:function`` (which then is the task
+    metric, with or without labels), or the default (the kit's; accuracy with labels;
+    ``<first output>.cosine`` without)."""
+    model_, splits, task, default = _task_data(model, kit, data)
+    if metric is not None and ":" in metric:
+        name, task = user_metric(metric)
+        return model_, {k: (x, NO_LABELS if y is None else y)
+                        for k, (x, y) in splits.items()}, task, name
+    return model_, splits, task, metric or default
+
+
+def _task_data(model: Any, kit: Any, data: str | Path | None
+               ) -> tuple[ImportedModel, Splits, Any, str]:
     if kit is not None:
         from rtinfer import kits
 

@@ -92,9 +92,9 @@ def optimize(
     say = progress or (lambda _msg: None)
     start = time.monotonic()
     deadline = start + time_budget_s
-    original, splits, task, default_metric = task_data(model, kit, data)
+    original, splits, task, budget_metric = task_data(model, kit, data, metric)
     kit_name = getattr(kit, "name", kit)  # a kit name, or a loaded Kit (tests: small kits)
-    budget = Budget.parse(max_drop, metric or default_metric)
+    budget = Budget.parse(max_drop, budget_metric)
     usable = available_engines()
     chosen_engines = [e for e in (engines or usable) if e in usable]
     if engines and len(chosen_engines) < len(engines):
