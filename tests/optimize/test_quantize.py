@@ -110,11 +110,21 @@ def test_openvino_dynamic_int8_weights_with_run_time_activations(fraud_kit: Kit)
     producer = {o: n for n in graph.graph.node for o in n.output}
     dense = [n for n in graph.graph.node if n.op_type in ("MatMul", "Gemm")]
     assert dense
+    original = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(model.path)).graph
+                .initializer}
+    float_nodes = {n.name: n for n in onnx.load(str(model.path)).graph.node}
     for node in dense:  # every weight is stored as int8 with one scale per output channel
         dq = producer[node.input[1]]
         assert dq.op_type == "DequantizeLinear", node.name
         assert init[dq.input[0]].data_type == onnx.TensorProto.INT8
-        assert len(numpy_helper.to_array(init[dq.input[1]]).ravel()) > 1
+        codes = numpy_helper.to_array(init[dq.input[0]]).astype(np.float64)
+        s = numpy_helper.to_array(init[dq.input[1]]).astype(np.float64)
+        assert s.size > 1
+        w = original[float_nodes[node.name].input[1]]
+        shape = [1] * codes.ndim
+        shape[next(a.i for a in dq.attribute if a.name == "axis")] = -1
+        w_hat = codes * s.reshape(shape)
+        assert np.abs(w_hat - w).max() <= np.abs(s).max() / 2 + 1e-7  # rounding costs <= s/2
     with rtinfer.load(q, "openvino", threads=1) as s:
         assert s.describe()["dynamic_group"] == 32  # the file's setting reached OpenVINO
         got = fraud_kit.evaluate_session(s)

@@ -13,7 +13,12 @@ With x_min = s * (q_min - z) and x_max = s * (q_max - z), so that x_max - x_min 
 (x - x_min) / s = x / s + z - q_min, hence Q(x) = q - q_min: the same code shifted onto [0, 2^n-1].
 *Symmetric* quantization (int8 weights, z = 0) centres the range on zero: x_min = -128 s,
 x_max = 127 s. *Asymmetric* (uint8 activations) lets z move the range to fit the data. Rounding
-costs at most s/2 for any x inside [x_min, x_max].
+costs at most |s|/2 for any x inside [x_min, x_max].
+
+NNCF's weight compression (``Quantize(method="dynamic", engine="openvino")``) stores *signed*
+scales: s = w_peak / -128, with w_peak the channel's largest-magnitude weight, so that weight
+lands exactly on q = -128 whatever its sign. For s < 0 the grid is mirrored: x_min = s (q_max -
+z) and x_max = s (q_min - z); the table shows the range in increasing order either way.
 """
 
 from __future__ import annotations
@@ -63,7 +68,8 @@ def quant_params(model: ImportedModel) -> list[dict[str, Any]]:
             continue
         qmin, qmax = _GRID[dtype]
         zp = (zp_arr if zp_arr is not None else np.zeros_like(scale)).astype(np.float64)
-        x_min, x_max = scale * (qmin - zp), scale * (qmax - zp)
+        low, high = scale * (qmin - zp), scale * (qmax - zp)  # swapped where s < 0
+        x_min, x_max = np.minimum(low, high), np.maximum(low, high)
         axis = next((a.i for a in node.attribute if a.name == "axis"), None)
         rows.append({
             "tensor": x_name,
@@ -76,7 +82,8 @@ def quant_params(model: ImportedModel) -> list[dict[str, Any]]:
             "zero_point": _summary(zp),
             "x_min": _summary(x_min),
             "x_max": _summary(x_max),
-            "form": "symmetric" if not np.any(zp) and dtype.kind == "i" else "asymmetric",
+            "form": ("asymmetric" if np.any(zp) or dtype.kind != "i" else
+                     "symmetric, signed scale" if np.any(scale < 0) else "symmetric"),
         })
     return rows
 
