@@ -12,6 +12,11 @@ quantization", with a straight-through gradient):
 - weights: symmetric int8, scale = max|w| / 127 per output channel (or per tensor), exactly
   ONNX Runtime's symmetric form (a weight row with max|w| = 0.254 gets scale 0.002, so 0.1013
   becomes round(50.65) = 51 → 0.102);
+- each output channel's weights are multiplied by a learned gain (exp of a log-gain that starts
+  at 0, folded into the exported weights): Adam moves every parameter by about ``lr`` a step,
+  so a channel whose weights are 100x the others' (an outlier that sets a per-tensor weight
+  scale or an activation range) would take thousands of steps to shrink weight by weight; the
+  gain rescales the whole channel by about ``lr`` *relative* a step;
 - inputs: the ``Quantize`` config's activation type, per tensor, over the min/max range seen on
   the calibration data (widened to include 0) — what MinMax calibration will find; the ranges
   are re-measured every ``QAT.recalibrate`` steps as the weights move.
@@ -202,8 +207,8 @@ class _FakeQuant:
         self._observing = False
         self._hooks = []
         for i, m in enumerate(self.modules):
-            parametrize.register_parametrization(m, "weight", _WeightQuant(torch,
-                                                                           self.per_channel))
+            parametrize.register_parametrization(
+                m, "weight", _WeightQuant(torch, self.per_channel, m.weight))
             self._hooks.append(m.register_forward_pre_hook(self._input_hook(i)))
 
     def _input_hook(self, i: int) -> Any:
@@ -245,7 +250,10 @@ class _FakeQuant:
     def remove(self) -> None:
         for h in self._hooks:
             h.remove()
-        for m in self.modules:  # keep the trained float weight, drop the simulation
+        for m in self.modules:  # keep the trained float weight (times its gain), drop the rest
+            weight = m.parametrizations.weight
+            with self._torch.no_grad():
+                weight.original.copy_(weight[0].gained(weight.original))
             self._parametrize.remove_parametrizations(m, "weight", leave_parametrized=False)
 
 
@@ -265,11 +273,21 @@ def _fake_quant(torch: Any, x: Any, scale: Any, zero: Any, low: int, high: int) 
 
 
 class _WeightQuant:
-    """Parametrization: w -> symmetric int8 fake-quantized w (per output channel or tensor)."""
+    """Parametrization: w -> symmetric int8 fake-quantized ``gain * w`` (per output channel or
+    tensor), where ``gain`` = exp(a learned log-gain per output channel, starting at 0)."""
 
-    def __new__(cls, torch: Any, per_channel: bool) -> Any:
+    def __new__(cls, torch: Any, per_channel: bool, weight: Any) -> Any:
         class WeightQuant(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                zeros = torch.zeros(len(weight), dtype=weight.dtype, device=weight.device)
+                self.log_gain = torch.nn.Parameter(zeros, requires_grad=weight.requires_grad)
+
+            def gained(self, w: Any) -> Any:
+                return w * self.log_gain.exp().reshape(-1, *([1] * (w.dim() - 1)))
+
             def forward(self, w: Any) -> Any:
+                w = self.gained(w)
                 if per_channel:
                     amax = w.detach().abs().reshape(len(w), -1).amax(1).clamp(min=1e-8)
                     scale = (amax / 127).to(torch.float32)
