@@ -147,3 +147,24 @@ def test_triton_repository_without_manifest_is_served_with_its_batching(
         assert not client.is_server_ready()
         state, reason = _state(url, "broken")["1"]
         assert state == "UNAVAILABLE" and "version 1 failed to load" in reason
+
+
+def test_each_version_is_served_on_the_engine_its_artifact_records(cnn: ImportedModel,
+                                                                    tmp_path: Path) -> None:
+    """save_artifact(engine=...) (what quantize and optimize write) decides the engine unless
+    the command line or rtinfer.json says otherwise."""
+    repo = tmp_path / "repo"
+    rtinfer.save_artifact(cnn, repo, "cnn")
+    rtinfer.save_artifact(cnn, repo, "cnn", engine="openvino")
+    (repo / "cnn" / "rtinfer.json").write_text('{"version_policy": "all"}')
+    with running(create_app(load_repository(repo, threads=1))) as url:
+        client = httpclient.InferenceServerClient(url)
+        assert client.get_model_metadata("cnn", "1")["platform"] == "onnxruntime_onnx"
+        assert client.get_model_metadata("cnn", "2")["platform"] == "openvino"
+        with rtinfer.load(cnn) as s:
+            expected = s.run({"image": X})["logits"]
+        got = client.infer("cnn", [_input()], model_version="2").as_numpy("logits")
+        np.testing.assert_allclose(got, expected, atol=1e-4)
+    with running(create_app(load_repository(repo, engine="onnxruntime", threads=1))) as url:
+        client = httpclient.InferenceServerClient(url)
+        assert client.get_model_metadata("cnn", "2")["platform"] == "onnxruntime_onnx"

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from rtinfer.artifact import is_artifact, load_artifact
-from rtinfer.engines import Session, load
+from rtinfer.engines import Session, available_engines, load
 from rtinfer.errors import RtinferError
 from rtinfer.models import import_model
 from rtinfer.serve.batcher import Batcher, BatchObserver
@@ -88,15 +88,22 @@ def load_version(model_dir: Path, version: int, config: ModelConfig,
     folder = model_dir / str(version)
     files = snapshot(folder)
     start = time.perf_counter()
+    deployed = None  # the engine the artifact was measured fastest on (save_artifact(engine=))
     if is_artifact(folder):
-        model = load_artifact(folder).model
+        artifact = load_artifact(folder)
+        model = artifact.model
+        deployed = (artifact.manifest.get("deployment") or {}).get("engine")
+        if deployed is not None and deployed not in available_engines():
+            _LOG.warning("%s version %s was measured on %s, which is not installed here; "
+                         "serving it on the default engine", config.name, version, deployed)
+            deployed = None
     elif (folder / config.model_filename).is_file():
         model = import_model(folder / config.model_filename)
     else:
         raise RtinferError(f"{folder} holds neither rtinfer's manifest.json nor "
                            f"{config.model_filename}; put the ONNX model there")
     raw = raw_inputs_for(config.kit, config.kit_size) if config.kit else None
-    sessions = [load(model, config.engine, config.thread_budget, warmup=True)
+    sessions = [load(model, config.engine or deployed, config.thread_budget, warmup=True)
                 for _ in range(config.instances)]
     served = ServedModel(config.name, str(version), sessions, config,
                          Batcher(sessions, config.batching(), observer),
