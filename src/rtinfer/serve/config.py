@@ -13,6 +13,10 @@ num_versions } | specific { versions } | all {} }``, ``default_model_filename`` 
 Runtime backend's ``intra_op_thread_count`` parameter. As in Triton, a model without a
 ``dynamic_batching`` block runs each request on its own.
 
+The engine, when neither the command line nor ``rtinfer.json`` names one, is each version's
+own: the ``deployment.engine`` its artifact manifest records (``rtinfer quantize`` and
+``optimize`` write the engine they measured), else ONNX Runtime.
+
 Threads default so that intra-op threads x instances x worker processes (``rtinfer serve
 --workers``) <= the usable cores: an oversubscribed CPU is the first reason users find a server
 slower than the bare runtime. An explicit thread count is honoured; :meth:`ModelConfig.
