@@ -12,7 +12,7 @@ fp32; ONNX Runtime's ``quantize_dynamic`` defaults; ONNX Runtime's ``quantize_st
 (QDQ, int8 activations, every op, per-channel MinMax, 64 calibration sentences); NNCF defaults
 and NNCF's transformer preset, run on OpenVINO; rtinfer's static int8 with activations rounded
 only at the int8 kernels' inputs (``compute_inputs_only``, everything quantized, no fallback);
-rtinfer's OpenVINO dynamic int8 (int8 weights, activations quantized at run time per 64
+rtinfer's OpenVINO dynamic int8 (int8 weights, activations quantized at run time per 128
 channels); and rtinfer's artifact on both engines. The last lines say which candidates meet
 the issue's target: worst cosine >= 0.99, accuracy within 0.5 point of float, >= 2x ORT fp32.
 

@@ -88,9 +88,10 @@ class Quantize:
     # where an int8 kernel reads: inputs of the quantized ops (as NNCF places its quantizers).
     compute_inputs_only: bool = False
     # method="dynamic" on OpenVINO: activations are quantized at run time per this many input
-    # channels. On the intent kit (2 threads, 128 tokens) 64 ran 2.2-2.5x ORT fp32 with worst
-    # cosine 0.998; OpenVINO's default 32 ran 1.9-2.1x (0.998); 384 was 2.5x but 0.992.
-    dynamic_group: int = 64
+    # channels. On the intent kit (2 threads, 128 tokens, quiet machine, 7 interleaved rounds)
+    # 128 ran 2.32x ORT fp32 with worst held-out cosine 0.997; 32 (OpenVINO's default) 2.02x,
+    # 64 2.05x, 256 1.95x (cosine 0.998, 0.998, 0.995).
+    dynamic_group: int = 128
 
     def __post_init__(self) -> None:
         for name, value, allowed in (("method", self.method, _METHODS),

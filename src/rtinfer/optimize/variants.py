@@ -14,7 +14,7 @@ order of cost, cheapest first, so a tight time budget still sees the most likely
 4. ``int8-nncf``      NNCF on the ONNX graph (OpenVINO's quantizer), default preset, and its
                       transformer preset for models with attention (Softmax + MatMul)
 4b. ``int8-ov-dynamic`` int8 weights (NNCF) with activations quantized at run time by
-                      OpenVINO, per group of 64 channels — MatMul/Gemm models; runs on
+                      OpenVINO, per group of 128 channels — MatMul/Gemm models; runs on
                       OpenVINO only (ONNX Runtime would run the file in float)
 5. ``int8-mixed``     the best static setting with its most sensitive layers kept in float
                       until the budget holds (:func:`quantize_within_budget`); built only when
