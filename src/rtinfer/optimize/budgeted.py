@@ -27,12 +27,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from importlib.util import find_spec
 from typing import Any
 
 import numpy as np
 
 from rtinfer._progress import Progress
-from rtinfer.engines import load
+from rtinfer.engines import available_engines, load
 from rtinfer.errors import ExportError
 from rtinfer.models.imported import ImportedModel
 from rtinfer.optimize.evaluate import (
@@ -51,8 +52,8 @@ from rtinfer.optimize.quantize import (
     as_feeds,
     preprocessed,
     quantize,
-    runtime_of,
 )
+from rtinfer.optimize.variants import mostly_dense, op_histogram
 
 __all__ = ["QuantizeResult", "quantizable_nodes", "quantize_within_budget"]
 
@@ -132,7 +133,7 @@ def quantize_within_budget(
     def attempt(cfg: Quantize, base: ImportedModel | None = None
                 ) -> tuple[ImportedModel, Evaluation, dict[str, np.ndarray]]:
         q = quantize(base or source, cfg, calibration)
-        with load(q, runtime_of(cfg), threads, warmup=False) as s:
+        with load(q, cfg.runtime, threads, warmup=False) as s:
             outputs = run_batches(s, validation)
         ev = evaluate_candidate(outputs, reference, budget, targets=targets, metric=metric,
                                 float_metrics=float_metrics)
@@ -166,7 +167,8 @@ def quantize_within_budget(
             if ev2.drop < ev.drop:
                 config, ev, outputs = cfg, ev2, out2
 
-    if try_dynamic and config.method == "static" and _dense(source) and _has_openvino():
+    if try_dynamic and config.method == "static" and mostly_dense(op_histogram(source)) \
+            and "openvino" in available_engines() and find_spec("nncf") is not None:
         cfg = Quantize(method="dynamic", engine="openvino", exclude=config.exclude)
         say(f"trying {cfg.describe()}")
         try:
@@ -252,22 +254,6 @@ def quantize_within_budget(
     q, ev, cfg = tried[passing]
     result.kept_in_float = [r["node"] for r in result.sensitivity[:passing]]
     return _accept(result, q, cfg, ev)
-
-
-def _dense(model: ImportedModel) -> bool:
-    """Whether the model's arithmetic is mostly MatMul/Gemm (OpenVINO's run-time activation
-    quantization covers those, not Conv)."""
-    import onnx
-
-    ops = [n.op_type for n in onnx.load(str(model.path), load_external_data=False).graph.node]
-    dense = ops.count("MatMul") + ops.count("Gemm")
-    return dense > 0 and dense >= ops.count("Conv")
-
-
-def _has_openvino() -> bool:
-    import importlib.util
-
-    return all(importlib.util.find_spec(m) is not None for m in ("openvino", "nncf"))
 
 
 def _accept(result: QuantizeResult, q: ImportedModel, cfg: Quantize,

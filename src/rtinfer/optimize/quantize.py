@@ -51,7 +51,7 @@ from rtinfer.models.imported import ImportedModel, Source
 from rtinfer.models.onnx_file import load_onnx
 
 __all__ = ["CONFIG_VERSION", "DYNAMIC_GROUP_KEY", "QDQ_OPSET", "Feeds", "Quantize", "as_feeds",
-           "batches", "quantize", "runtime_of"]
+           "batches", "quantize"]
 
 CONFIG_VERSION = 1
 Feeds = Mapping[str, np.ndarray]
@@ -111,6 +111,21 @@ class Quantize:
                              "per_channel=False is not available there (use "
                              "engine='onnxruntime' for per-tensor dynamic int8)")
         object.__setattr__(self, "exclude", tuple(self.exclude))
+
+    @property
+    def runtime(self) -> str:
+        """The engine that judges and deploys the result: OpenVINO for NNCF's results (its
+        quantizer, and the only runtime of its run-time activation quantization), else ONNX
+        Runtime."""
+        return "openvino" if self.engine == "openvino" else "onnxruntime"
+
+    @property
+    def int8_engines(self) -> tuple[str, ...]:
+        """The engines that run the result as int8: QDQ runs on both; OpenVINO's run-time
+        activation quantization only there (ONNX Runtime runs that file in float)."""
+        if self.method == "dynamic" and self.engine == "openvino":
+            return ("openvino",)
+        return ("onnxruntime", "openvino")
 
     def to_dict(self) -> dict[str, Any]:
         return {"pass": "quantize", "version": CONFIG_VERSION, **asdict(self),
@@ -214,13 +229,6 @@ def quantize(model: ImportedModel, config: Quantize,
         result.own_folder(folder)
     result.torch_loader = None
     return result
-
-
-def runtime_of(config: Quantize) -> str:
-    """The engine that runs ``config``'s result as int8: OpenVINO for its dynamic method (ONNX
-    Runtime would run that file in float), else ONNX Runtime (QDQ runs on both)."""
-    return "openvino" if config.method == "dynamic" and config.engine == "openvino" \
-        else "onnxruntime"
 
 
 def upgraded(model: ImportedModel) -> Path:

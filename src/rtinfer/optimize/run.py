@@ -111,7 +111,7 @@ def run_quantize(
 
     say("evaluating on held-out data")
     test_inputs, test_targets = splits["test"]
-    runtime = "openvino" if result.config.engine == "openvino" else "onnxruntime"
+    runtime = result.config.runtime
     with load(float_model, runtime, threads, warmup=False) as f_s, \
             load(result.model, runtime, threads, warmup=False) as q_s:
         f_out, q_out = run_batches(f_s, test_inputs), run_batches(q_s, test_inputs)

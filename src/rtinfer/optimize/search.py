@@ -113,7 +113,7 @@ def optimize(
     float_metrics = task(val_targets, reference) if task and val_targets is not None else {}
 
     def judge(variant: Variant) -> dict[str, Any]:
-        runtime = "openvino" if _needs_openvino(variant) else "onnxruntime"
+        runtime = variant.runtime
         with load(variant.model, runtime, threads, warmup=False) as s:
             outputs = run_batches(s, validation)
         ev = evaluate_candidate(outputs, reference, budget, targets=val_targets, metric=task,
@@ -218,11 +218,6 @@ def _kit(kit: Any) -> Any:
     from rtinfer import kits
 
     return kits.load(kit, build=False)
-
-
-def _needs_openvino(variant: Variant) -> bool:
-    return any(p.get("engine") == "openvino" for p in variant.recipe if p.get("pass") ==
-               "quantize")
 
 
 def _reserve(budget_s: float) -> float:
@@ -381,7 +376,7 @@ def _held_out(original: Variant, chosen: Variant, splits: Splits, task: Any,
     inputs, targets = splits["test"]
     with load(original.model, "onnxruntime", threads, warmup=False) as s:
         ref = run_batches(s, inputs)
-    runtime = "openvino" if _needs_openvino(chosen) else "onnxruntime"
+    runtime = chosen.runtime
     with load(chosen.model, runtime, threads, warmup=False) as s:
         got = run_batches(s, inputs)
     out: dict[str, Any] = {"samples": len(next(iter(inputs.values()))),

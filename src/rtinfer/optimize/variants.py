@@ -32,9 +32,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rtinfer.models.imported import ImportedModel
-from rtinfer.optimize.quantize import Feeds, Quantize, quantize, runtime_of
+from rtinfer.optimize.quantize import Feeds, Quantize, quantize
 
-__all__ = ["Variant", "op_histogram", "quantized_variants", "torch_variants"]
+__all__ = ["Variant", "mostly_dense", "op_histogram", "quantized_variants", "torch_variants"]
 
 
 @dataclass
@@ -50,13 +50,21 @@ class Variant:
     parent: str = "fp32"
     notes: list[str] = field(default_factory=list)
 
+    def quantize_passes(self) -> list[Quantize]:
+        return [Quantize.from_dict(p) for p in self.recipe if p.get("pass") == "quantize"]
+
+    @property
+    def runtime(self) -> str:
+        """Where its accuracy is judged: the engine of its quantize pass (ONNX Runtime for a
+        float model)."""
+        return next((q.runtime for q in self.quantize_passes()), "onnxruntime")
+
     def engines(self, available: list[str]) -> list[str]:
         """Engines to time it on: QDQ int8 runs on ONNX Runtime and OpenVINO; the original
         float model also on PyTorch eager when its module is known."""
-        only = {runtime_of(Quantize.from_dict(p)) for p in self.recipe
-                if p.get("pass") == "quantize"} - {"onnxruntime"}
         names: list[str] = [e for e in ("onnxruntime", "openvino")
-                            if e in available and (not only or e in only)]
+                            if e in available and all(e in q.int8_engines
+                                                      for q in self.quantize_passes())]
         if self.id == "fp32" and "torch" in available and (
                 self.model.torch_module is not None or self.model.torch_loader is not None):
             names.append("torch")
@@ -73,6 +81,14 @@ def op_histogram(model: ImportedModel) -> dict[str, int]:
     return counts
 
 
+def mostly_dense(ops: dict[str, int]) -> bool:
+    """Whether a model's arithmetic (its op histogram) is mostly MatMul/Gemm: what dynamic
+    int8 covers (ONNX Runtime has no fast dynamic Conv; OpenVINO's run-time activation
+    quantization covers fully connected layers)."""
+    dense = ops.get("MatMul", 0) + ops.get("Gemm", 0)
+    return dense > 0 and dense >= ops.get("Conv", 0)
+
+
 def quantized_variants(
     base: ImportedModel, calibration: Feeds, *, prefix: str = "", parent: str = "fp32",
     base_recipe: list[dict[str, Any]] | None = None, engines: list[str],
@@ -80,10 +96,10 @@ def quantized_variants(
     """(id, label, build) for each int8 variant of ``base``, cheapest first; ``build`` runs
     the quantizer only when called, so the search can skip what its time budget excludes."""
     ops = op_histogram(base)
-    dense = ops.get("MatMul", 0) + ops.get("Gemm", 0)
+    dense = mostly_dense(ops)
     attention = ops.get("Softmax", 0) > 0 and ops.get("MatMul", 0) > 0
     configs: list[tuple[str, str, Quantize]] = []
-    if dense >= ops.get("Conv", 0):
+    if dense:
         configs.append(("int8-dynamic", "int8 dynamic (ONNX Runtime)",
                         Quantize(method="dynamic")))
     configs.append(("int8-static", "int8 static per-channel (ONNX Runtime, MinMax)",
@@ -97,7 +113,7 @@ def quantized_variants(
         if attention:
             configs.append(("int8-nncf-transformer", "int8 (NNCF, transformer preset)",
                             Quantize(engine="openvino", preset="transformer")))
-        if dense >= ops.get("Conv", 0):
+        if dense:
             configs.append(("int8-ov-dynamic", "int8 weights, run-time activations (OpenVINO)",
                             Quantize(method="dynamic", engine="openvino")))
     for vid, label, config in configs:
