@@ -48,7 +48,7 @@ from rtinfer.errors import RtinferError
 if TYPE_CHECKING:
     from rtinfer.serve.repository import ModelRepository
 
-__all__ = ["ServerMetrics"]
+__all__ = ["MULTIPROC_ENV", "ServerMetrics"]
 
 # Latency buckets from 100 us to 10 s: batch-1 requests on a tiny model take well under 1 ms,
 # a MiniLM batch of 32 tens of ms, and anything past 10 s is a failure anyway.
@@ -56,7 +56,7 @@ _SECONDS = (1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.2
             2.5, 10.0)
 _ROWS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 _LABELS = ("model", "version")
-_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client reads it once, when first imported
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client reads it when first imported
 # The gauges read from the repository: name, help, how several workers' values merge.
 _GAUGES = (
     ("rtinfer_pending_requests", "Requests queued or running, per model version.", "livesum"),
@@ -187,10 +187,11 @@ class _SharedGauges:
     def __init__(self, repository: ModelRepository, prom: Any, folder: Path) -> None:
         from prometheus_client import values
 
-        if values.ValueClass is values.MutexValue or os.environ.get(_ENV) != str(folder):
-            raise RtinferError(f"metrics shared by worker processes need {_ENV}={folder} set "
-                               "before prometheus_client is first imported (rtinfer serve "
-                               "--workers does this for its workers)")
+        if values.ValueClass is values.MutexValue or \
+                os.environ.get(MULTIPROC_ENV) != str(folder):
+            raise RtinferError(f"metrics shared by worker processes need {MULTIPROC_ENV}="
+                               f"{folder} set before prometheus_client is first imported "
+                               "(rtinfer serve --workers does this for its workers)")
         self.repository = repository
         self.folder = folder
         self.gauges = [prom.Gauge(name, doc, _LABELS, registry=None, multiprocess_mode=mode)

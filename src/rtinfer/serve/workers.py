@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from rtinfer.errors import RtinferError
+from rtinfer.serve.metrics import MULTIPROC_ENV
 from rtinfer.serve.repository import ModelRepository
 
 __all__ = ["CONTROL_POLL_S", "WorkerControl", "run_workers"]
@@ -43,7 +44,6 @@ _LOG = logging.getLogger("rtinfer.serve")
 
 #: How often each worker applies the load/unload records the others made.
 CONTROL_POLL_S = 0.5
-_PROM_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def run_workers(factory: Callable[[Path], Any], workers: int, *, host: str, port: int,
@@ -57,9 +57,9 @@ def run_workers(factory: Callable[[Path], Any], workers: int, *, host: str, port
 
     folder = Path(tempfile.mkdtemp(prefix="rtinfer-serve-"))
     (folder / "metrics").mkdir()
-    saved = os.environ.get(_PROM_ENV)
+    saved = os.environ.get(MULTIPROC_ENV)
     # prometheus_client reads it when a worker first imports it; workers inherit it.
-    os.environ[_PROM_ENV] = str(folder / "metrics")
+    os.environ[MULTIPROC_ENV] = str(folder / "metrics")
     try:
         # One socket bound here and shared by every worker, rather than one SO_REUSEPORT
         # socket per worker: a connection waits in the one accept queue until any worker is
@@ -84,9 +84,9 @@ def run_workers(factory: Callable[[Path], Any], workers: int, *, host: str, port
         return STARTUP_FAILURE if failed else 0
     finally:
         if saved is None:
-            os.environ.pop(_PROM_ENV, None)
+            os.environ.pop(MULTIPROC_ENV, None)
         else:
-            os.environ[_PROM_ENV] = saved
+            os.environ[MULTIPROC_ENV] = saved
         shutil.rmtree(folder, ignore_errors=True)
 
 
