@@ -25,6 +25,7 @@ from rtinfer.errors import (
     ModelLoadError,
     RtinferError,
     UnknownEngineError,
+    UnsafePathError,
     UnsupportedModelError,
 )
 from rtinfer.spec import ModelSpec, TensorSpec
@@ -63,6 +64,7 @@ __all__ = [
     "Session",
     "TensorSpec",
     "UnknownEngineError",
+    "UnsafePathError",
     "UnsupportedModelError",
     "__version__",
     "advise",

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from rtinfer._hashing import sha256_file
+from rtinfer._paths import relative_inside
 from rtinfer.errors import ArtifactError, ArtifactIntegrityError
 from rtinfer.hardware import environment
 from rtinfer.models.imported import ImportedModel, Source
@@ -166,8 +167,14 @@ def save_artifact(
     return load_artifact(model_dir / str(version))
 
 
-def load_artifact(path: str | Path, *, verify: bool = True) -> Artifact:
-    """Load a version folder, or a model folder's highest version, checking every file hash."""
+def load_artifact(path: str | Path, *, verify: bool = True,
+                  boundary: str | Path | None = None) -> Artifact:
+    """Load a version folder, or a model folder's highest version, checking every file hash.
+
+    Every file the manifest names is a relative path without ``..`` whose real path stays in
+    the artifact folder, or in ``boundary`` when given (a model repository, whose own links
+    may share files between versions).
+    """
     from rtinfer.models.onnx_file import load_onnx
 
     path = Path(path)
@@ -189,9 +196,12 @@ def load_artifact(path: str | Path, *, verify: bool = True) -> Artifact:
             f"{path / MANIFEST} has format_version {fmt!r}; this rtinfer reads version "
             f"{FORMAT_VERSION}. Re-create the artifact with this version of rtinfer"
         )
+    bound = Path(boundary) if boundary is not None else path
     if verify:
-        _verify_files(path, manifest["files"])
-    model = load_onnx(path / manifest["model_file"], source=Source(**manifest["source"]))
+        _verify_files(path, manifest["files"], bound)
+    model_file = relative_inside(path, manifest.get("model_file"), "the manifest's model_file",
+                                 bound)
+    model = load_onnx(model_file, source=Source(**manifest["source"]))
     stored = ModelSpec.from_dict(manifest["spec"])
     if stored != model.spec:
         raise ArtifactIntegrityError(
@@ -201,7 +211,7 @@ def load_artifact(path: str | Path, *, verify: bool = True) -> Artifact:
     model.export_check = manifest["measurements"].get("fidelity", {}).get("export_check", {})
     if "torch" in manifest:
         entry = manifest["torch"]
-        model.torch_loader = partial(_load_torch, path, entry)
+        model.torch_loader = partial(_load_torch, path, entry, bound)
         model.torch_kwargs = entry.get("call", "kwargs") == "kwargs"
     return Artifact(path=path, manifest=manifest, model=model)
 
@@ -280,18 +290,20 @@ def _factory(spec: str) -> Any:
     return getattr(importlib.import_module(module), func)
 
 
-def _load_torch(path: Path, entry: Mapping[str, Any]) -> Any:
+def _load_torch(path: Path, entry: Mapping[str, Any], boundary: Path) -> Any:
     from rtinfer._deps import require
 
     st = require("safetensors.torch", "Loading PyTorch weights from an artifact")
     module = _factory(entry["factory"])(**entry.get("kwargs", {}))
-    module.load_state_dict(st.load_file(str(path / entry["weights"])))
+    weights = relative_inside(path, entry.get("weights"), "the manifest's torch weights",
+                              boundary)
+    module.load_state_dict(st.load_file(str(weights)))
     return module.eval()
 
 
-def _verify_files(path: Path, files: Mapping[str, Mapping[str, Any]]) -> None:
+def _verify_files(path: Path, files: Mapping[str, Mapping[str, Any]], boundary: Path) -> None:
     for rel, entry in files.items():
-        file = path / rel
+        file = relative_inside(path, rel, f"the file listed in {MANIFEST}", boundary)
         if not file.is_file():
             raise ArtifactIntegrityError(
                 f"{file} is listed in {MANIFEST} but missing; restore it or re-create the "

@@ -10,8 +10,10 @@
     │   ├── UnknownEngineError (ValueError)   no engine has that name
     │   └── EngineUnavailableError            the engine exists but cannot run this model here
     ├── InvalidInputError (ValueError)    inputs do not match the model's spec
-    └── ArtifactError                     an artifact or model repository is malformed
-        └── ArtifactIntegrityError        a file does not match the hash in manifest.json
+    ├── ArtifactError                     an artifact or model repository is malformed
+    │   └── ArtifactIntegrityError        a file does not match the hash in manifest.json
+    └── UnsafePathError                   a path (a name, a link, a file's reference) leaves
+                                          the folder that bounds it
 
 Wrong *kinds* of values raise plain ``TypeError`` and plainly bad argument values raise
 ``ValueError``; the classes above are for failures in rtinfer's own domain.
@@ -31,6 +33,7 @@ __all__ = [
     "ModelLoadError",
     "RtinferError",
     "UnknownEngineError",
+    "UnsafePathError",
     "UnsupportedModelError",
 ]
 
@@ -89,3 +92,8 @@ class ArtifactError(RtinferError):
 
 class ArtifactIntegrityError(ArtifactError):
     """A file in an artifact does not match the sha256 recorded in its manifest."""
+
+
+class UnsafePathError(RtinferError):
+    """A path leaves the folder that bounds it: a model name such as ``..``, a symlink out of
+    a model repository, a manifest or ONNX external-data reference to ``../../file``."""

@@ -30,6 +30,8 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from rtinfer._paths import check_name
+from rtinfer.errors import InvalidInputError
 from rtinfer.hardware import usable_cores
 from rtinfer.serve.batcher import BatchingConfig
 from rtinfer.serve.pbtxt import ConfigError, first, parse
@@ -124,6 +126,10 @@ class ModelConfig:
             raise ConfigError(f"model '{self.name}': threads must be >= 1, got {self.threads}")
         if self.workers < 1:
             raise ConfigError(f"model '{self.name}': workers must be >= 1, got {self.workers}")
+        try:  # a file of the version folder, never a path that could leave it
+            check_name(self.model_filename, "default_model_filename")
+        except InvalidInputError as exc:
+            raise ConfigError(f"model '{self.name}': {exc}") from None
 
     @property
     def thread_budget(self) -> int:

@@ -11,15 +11,17 @@ returned, so it never receives traffic cold.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from rtinfer._paths import files_inside, relative_inside
 from rtinfer.artifact import is_artifact, load_artifact
 from rtinfer.engines import Session, available_engines, load
-from rtinfer.errors import RtinferError
+from rtinfer.errors import RtinferError, UnsafePathError
 from rtinfer.models import import_model
 from rtinfer.serve.batcher import Batcher, BatchObserver
 from rtinfer.serve.config import ModelConfig
@@ -74,23 +76,40 @@ class ServedModel:
             session.close()
 
 
-def snapshot(folder: Path) -> tuple[Any, ...]:
-    """What a version folder holds (relative path, size, mtime) — a change means reload."""
+def snapshot(folder: Path, root: Path | None = None) -> tuple[Any, ...]:
+    """What a version folder holds (relative path, size, mtime) — a change means reload.
+    A link out of ``root`` (default: the repository above the model folder) is recorded as
+    refused, never followed."""
     if not folder.is_dir():
         return ()
-    return tuple(sorted((str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns)
-                        for p in folder.rglob("*") if p.is_file()))
+    try:
+        files = files_inside(root or folder.parent.parent, folder)
+    except UnsafePathError as exc:
+        return (("refused", str(exc)),)
+    out = []
+    for p in files:
+        with contextlib.suppress(OSError):  # a dangling link: nothing to load, nothing to see
+            st = p.stat()
+            out.append((str(p.relative_to(folder)), st.st_size, st.st_mtime_ns))
+    return tuple(out)
 
 
 def load_version(model_dir: Path, version: int, config: ModelConfig,
-                 observer: BatchObserver | None = None) -> ServedModel:
-    """Load ``<model_dir>/<version>/`` with ``config``: every instance loaded and warmed up."""
+                 observer: BatchObserver | None = None, root: Path | None = None
+                 ) -> ServedModel:
+    """Load ``<model_dir>/<version>/`` with ``config``: every instance loaded and warmed up.
+
+    Nothing outside ``root`` (the repository; default: the folder above ``model_dir``) is
+    opened: a version folder or file linking out of it raises UnsafePathError first.
+    """
     folder = model_dir / str(version)
-    files = snapshot(folder)
+    root = root or model_dir.parent
+    files_inside(root, folder)  # raises before anything is read
+    files = snapshot(folder, root)
     start = time.perf_counter()
     deployed = None  # the engine the artifact was measured fastest on (save_artifact(engine=))
     if is_artifact(folder):
-        artifact = load_artifact(folder)
+        artifact = load_artifact(folder, boundary=root)
         model = artifact.model
         deployed = (artifact.manifest.get("deployment") or {}).get("engine")
         if deployed is not None and deployed not in available_engines():
@@ -98,7 +117,8 @@ def load_version(model_dir: Path, version: int, config: ModelConfig,
                          "serving it on the default engine", config.name, version, deployed)
             deployed = None
     elif (folder / config.model_filename).is_file():
-        model = import_model(folder / config.model_filename)
+        model = import_model(relative_inside(folder, config.model_filename,
+                                             "default_model_filename", root))
     else:
         raise RtinferError(f"{folder} holds neither rtinfer's manifest.json nor "
                            f"{config.model_filename}; put the ONNX model there")

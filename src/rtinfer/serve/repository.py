@@ -11,20 +11,28 @@ replaces drain their queues before they are closed. A version that fails to load
 served ones in place, and :meth:`ModelRepository.index` reports why (``UNAVAILABLE`` + reason).
 A failed version is retried only when its files change. The server is ready when every model not
 explicitly unloaded has a ready version.
+
+The repository's real path is the boundary of every file the server opens: a model name is one
+plain folder name (``..``, ``.``, separators and hidden names are refused with the reason), and a
+model folder, version folder or file that is a symlink resolving outside the repository is
+refused (the version is reported ``UNAVAILABLE`` with the reason and never opened).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from rtinfer.errors import RtinferError
+from rtinfer._paths import check_name, contained
+from rtinfer.errors import RtinferError, UnsafePathError
 from rtinfer.serve.batcher import BatchObserver
 from rtinfer.serve.config import ModelConfig, read_model_config
+from rtinfer.serve.memory import release_freed_memory
 from rtinfer.serve.model import ServedModel, load_version, snapshot
 
 __all__ = ["ModelNotFoundError", "ModelRepository", "VersionState", "load_repository"]
@@ -51,6 +59,7 @@ class ModelRepository:
     def __init__(self, path: Path | None, overrides: dict[str, Any] | None = None,
                  drain_timeout_s: float = 30.0, workers: int = 1) -> None:
         self.path = path
+        self.root = Path(os.path.realpath(path)) if path is not None else None  # the boundary
         self.overrides = dict(overrides or {})
         self.drain_timeout_s = drain_timeout_s
         self.workers = workers  # server processes sharing the cores: sizes default threads
@@ -75,7 +84,7 @@ class ModelRepository:
             raise ModelNotFoundError(f"unknown model '{name}'; this server has {known}")
         if version is None:
             return versions[max(versions)]
-        if not version.isdigit() or int(version) not in versions:
+        if not _is_number(version) or int(version) not in versions:
             raise ModelNotFoundError(f"model '{name}' has no ready version {version}; it "
                                      f"serves versions {sorted(versions)}")
         return versions[int(version)]
@@ -105,17 +114,30 @@ class ModelRepository:
         for name in self._model_names():
             try:
                 out[name] = self._config(name)
-            except RtinferError:
+            except (RtinferError, ValueError, TypeError):
                 continue
         return out
 
     def require(self, name: str, action: str) -> None:
         """Raise ModelNotFoundError unless ``name`` can be loaded (``action`` "load": its
-        folder exists) or unloaded ("unload": the server knows it)."""
-        if action == "load" and (self.path is None or not (self.path / name).is_dir()):
-            raise ModelNotFoundError(f"model '{name}' is not in the repository {self.path}")
+        folder exists inside the repository) or unloaded ("unload": the server knows it);
+        InvalidInputError for a name that is no plain folder name, UnsafePathError for a
+        folder that resolves outside the repository."""
+        check_name(name)
+        if action == "load":
+            if self.path is None or not (self.path / name).is_dir():
+                raise ModelNotFoundError(f"model '{name}' is not in the repository {self.path}")
+            self.folder(name)
         if action == "unload" and name not in self.states:
             raise ModelNotFoundError(f"unknown model '{name}'")
+
+    def folder(self, name: str) -> Path:
+        """``<repo>/<name>``, checked: a plain name whose real path is inside the repository."""
+        assert self.path is not None and self.root is not None
+        check_name(name)
+        folder = self.path / name
+        contained(self.root, folder)
+        return folder
 
     def _why(self, name: str) -> str:
         if name in self.unloaded:
@@ -184,14 +206,28 @@ class ModelRepository:
         assert self.path is not None
         if not self.path.is_dir():
             raise RtinferError(f"model repository '{self.path}' is not a folder")
-        return sorted(p.name for p in self.path.iterdir()
-                      if p.is_dir() and not p.name.startswith(".")
-                      and (any(v.name.isdigit() for v in p.iterdir() if v.is_dir())
-                           or (p / "config.pbtxt").is_file()))
+        names = []
+        for p in self.path.iterdir():
+            if p.name.startswith(".") or not p.is_dir():
+                continue
+            try:
+                self.folder(p.name)
+            except (UnsafePathError, ValueError):
+                # Listed, so that the index says why it is refused; never read.
+                _LOG.warning("model folder %r is refused: it is a link out of the repository "
+                             "or not a plain name", p.name)
+                names.append(p.name)
+                continue
+            if (any(_is_number(v.name) for v in p.iterdir() if v.is_dir())
+                    or (p / "config.pbtxt").is_file()):
+                names.append(p.name)
+        return sorted(names)
 
     def _config_snapshot(self, name: str) -> tuple[Any, ...]:
-        assert self.path is not None
-        folder = self.path / name
+        try:
+            folder = self.folder(name)
+        except (UnsafePathError, ValueError) as exc:
+            return (("refused", str(exc)),)
         return tuple((f, (folder / f).stat().st_mtime_ns) for f in ("config.pbtxt", "rtinfer.json")
                      if (folder / f).is_file())
 
@@ -199,15 +235,15 @@ class ModelRepository:
         assert self.path is not None
         if self._configs.get(name) != self._config_snapshot(name):
             return True
-        folder = self.path / name
         try:
+            folder = self.folder(name)
             policy = self._config(name).version_policy
-        except RtinferError:
+        except (RtinferError, ValueError, TypeError):
             return False  # reported when the config changed; nothing new to try
         wanted = policy.select(_numbered(folder))
         served = self.served.get(name, {})
         for v in wanted:
-            files = snapshot(folder / str(v))
+            files = snapshot(folder / str(v), self.root)
             if (v in served and served[v].files == files) or self._failed.get((name, v)) == files:
                 continue
             return True
@@ -216,12 +252,14 @@ class ModelRepository:
     def _prepare(self, name: str) -> tuple[ModelConfig | None, dict[int, ServedModel],
                                           dict[int, str]]:
         """Load (in a worker thread) the versions the policy wants that are new or changed."""
-        assert self.path is not None
-        folder = self.path / name
         self._configs[name] = self._config_snapshot(name)
         try:
+            folder = self.folder(name)
+        except (UnsafePathError, ValueError) as exc:
+            return None, {}, {0: f"refused: {exc}"}
+        try:
             config = self._config(name)
-        except RtinferError as exc:
+        except (RtinferError, ValueError, TypeError) as exc:  # int("x") from a hand-edited file
             return None, {}, {0: f"invalid configuration: {exc}"}
         served = self.served.get(name, {})
         config_same = all(m.config == config for m in served.values())
@@ -232,7 +270,7 @@ class ModelRepository:
             failed[0] = f"no version folder matches the version policy " \
                         f"{config.version_policy.describe()}"
         for v in wanted:
-            files = snapshot(folder / str(v))
+            files = snapshot(folder / str(v), self.root)
             if config_same and v in served and served[v].files == files:
                 continue
             if self._failed.get((name, v)) == files and config_same:
@@ -240,7 +278,7 @@ class ModelRepository:
                 continue
             try:
                 loaded[v] = load_version(folder, v, config,
-                                         self.observer_factory(name, str(v)))
+                                         self.observer_factory(name, str(v)), root=self.root)
             except Exception as exc:  # any failure to load is reported, never fatal
                 _LOG.warning("model %s version %s failed to load: %s", name, v, exc)
                 self._failed[(name, v)] = files
@@ -248,8 +286,8 @@ class ModelRepository:
         return config, loaded, failed
 
     def _config(self, name: str) -> ModelConfig:
-        assert self.path is not None
-        return replace(read_model_config(self.path / name, self.overrides), workers=self.workers)
+        return replace(read_model_config(self.folder(name), self.overrides),
+                       workers=self.workers)
 
     def _install(self, name: str, config: ModelConfig | None, loaded: dict[int, ServedModel],
                  failed: dict[int, str]) -> list[ServedModel]:
@@ -281,10 +319,19 @@ class ModelRepository:
             await served.batcher.drain(self.drain_timeout_s)
             served.close()
             _LOG.info("retired %s version %s", served.name, served.version)
+        if retired:
+            del served
+            await asyncio.to_thread(release_freed_memory)  # RSS stays flat across reloads
 
 
 def _numbered(folder: Path) -> list[int]:
-    return sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit())
+    return sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and _is_number(p.name))
+
+
+def _is_number(text: str) -> bool:
+    """A version number as folders and URLs spell it: ASCII digits ("²".isdigit() is True,
+    and int() refuses it), short enough to be an int without Python's digit limit."""
+    return text.isascii() and text.isdigit() and len(text) <= 18
 
 
 def load_repository(repo: str | Path, *, engine: str | None = None, threads: int | None = None,
