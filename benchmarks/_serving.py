@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -62,6 +62,7 @@ class LoadResult:
     errors: int
     seconds: float
     client_cpu_s: float     # this process's CPU time during the run
+    statuses: dict[int, int] = field(default_factory=dict)  # HTTP status -> count; 0: no answer
 
     @property
     def throughput(self) -> float:
@@ -75,48 +76,116 @@ class LoadResult:
 
 
 def closed_loop(port: int, path: str, bodies: Sequence[bytes], concurrency: int,
-                seconds: float, headers: dict[str, str] | None = None) -> LoadResult:
-    """``concurrency`` keep-alive connections POSTing ``bodies`` in turn for ``seconds``."""
-    return asyncio.run(_closed_loop(port, path, bodies, concurrency, seconds, headers or {}))
+                seconds: float, headers: dict[str, str] | None = None,
+                survive_disconnects: bool = False) -> LoadResult:
+    """``concurrency`` keep-alive connections POSTing ``bodies`` in turn for ``seconds``.
+    With ``survive_disconnects`` a connection the server closes (or refuses) is counted as
+    status 0 and opened again, instead of ending the run with an error."""
+    return asyncio.run(_closed_loop(port, path, bodies, concurrency, seconds, headers or {},
+                                    survive_disconnects))
 
 
 async def _closed_loop(port: int, path: str, bodies: Sequence[bytes], concurrency: int,
-                       seconds: float, headers: dict[str, str]) -> LoadResult:
+                       seconds: float, headers: dict[str, str],
+                       survive_disconnects: bool = False) -> LoadResult:
     extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
     requests = [(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json"
                  f"\r\n{extra}Content-Length: {len(b)}\r\n\r\n").encode() + b for b in bodies]
     latencies: list[float] = []
     errors = 0
+    statuses: dict[int, int] = {}
     stop = time.perf_counter() + seconds
 
     async def worker(offset: int) -> None:
         nonlocal errors
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
         i = offset
-        try:
-            while time.perf_counter() < stop:
-                start = time.perf_counter()
-                writer.write(requests[i % len(requests)])
-                status, length = 0, 0
-                line = await reader.readline()
-                status = int(line.split()[1])
-                while (line := await reader.readline()) not in (b"\r\n", b""):
-                    key, _, value = line.decode("latin-1").partition(":")
-                    if key.lower() == "content-length":
-                        length = int(value)
-                await reader.readexactly(length)
-                if status == 200:
-                    latencies.append(time.perf_counter() - start)
-                else:
-                    errors += 1
-                i += concurrency
-        finally:
-            writer.close()
+        while time.perf_counter() < stop:
+            try:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                if not survive_disconnects:
+                    raise
+                statuses[0] = statuses.get(0, 0) + 1
+                await asyncio.sleep(0.05)
+                continue
+            try:
+                while time.perf_counter() < stop:
+                    start = time.perf_counter()
+                    writer.write(requests[i % len(requests)])
+                    status, length = 0, 0
+                    line = await reader.readline()
+                    status = int(line.split()[1])
+                    while (line := await reader.readline()) not in (b"\r\n", b""):
+                        key, _, value = line.decode("latin-1").partition(":")
+                        if key.lower() == "content-length":
+                            length = int(value)
+                    await reader.readexactly(length)
+                    statuses[status] = statuses.get(status, 0) + 1
+                    if status == 200:
+                        latencies.append(time.perf_counter() - start)
+                    else:
+                        errors += 1
+                    i += concurrency
+            except (OSError, IndexError, ValueError, asyncio.IncompleteReadError):
+                if not survive_disconnects:
+                    raise
+                statuses[0] = statuses.get(0, 0) + 1  # closed by the server mid-request
+            finally:
+                writer.close()
 
     cpu0, t0 = time.process_time(), time.perf_counter()
     await asyncio.gather(*(worker(k) for k in range(concurrency)))
     return LoadResult(np.array(latencies), errors, time.perf_counter() - t0,
-                      time.process_time() - cpu0)
+                      time.process_time() - cpu0, statuses)
+
+
+def grpc_infer_request(model: str, feeds: dict[str, np.ndarray]) -> bytes:
+    """A serialized ``ModelInferRequest`` (raw input buffers, as tritonclient sends them)."""
+    from tritonclient.grpc import service_pb2
+
+    request = service_pb2.ModelInferRequest(model_name=model)
+    for name, value in feeds.items():
+        datatype = {"float32": "FP32", "int64": "INT64"}[value.dtype.name]
+        request.inputs.add(name=name, datatype=datatype, shape=list(value.shape))
+        request.raw_input_contents.append(np.ascontiguousarray(value).tobytes())
+    return bytes(request.SerializeToString())
+
+
+def grpc_closed_loop(port: int, request: bytes, concurrency: int, seconds: float) -> LoadResult:
+    """``concurrency`` callers sending the serialized ``request`` over one gRPC channel (one
+    HTTP/2 connection, as tritonclient uses), each sending again when answered. Requests and
+    answers stay bytes: the client pays no protobuf decoding, as the HTTP loop parses no JSON."""
+    return asyncio.run(_grpc_closed_loop(port, request, concurrency, seconds))
+
+
+async def _grpc_closed_loop(port: int, request: bytes, concurrency: int,
+                            seconds: float) -> LoadResult:
+    import grpc
+
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    stop = time.perf_counter() + seconds
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        call = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+
+        async def worker() -> None:
+            while time.perf_counter() < stop:
+                start = time.perf_counter()
+                try:
+                    await call(request)
+                except grpc.aio.AioRpcError as exc:
+                    code = exc.code().value[0]
+                    statuses[code] = statuses.get(code, 0) + 1
+                    continue
+                latencies.append(time.perf_counter() - start)
+                statuses[200] = statuses.get(200, 0) + 1
+
+        await call(request)  # the channel's connection is set up before the clock starts
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        took, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    errors = sum(v for k, v in statuses.items() if k != 200)
+    return LoadResult(np.array(latencies), errors, took, cpu, statuses)
 
 
 def interleaved(targets: dict[str, tuple[int, str, Sequence[bytes]]], concurrency: int,

@@ -57,8 +57,8 @@ def test_wrong_dtype_is_a_400_naming_the_input(server: str) -> None:
     x = np.zeros((1, 3, 32, 32), np.float64)
     inp = httpclient.InferInput("image", list(x.shape), "FP64")
     inp.set_data_from_numpy(x, binary_data=False)
-    with pytest.raises(InferenceServerException, match="input 'image' has dtype float64, "
-                       "expected float32") as info:
+    with pytest.raises(InferenceServerException, match="input 'image' is FP32 for this "
+                       "model; the request sends FP64") as info:
         _client(server).infer("cnn", [inp], headers={"X-API-Key": KEY})
     assert info.value.status() == "400"
 
@@ -105,7 +105,7 @@ def _tensor(**kw: object) -> dict[str, object]:
     ({"inputs": [_tensor(datatype="FLOAT")]}, None, "datatype 'FLOAT'; expected one of"),
     ({"inputs": [_tensor(shape=[1, 3, -32, 32])]}, None, "list of non-negative integers"),
     ({"inputs": [_tensor(data=[0.0] * 5)]}, None, "has 5 elements but shape"),
-    ({"inputs": [_tensor(data=["a"] * 3072)]}, None, "data is not FP32"),
+    ({"inputs": [_tensor(data=["a"] * 3072)]}, None, "must hold FP32 numbers; it holds strings"),
     ({"inputs": [_tensor(data=None)]}, None, "neither data nor binary_data_size"),
     ({"inputs": [_tensor(), _tensor()]}, None, "input 'image' is given twice"),
     ({"inputs": [_tensor(name="img")]}, None, "unknown input name(s) ['img']"),

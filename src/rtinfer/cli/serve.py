@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import signal
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +33,9 @@ def serve(
     repo: Path = typer.Argument(..., help="Model repository (<repo>/<name>/<version>/)."),
     host: str = typer.Option("127.0.0.1", help="Bind address; loopback unless you say so."),
     port: int = typer.Option(8000),
+    grpc_port: int = typer.Option(0, "--grpc-port", min=0, max=65535,
+                                  help="Also serve KServe v2 over gRPC on this port (Triton "
+                                       "uses 8001); 0: no gRPC."),
     api_key: str | None = typer.Option(None, "--api-key", envvar="RTINFER_API_KEY",
                                        help="Require this key on every route but health."),
     api_key_file: Path | None = typer.Option(None, "--api-key-file"),
@@ -59,13 +65,14 @@ def serve(
     workers: int = typer.Option(1, "--workers", min=1, help="Server processes accepting on "
                                 "the port, each loading the repository."),
 ) -> None:
-    """Serve a model repository: KServe v2 (Triton's clients) and TF Serving REST over HTTP."""
+    """Serve a model repository: KServe v2 (Triton's clients) and TF Serving REST over HTTP,
+    and KServe v2 over gRPC with --grpc-port."""
     import uvicorn
 
     from rtinfer.serve import ModelRepository
     from rtinfer.serve.workers import run_workers
 
-    key = api_key_file.read_text().strip() if api_key_file else api_key
+    key = _api_key(api_key, api_key_file)
     overrides = {
         "engine": engine, "threads": threads, "instances": instances,
         "max_batch_size": max_batch_size,
@@ -81,14 +88,17 @@ def serve(
             err_console.print(f"[yellow]warning:[/] {why}", highlight=False)
     settings = {"repo": repo, "overrides": overrides, "drain_timeout_s": drain_s,
                 "workers": workers, "api_key": key,
-                "max_body_bytes": int(max_body_mb * (1 << 20)), "poll_interval_s": poll_s}
+                "max_body_bytes": int(max_body_mb * (1 << 20)), "poll_interval_s": poll_s,
+                "grpc_port": grpc_port or None, "host": host}
+    grpc = f" and grpc://{host}:{grpc_port}" if grpc_port else ""
     if workers == 1:
         app_ = _build_app(settings)
-        err_console.print(f"serving on http://{host}:{port}", highlight=False)
-        uvicorn.run(app_, host=host, port=port, log_level="warning", access_log=False,
-                    timeout_graceful_shutdown=int(drain_s) or None)
+        err_console.print(f"serving on http://{host}:{port}{grpc}", highlight=False)
+        with _stop_is_success():
+            uvicorn.run(app_, host=host, port=port, log_level="warning", access_log=False,
+                        timeout_graceful_shutdown=int(drain_s) or None)
         return
-    err_console.print(f"serving on http://{host}:{port} with {workers} worker processes",
+    err_console.print(f"serving on http://{host}:{port}{grpc} with {workers} worker processes",
                       highlight=False)
     code = run_workers(functools.partial(_build_app, settings), workers, host=host, port=port,
                        drain_s=drain_s)
@@ -96,6 +106,46 @@ def serve(
         err_console.print("[bold red]error:[/] a worker failed to start (its error is above)",
                           highlight=False)
         raise typer.Exit(code)
+
+
+def _api_key(given: str | None, path: Path | None) -> str | None:
+    """The key from ``--api-key``/``RTINFER_API_KEY`` or ``--api-key-file``; an empty or
+    unreadable key stops the server before it starts (it would otherwise serve openly)."""
+    from rtinfer.serve.app import check_api_key
+
+    if given is not None and path is not None:
+        raise typer.BadParameter("give the key once: --api-key (or RTINFER_API_KEY) or "
+                                 "--api-key-file, not both")
+    if path is not None:
+        try:
+            given = path.read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise typer.BadParameter(f"cannot read the API key file {path}: {exc}",
+                                     param_hint="--api-key-file") from None
+    if given is None:
+        return None
+    try:
+        return check_api_key(given)
+    except ValueError as exc:
+        source = f"the file {path}" if path is not None else "--api-key / RTINFER_API_KEY"
+        raise typer.BadParameter(f"{exc} (from {source})") from None
+
+
+@contextlib.contextmanager
+def _stop_is_success() -> Iterator[None]:
+    """SIGTERM and SIGINT end a serve that drained as a success (exit 0).
+
+    uvicorn drains on either signal, then raises it again once its own handlers are gone, so
+    that the process dies "of" the signal (status 143); an orchestrator records that as a
+    crash on every rolling deploy. Handlers that do nothing catch that second delivery.
+    """
+    signals = (signal.SIGTERM, signal.SIGINT)
+    saved = {sig: signal.signal(sig, lambda number, frame: None) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
 
 
 def _build_app(settings: dict[str, Any], workers_dir: Path | None = None) -> Any:
@@ -110,7 +160,10 @@ def _build_app(settings: dict[str, Any], workers_dir: Path | None = None) -> Any
                                  workers=settings["workers"])
     app_ = create_app(repository, api_key=settings["api_key"],
                       max_body_bytes=settings["max_body_bytes"],
-                      poll_interval_s=settings["poll_interval_s"], workers_dir=workers_dir)
+                      poll_interval_s=settings["poll_interval_s"], workers_dir=workers_dir,
+                      grpc_port=settings.get("grpc_port"), grpc_host=settings.get("host",
+                                                                                 "127.0.0.1"),
+                      drain_s=settings["drain_timeout_s"])
     who = f"worker {os.getpid()}: " if workers_dir is not None else ""
     for entry in repository.index():
         version = entry.get("version", "-")

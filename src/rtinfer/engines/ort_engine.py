@@ -8,7 +8,7 @@ import numpy as np
 
 from rtinfer._deps import require
 from rtinfer.engines.base import Engine, runtime_message
-from rtinfer.errors import EngineError, EngineUnavailableError
+from rtinfer.errors import EngineError, EngineUnavailableError, InvalidInputError
 from rtinfer.models.imported import ImportedModel
 
 __all__ = ["OnnxRuntimeEngine"]
@@ -50,10 +50,20 @@ class OnnxRuntimeEngine(Engine):
                 "is not implemented, try engine='openvino' or re-export with another opset"
             ) from exc
         self._outputs = [o.name for o in self._session.get_outputs()]
+        # A failed run is raised with ORT's message; ORT's own log line would repeat it and
+        # may quote input values (an index out of range), which must never reach a log.
+        self._run_options = ort.RunOptions()
+        self._run_options.log_severity_level = 4
+        self._invalid_argument = ort.capi.onnxruntime_pybind11_state.InvalidArgument
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         try:
-            values = self._session.run(self._outputs, feeds)
+            values = self._session.run(self._outputs, feeds, self._run_options)
+        except self._invalid_argument as exc:
+            # Valid names, dtypes and shapes, but values the graph rejects: a token id past
+            # the vocabulary, a length past the position table. The caller's mistake.
+            raise InvalidInputError(
+                f"the model rejected the input values: {runtime_message(exc)}") from exc
         except Exception as exc:
             raise EngineError(
                 f"onnxruntime failed to run the model: {runtime_message(exc)}") from exc

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -35,13 +36,15 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from rtinfer.serve.handler import BodyTooLargeError, Failure
 from rtinfer.serve.metrics import ServerMetrics
+from rtinfer.serve.openapi import openapi
 from rtinfer.serve.repository import ModelRepository, load_repository
 from rtinfer.serve.workers import CONTROL_POLL_S, WorkerControl
 
-__all__ = ["create_app", "error_response", "read_body"]
+__all__ = ["check_api_key", "create_app", "error_response", "presented_key", "read_body"]
 
 _LOG = logging.getLogger("rtinfer.serve")
-_OPEN_PATHS = ("/v2/health/",)  # health answers without the key: probes carry none
+# Health answers without the key (probes carry none); exact paths, never a prefix.
+_OPEN_PATHS = frozenset({"/v2/health/live", "/v2/health/ready"})
 
 
 def error_response(failure: Failure) -> JSONResponse:
@@ -53,7 +56,8 @@ def error_response(failure: Failure) -> JSONResponse:
 async def read_body(request: Request, limit: int) -> bytes:
     """The whole body, refused (:class:`BodyTooLargeError`) as soon as it passes ``limit``."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and declared.isascii() and declared.isdigit() and \
+            int(declared) > limit:
         raise BodyTooLargeError(f"request body of {int(declared):,} bytes is over this "
                                 f"server's limit of {limit:,} bytes; send smaller batches")
     body = bytearray()
@@ -65,23 +69,46 @@ async def read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
+def check_api_key(key: str) -> str:
+    """``key`` stripped; an empty or whitespace key is refused (it would match an empty
+    header, which is no authentication at all)."""
+    if not isinstance(key, str) or not key.strip():
+        raise ValueError("the API key is empty; give a non-empty key (or none, to serve "
+                         "without authentication on a trusted network)")
+    if not key.strip().isprintable() or any(c.isspace() for c in key.strip()):
+        raise ValueError("the API key holds spaces or control characters; use a single "
+                         "printable token (e.g. from `openssl rand -hex 32`)")
+    return key.strip()
+
+
+def presented_key(headers: list[tuple[bytes, bytes]]) -> bytes | None:
+    """The key a request presents: ``X-API-Key: <key>`` or ``Authorization: Bearer <key>``
+    (the scheme is case-insensitive, RFC 7235); None when neither is there in that form."""
+    found = dict(headers)
+    if b"x-api-key" in found:
+        return found[b"x-api-key"].strip()
+    scheme, _, token = found.get(b"authorization", b"").strip().partition(b" ")
+    if scheme.lower() != b"bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
 class _ApiKey:
     """Pure ASGI middleware: 401 unless the key is sent (``Authorization: Bearer`` or
-    ``X-API-Key``), compared in constant time; health routes are open."""
+    ``X-API-Key``), compared in constant time; the two health routes are open."""
 
     def __init__(self, app: ASGIApp, key: str) -> None:
         self.app = app
-        self.key = key.encode()
+        self.key = check_api_key(key).encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and not scope["path"].startswith(_OPEN_PATHS):
-            headers = dict(scope["headers"])
-            given = headers.get(b"x-api-key") or headers.get(b"authorization", b"").removeprefix(
-                b"Bearer ").strip()
-            if not hmac.compare_digest(given, self.key):
+        if scope["type"] == "http" and scope["path"] not in _OPEN_PATHS:
+            given = presented_key(scope["headers"])
+            if given is None or not hmac.compare_digest(given, self.key):
                 response = JSONResponse(
                     {"error": "missing or wrong API key: send it as 'Authorization: Bearer "
-                              "<key>' or 'X-API-Key: <key>'"}, status_code=401)
+                              "<key>' or 'X-API-Key: <key>'"}, status_code=401,
+                    headers={"WWW-Authenticate": "Bearer"})
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
@@ -89,14 +116,20 @@ class _ApiKey:
 
 def create_app(models: ModelRepository | str | Path, *, api_key: str | None = None,
                max_body_bytes: int = 64 << 20, poll_interval_s: float = 0.0,
-               workers_dir: str | Path | None = None) -> Starlette:
+               workers_dir: str | Path | None = None, grpc_port: int | None = None,
+               grpc_host: str = "127.0.0.1", drain_s: float = 30.0) -> Starlette:
     """The ASGI app over a loaded :class:`ModelRepository` (or a repository path to load).
 
     ``workers_dir``: the folder the worker processes of one server share (given by
     :func:`~rtinfer.serve.workers.run_workers`); None for a server of one process.
+    ``grpc_port``: also serve KServe v2 over gRPC there (0: any free port, read back from
+    ``app.state.grpc_port`` once the app has started; None: no gRPC), on the same batchers,
+    started and stopped (``drain_s`` for running calls) with the app's lifespan.
     """
     from rtinfer.serve import routes_tfs, routes_v2
 
+    if api_key is not None:
+        api_key = check_api_key(api_key)  # before anything loads: an empty key is an error
     repo = models if isinstance(models, ModelRepository) else load_repository(models)
     shared = Path(workers_dir) if workers_dir is not None else None
     metrics = ServerMetrics(repo, shared / "metrics" if shared else None)
@@ -111,6 +144,9 @@ def create_app(models: ModelRepository | str | Path, *, api_key: str | None = No
         body, content_type = metrics.exposition()
         return Response(body, media_type=content_type.split(";")[0],
                         headers={"Content-Type": content_type})
+
+    async def openapi_document(request: Request) -> Response:
+        return JSONResponse(openapi())
 
     async def follow_others() -> None:
         assert control is not None
@@ -127,22 +163,46 @@ def create_app(models: ModelRepository | str | Path, *, api_key: str | None = No
             await follow_others()  # a replaced worker catches up before it serves
             tasks.append(loop.create_task(_every(CONTROL_POLL_S, follow_others,
                                                  "applying other workers' load/unload")))
+        grpc = None
+        if grpc_port is not None:
+            from rtinfer.serve.grpc_server import GrpcServer
+
+            grpc = GrpcServer(repo, metrics, context["control"], host=grpc_host, port=grpc_port,
+                              api_key=api_key, max_message_bytes=max_body_bytes,
+                              reuse_port=control is not None)
+            app.state.grpc_port = await grpc.start()
         try:
             yield
         finally:
             for task in tasks:
                 task.cancel()
+            if grpc is not None:  # running calls finish; new ones are refused
+                await grpc.stop(drain_s)
             await repo.close()  # drain: queued and running requests finish first
             metrics.close()
 
     routes = [*routes_v2.routes(context), *routes_tfs.routes(context),
-              Route("/metrics", prometheus)]
-    app = Starlette(routes=routes, lifespan=lifespan)
+              Route("/metrics", prometheus), Route("/openapi.json", openapi_document)]
+    app = Starlette(routes=routes, lifespan=lifespan,
+                    exception_handlers={HTTPException: _http_error, Exception: _server_fault})
     if api_key is not None:
         app.add_middleware(_ApiKey, key=api_key)
     app.state.repository = repo
     app.state.metrics = metrics
     return app
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404 (no such route) and 405 (wrong method), as JSON errors."""
+    assert isinstance(exc, HTTPException)
+    return JSONResponse({"error": f"{exc.detail}: {request.method} {request.url.path[:200]}"},
+                        status_code=exc.status_code, headers=exc.headers)
+
+
+async def _server_fault(request: Request, exc: Exception) -> Response:
+    """A fault no route caught: 500 as JSON (uvicorn logs the traceback, not the body)."""
+    return JSONResponse({"error": f"internal server error ({type(exc).__name__}); the server "
+                                  "log has it"}, status_code=500)
 
 
 async def _every(interval_s: float, step: Callable[[], Awaitable[None]], what: str) -> None:

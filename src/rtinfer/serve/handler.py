@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from rtinfer.errors import InvalidInputError
+from rtinfer.errors import InvalidInputError, RtinferError, UnsafePathError
 from rtinfer.serve.batcher import ModelUnavailableError, QueueFullError, QueueTimeoutError
 from rtinfer.serve.metrics import ServerMetrics
 from rtinfer.serve.model import ServedModel
@@ -41,14 +41,18 @@ class Failure:
     retry_after: bool = False
 
 
-def classify(exc: BaseException, model: str | None = None) -> Failure:
-    """The reason, statuses and message for ``exc`` raised while serving ``model``."""
+def classify(exc: BaseException, model: str | None = None, *, log: bool = True) -> Failure:
+    """The reason, statuses and message for ``exc`` raised while serving ``model``.
+
+    Client mistakes are 4xx; a 5xx is a server fault and is logged here (``log``), by
+    exception type and message, never with the request's payload.
+    """
     where = f"model '{model}': " if model else ""
     if isinstance(exc, BodyTooLargeError):
         return Failure("BAD_REQUEST", 413, 413, str(exc))
     if isinstance(exc, ModelNotFoundError):
         return Failure("NOT_FOUND", 404, 404, str(exc))
-    if isinstance(exc, InvalidInputError):
+    if isinstance(exc, (InvalidInputError, UnsafePathError)):
         return Failure("BAD_REQUEST", 400, 400, str(exc))
     if isinstance(exc, QueueFullError):
         return Failure("REJECTED", 503, 429, f"model '{model}' is busy: {exc}; retry shortly",
@@ -57,7 +61,14 @@ def classify(exc: BaseException, model: str | None = None) -> Failure:
         return Failure("TIMEOUT", 503, 504, f"{where}{exc}")
     if isinstance(exc, ModelUnavailableError):
         return Failure("UNAVAILABLE", 503, 503, f"{where}{exc}; retry", retry_after=True)
-    return Failure("BACKEND", 500, 500, f"{where}inference failed: {exc}")
+    known = isinstance(exc, RtinferError)  # an engine's failure: its message says why
+    if log:
+        _LOG.error("%sserver fault: %s: %s", where, type(exc).__name__, str(exc)[:500],
+                   exc_info=None if known else exc)
+    if known:
+        return Failure("BACKEND", 500, 500, f"{where}inference failed: {exc}")
+    return Failure("BACKEND", 500, 500, f"{where}internal server error "
+                                        f"({type(exc).__name__}); the server log has it")
 
 
 async def run(served: ServedModel, feeds: dict[str, np.ndarray], timeout_us: int | None,
@@ -68,9 +79,7 @@ async def run(served: ServedModel, feeds: dict[str, np.ndarray], timeout_us: int
     try:
         outputs = await served.batcher.submit(feeds, timeout_us=timeout_us)
     except Exception as exc:
-        reason = classify(exc).reason
-        if reason == "BACKEND":
-            _LOG.warning("inference failed for %s: %s", served.name, exc)
+        reason = classify(exc, log=False).reason  # the route classifies and logs it
         if metrics is not None:
             metrics.request(served.name, served.version, 0.0, reason)
         raise

@@ -21,12 +21,15 @@ import numpy as np
 
 from rtinfer.errors import InvalidInputError
 from rtinfer.serve._json import dumps, loads
+from rtinfer.serve.tensors import as_text, bytes_elements, from_json, text_elements
 from rtinfer.spec import ModelSpec
 
 if TYPE_CHECKING:
     from rtinfer.serve.raw import RawInputs
 
-__all__ = ["DTYPE_OF", "ProtocolError", "decode_infer_request", "encode_infer_response"]
+__all__ = ["DTYPE_OF", "ProtocolError", "check_outputs", "decode_infer_request",
+           "decode_tensor", "encode_infer_response", "header_length", "input_dtypes",
+           "prepare_feeds", "wire_tensor"]
 
 DTYPE_OF = {
     "BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32,
@@ -41,6 +44,18 @@ class ProtocolError(InvalidInputError):
     """A request that does not follow the protocol (malformed JSON, shapes, sizes)."""
 
 
+def header_length(value: str | None) -> int | None:
+    """``Inference-Header-Content-Length`` as a number, or None when absent; anything but
+    ASCII digits is a ProtocolError (``int()`` would take "٣" and fail on "²")."""
+    if value is None:
+        return None
+    text = value.strip()
+    if not (text.isascii() and text.isdigit() and len(text) <= 18):
+        raise ProtocolError(f"Inference-Header-Content-Length must be a byte count (ASCII "
+                            f"digits), got {value[:40]!r}")
+    return int(text)
+
+
 def decode_infer_request(body: bytes, header_length: int | None, spec: ModelSpec,
                          raw: RawInputs | None = None
                          ) -> tuple[dict[str, Any], dict[str, np.ndarray], bool]:
@@ -48,7 +63,8 @@ def decode_infer_request(body: bytes, header_length: int | None, spec: ModelSpec
 
     Every input is checked against ``spec`` here, before the request joins any batch, so one
     bad request fails alone. With ``raw`` (a kit's raw inputs), a request that sends exactly
-    the raw input names is pre-processed into model inputs first.
+    the raw input names is pre-processed into model inputs first. Every field of the wrong
+    JSON type, and every requested output the model does not have, is a ProtocolError.
     """
     json_len = len(body) if header_length is None else header_length
     if not 0 < json_len <= len(body):
@@ -56,15 +72,32 @@ def decode_infer_request(body: bytes, header_length: int | None, spec: ModelSpec
                             f"({len(body)} bytes)")
     try:
         request = loads(body[:json_len])
-    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError
         raise ProtocolError(f"request body is not valid JSON: {exc}") from None
     if not isinstance(request, dict) or not isinstance(request.get("inputs"), list):
         raise ProtocolError('request must be a JSON object with an "inputs" list')
+    if request.get("id") is not None and not isinstance(request["id"], str):
+        raise ProtocolError(f'"id" must be a string, got {_json_type(request["id"])}')
+    params = _parameters(request, "the request")
+    outputs = request.get("outputs")
+    if outputs is not None:
+        if not isinstance(outputs, list):
+            raise ProtocolError(f'"outputs" must be a list of {{"name": ...}} objects, got '
+                                f"{_json_type(outputs)}")
+        names = []
+        for entry in outputs:
+            if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+                raise ProtocolError('each entry of "outputs" must be an object with a '
+                                    '"name" string')
+            _parameters(entry, f"output '{entry['name']}'")
+            names.append(entry["name"])
+        check_outputs(names, spec)
     blobs = memoryview(body)[json_len:]
     offset = 0
     feeds: dict[str, np.ndarray] = {}
+    dtypes = input_dtypes(spec)
     for item in request["inputs"]:
-        name, array, used = _decode_tensor(item, blobs[offset:])
+        name, array, used = decode_tensor(item, blobs[offset:], dtypes)
         offset += used
         if name in feeds:
             raise ProtocolError(f"input '{name}' is given twice")
@@ -72,30 +105,88 @@ def decode_infer_request(body: bytes, header_length: int | None, spec: ModelSpec
     if offset != len(blobs):
         raise ProtocolError(f"{len(blobs) - offset} bytes of binary data were not claimed by "
                             "any input's binary_data_size")
-    if raw is not None and raw.matches(list(feeds)):
-        feeds = raw.convert(feeds)
-    feeds = spec.validate(feeds)
-    params = request.get("parameters") or {}
-    binary = bool(params.get("binary_data_output")) or any(
-        (o.get("parameters") or {}).get("binary_data") for o in request.get("outputs") or [])
+    feeds = prepare_feeds(feeds, spec, raw)
+    binary = _flag(params, "binary_data_output") or any(
+        _flag(o.get("parameters"), "binary_data") for o in outputs or [])
     return request, feeds, binary
 
 
-def _decode_tensor(item: Any, blobs: memoryview) -> tuple[str, np.ndarray, int]:
+def input_dtypes(spec: ModelSpec) -> dict[str, np.dtype[Any]]:
+    return {t.name: np.dtype(t.dtype) for t in spec.inputs}
+
+
+def check_outputs(names: list[str], spec: ModelSpec) -> None:
+    """Requested outputs must be distinct outputs of the model (checked before it runs)."""
+    unknown = [n for n in names if n not in spec.output_names]
+    if unknown or len(set(names)) != len(names):
+        raise ProtocolError(f"requested outputs {names} must be distinct names of the "
+                            f"model's outputs {spec.output_names}")
+
+
+def prepare_feeds(feeds: dict[str, np.ndarray], spec: ModelSpec, raw: RawInputs | None
+                  ) -> dict[str, np.ndarray]:
+    """Decoded tensors -> the model's feeds, the same for every front end: a kit's raw inputs
+    pre-processed, string inputs as UTF-8 text, then names, dtypes and shapes checked."""
+    if raw is not None and raw.matches(list(feeds)):
+        feeds = raw.convert(feeds)
+    dtypes = input_dtypes(spec)
+    feeds = {k: as_text(k, v) if k in dtypes and dtypes[k].kind == "O" else v
+             for k, v in feeds.items()}
+    return spec.validate(feeds)
+
+
+def _json_type(value: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
+            int: "a number", float: "a number", type(None): "null"}.get(type(value), "a value")
+
+
+def _parameters(owner: dict[str, Any], what: str) -> dict[str, Any]:
+    params = owner.get("parameters")
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise ProtocolError(f'"parameters" of {what} must be an object, got '
+                            f"{_json_type(params)}")
+    return params
+
+
+def _flag(params: Any, key: str) -> bool:
+    value = (params or {}).get(key, False)
+    if not isinstance(value, bool):
+        raise ProtocolError(f"parameter {key} must be true or false, got {_json_type(value)}")
+    return value
+
+
+def decode_tensor(item: Any, blobs: memoryview, dtypes: Mapping[str, np.dtype[Any]]
+                  ) -> tuple[str, np.ndarray, int]:
+    """One input of a request, in the JSON form (``data``, or ``binary_data_size`` bytes of
+    ``blobs``), checked; its name, array and how many bytes of ``blobs`` it used. The gRPC
+    front end passes its inputs in this form too."""
     if not isinstance(item, dict) or not isinstance(item.get("name"), str):
-        raise ProtocolError('each input must be an object with a "name"')
+        raise ProtocolError('each input must be an object with a "name" string')
     name = item["name"]
     datatype, shape = item.get("datatype"), item.get("shape")
-    if datatype not in DTYPE_OF:
+    if not isinstance(datatype, str) or datatype not in DTYPE_OF:
         raise ProtocolError(f"input '{name}' has datatype {datatype!r}; expected one of "
                             f"{sorted(DTYPE_OF)}")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+    wanted = dtypes.get(name)
+    if wanted is not None and np.dtype(DTYPE_OF[datatype]) != wanted:
+        expected = _DATATYPE_OF.get(wanted.name, wanted.name)
+        raise ProtocolError(f"input '{name}' is {expected} for this model; the request sends "
+                            f"{datatype}")
+    if not isinstance(shape, list) or not all(
+            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
         raise ProtocolError(f"input '{name}' needs a shape: a list of non-negative integers")
     count = math.prod(shape)  # 1 for a scalar's []
-    size = (item.get("parameters") or {}).get("binary_data_size")
+    if count == 0:
+        raise ProtocolError(f"input '{name}' has shape {shape}, which holds no elements; send "
+                            "at least one")
+    size = _parameters(item, f"input '{name}'").get("binary_data_size")
     used = 0
     if size is not None:
-        if not isinstance(size, int) or size < 0 or size > len(blobs):
+        if item.get("data") is not None:
+            raise ProtocolError(f"input '{name}' has both data and binary_data_size; send one")
+        if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= len(blobs):
             raise ProtocolError(f"input '{name}' claims binary_data_size {size!r} but only "
                                 f"{len(blobs)} bytes remain")
         raw, used = bytes(blobs[:size]), size
@@ -112,19 +203,50 @@ def _decode_tensor(item: Any, blobs: memoryview) -> tuple[str, np.ndarray, int]:
         if data is None:
             raise ProtocolError(f"input '{name}' has neither data nor binary_data_size")
         if datatype == "BYTES":
-            items = np.ravel(np.array(data, dtype=object))
-            if not all(isinstance(d, str) for d in items):
-                raise ProtocolError(f"input '{name}': BYTES data in JSON must be strings")
-            flat = np.array([d.encode() for d in items], dtype=object)
+            flat = _json_strings(name, data) if not _all_bytes(data) else _bytes_array(data)
         else:
-            try:
-                flat = np.asarray(data, dtype=DTYPE_OF[datatype]).ravel()
-            except (TypeError, ValueError) as exc:
-                raise ProtocolError(f"input '{name}': data is not {datatype}: {exc}") from None
+            flat = from_json(name, data, np.dtype(DTYPE_OF[datatype]), datatype).ravel()
     if flat.size != count:
         raise ProtocolError(f"input '{name}' has {flat.size} elements but shape {shape} needs "
                             f"{count}")
     return name, flat.reshape(shape), used
+
+
+def _json_strings(name: str, data: Any) -> np.ndarray:
+    """BYTES elements of a JSON body: strings, flat or nested; kept as str."""
+    out: list[str] = []
+    stack = [data]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, list):
+            stack.extend(reversed(value))
+        elif isinstance(value, str):
+            out.append(value)
+        else:
+            raise ProtocolError(f"input '{name}': BYTES data in JSON must be strings, got "
+                                f"{_json_type(value)}")
+    flat = np.empty(len(out), dtype=object)
+    flat[:] = out
+    return flat
+
+
+def _all_bytes(data: Any) -> bool:
+    return isinstance(data, list) and bool(data) and all(isinstance(d, bytes) for d in data)
+
+
+def _bytes_array(items: list[bytes]) -> np.ndarray:
+    flat = np.empty(len(items), dtype=object)
+    flat[:] = items
+    return flat
+
+
+def wire_tensor(array: np.ndarray) -> tuple[str, bytes]:
+    """An output's datatype and raw bytes: little-endian, row-major; BYTES as 4-byte
+    little-endian lengths and the bytes (str as UTF-8), never an object array's memory."""
+    if array.dtype.kind in "OSU":
+        return "BYTES", b"".join(struct.pack("<I", len(e)) + e for e in bytes_elements(array))
+    datatype = _DATATYPE_OF.get(array.dtype.name, "BYTES")
+    return datatype, np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
 
 
 def _split_bytes(raw: bytes, name: str) -> np.ndarray:
@@ -133,15 +255,24 @@ def _split_bytes(raw: bytes, name: str) -> np.ndarray:
         if i + 4 > len(raw):
             raise ProtocolError(f"input '{name}': truncated BYTES length prefix")
         (n,) = struct.unpack_from("<I", raw, i)
+        if i + 4 + n > len(raw):
+            raise ProtocolError(f"input '{name}': a BYTES element claims {n} bytes but only "
+                                f"{len(raw) - i - 4} remain")
         out.append(raw[i + 4:i + 4 + n])
         i += 4 + n
-    return np.array(out, dtype=object)
+    flat = np.empty(len(out), dtype=object)
+    flat[:] = out
+    return flat
 
 
 def encode_infer_response(model: str, version: str, request: Mapping[str, Any],
                           outputs: Mapping[str, np.ndarray], binary: bool
                           ) -> tuple[bytes, int | None]:
-    """The response body, and the JSON header's length when binary outputs follow it."""
+    """The response body, and the JSON header's length when binary outputs follow it.
+
+    BYTES outputs go out as 4-byte little-endian lengths and the bytes (binary) or as strings
+    (JSON), never as an object array's memory.
+    """
     wanted = [o["name"] for o in request.get("outputs") or []] or list(outputs)
     missing = [n for n in wanted if n not in outputs]
     if missing:
@@ -149,14 +280,16 @@ def encode_infer_response(model: str, version: str, request: Mapping[str, Any],
     tensors, blobs = [], []
     for name in wanted:
         array = outputs[name]
+        text = array.dtype.kind in "OSU"
         entry: dict[str, Any] = {"name": name, "shape": list(array.shape),
-                                 "datatype": _DATATYPE_OF.get(array.dtype.name, "BYTES")}
+                                 "datatype": "BYTES" if text else _DATATYPE_OF.get(
+                                     array.dtype.name, "BYTES")}
         if binary:
-            blob = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
+            _, blob = wire_tensor(array)
             entry["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
         else:
-            entry["data"] = array.ravel()  # written as a flat list by dumps
+            entry["data"] = text_elements(name, array) if text else array.ravel()
         tensors.append(entry)
     response = {"model_name": model, "model_version": version, "outputs": tensors}
     if request.get("id") is not None:

@@ -65,7 +65,8 @@ class RawInputs:
         try:
             with self.lock:
                 return self.preprocess(self.to_items(flat))
-        except (TypeError, ValueError, KeyError) as exc:
+        except (TypeError, ValueError, KeyError, IndexError, ArithmeticError) as exc:
+            # Pre-processing reads only the client's values: what it refuses is theirs to fix.
             raise InvalidInputError(f"raw input for the {self.kit} kit: {exc}") from None
 
     def metadata(self) -> list[dict[str, Any]]:
@@ -120,11 +121,19 @@ def raw_inputs_for(kit_name: str, size: str = "full") -> RawInputs:
     return raw
 
 
+#: Largest decoded image, in pixels (2048 x 2048; a 1080p frame is 2.1 M): a PNG of a few
+#: kilobytes can declare gigapixels and inflate to gigabytes, so the size is checked before
+#: inflating and the inflater is bounded by the declared size. (The Average and Paeth filters
+#: are undone byte by byte in Python, about a second per megapixel: large images belong in
+#: tensors, not raw PNG.)
+MAX_PNG_PIXELS = 1 << 22
+
+
 def decode_png(data: bytes) -> np.ndarray:
     """An 8-bit, non-interlaced PNG (gray, gray+alpha, RGB or RGBA) as gray (H, W) in [0, 1].
 
     Enough for camera frames and test images without an imaging library; palette, 16-bit and
-    interlaced files are refused by name.
+    interlaced files are refused by name, and so is an image over :data:`MAX_PNG_PIXELS`.
     """
     if not data.startswith(b"\x89PNG\r\n\x1a\n"):
         raise InvalidInputError("image_png is not a PNG file (bad signature)")
@@ -146,12 +155,17 @@ def decode_png(data: bytes) -> np.ndarray:
     if depth != 8 or channels is None or interlace:
         raise InvalidInputError(f"image_png must be 8-bit gray/RGB(A), non-interlaced; got "
                                 f"bit depth {depth}, color type {color}, interlace {interlace}")
+    if not 0 < width * height <= MAX_PNG_PIXELS:
+        raise InvalidInputError(f"image_png is {width}x{height}; images up to "
+                                f"{MAX_PNG_PIXELS:,} pixels are accepted")
+    stride = width * channels
+    expected = height * (stride + 1)
     try:
-        raw = zlib.decompress(b"".join(chunks))
+        inflater = zlib.decompressobj()
+        raw = inflater.decompress(b"".join(chunks), expected + 1)  # never more than declared
     except zlib.error as exc:
         raise InvalidInputError(f"image_png data is corrupt: {exc}") from None
-    stride = width * channels
-    if len(raw) != height * (stride + 1):
+    if len(raw) != expected:
         raise InvalidInputError("image_png data does not match its declared size")
     pixels = _unfilter(raw, height, stride, channels)  # (H, W * C) uint8
     image = pixels.reshape(height, width, channels).astype(np.float32) / 255.0

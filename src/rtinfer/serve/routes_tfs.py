@@ -31,6 +31,7 @@ from rtinfer.serve.app import read_body
 from rtinfer.serve.handler import Failure, classify, run
 from rtinfer.serve.raw import RawInputs
 from rtinfer.serve.repository import ModelNotFoundError, ModelRepository
+from rtinfer.serve.tensors import as_text, from_json, text_elements
 from rtinfer.spec import ModelSpec
 
 __all__ = ["decode_predict", "routes"]
@@ -62,11 +63,13 @@ def decode_predict(request: Any, spec: ModelSpec, raw: RawInputs | None = None
             raw_columns = {n: np.array([_raw_value(i[n]) for i in instances], dtype=object)
                            for n in raw.names}
             return spec.validate(raw.convert(raw_columns)), True
-        if all(isinstance(i, dict) for i in instances):
+        if all(isinstance(i, dict) for i in instances) and not (
+                len(names) == 1 and all(set(i) == {"b64"} for i in instances)):
             missing = [n for n in names if any(n not in i for i in instances)]
-            if missing:
-                raise InvalidInputError(f"every instance needs the input(s) {missing}; the model "
-                                        f"takes {names}")
+            unknown = sorted({k for i in instances for k in i} - set(names))
+            if missing or unknown:
+                raise InvalidInputError(f"every instance needs the input(s) {names}, and only "
+                                        f"those; missing {missing}, unknown {unknown}")
             columns = {n: [i[n] for i in instances] for n in names}
         elif len(names) == 1:
             columns = {names[0]: instances}
@@ -108,21 +111,34 @@ def _raw_value(value: Any) -> Any:
 
 
 def _tensor(name: str, value: Any, dtype: np.dtype[Any]) -> np.ndarray:
+    if dtype.kind != "O":
+        return from_json(name, value, dtype)
+    # A string input: strings, or TF Serving's {"b64": ...} for bytes, nested as the shape.
+    def text(v: Any) -> Any:
+        if isinstance(v, list):
+            return [text(e) for e in v]
+        v = _raw_value(v)
+        if not isinstance(v, (str, bytes)):
+            raise InvalidInputError(f"input '{name}' is a string input; it holds a "
+                                    f"{type(v).__name__}")
+        return v
+    nested = text(value)
     try:
-        raw = np.asarray(value)
+        array = np.array(nested, dtype=object)
     except ValueError as exc:
-        raise InvalidInputError(f"input '{name}' is ragged (rows of different lengths): "
-                                f"{exc}") from None
-    if raw.dtype == object:
-        raise InvalidInputError(f"input '{name}' is ragged or mixes types; every example needs "
-                                "the same shape")
-    if dtype.kind in "iub" and raw.dtype.kind == "f" and not np.all(np.mod(raw, 1) == 0):
-        raise InvalidInputError(f"input '{name}' holds fractional numbers but the model "
-                                f"expects {dtype.name}")
-    if dtype.kind in "iufb" and raw.dtype.kind not in "iufb":
-        raise InvalidInputError(f"input '{name}' holds {raw.dtype.kind!r}-kind values but the "
-                                f"model expects {dtype.name} numbers")
-    return raw.astype(dtype)
+        raise InvalidInputError(f"input '{name}' is ragged: {exc}") from None
+    if any(isinstance(e, list) for e in array.reshape(-1)):
+        raise InvalidInputError(f"input '{name}' is ragged (rows of different lengths)")
+    return as_text(name, array)
+
+
+def _jsonable(name: str, array: np.ndarray) -> np.ndarray:
+    """A string output as str elements (bytes decoded as UTF-8); numbers as they are."""
+    if array.dtype.kind not in "OSU":
+        return array
+    out = np.empty(array.shape, dtype=object)
+    out.reshape(-1)[:] = text_elements(name, array)
+    return out
 
 
 def routes(ctx: dict[str, Any]) -> list[Route]:
@@ -141,12 +157,21 @@ def routes(ctx: dict[str, Any]) -> list[Route]:
         try:
             body = await read_body(request, limit)
             served = repo.resolve(name, request.path_params.get("version"))
+        except Exception as exc:
+            return error(classify(exc, name))
+        try:
+            served.batcher.admit()  # a full queue refuses before paying for the decode
+        except Exception as exc:
+            metrics.request(served.name, served.version, 0.0, "REJECTED")
+            return error(classify(exc, name))
+        try:
             try:
                 parsed = loads(body)
-            except ValueError as exc:
+            except (ValueError, RecursionError) as exc:
                 raise InvalidInputError(f"request body is not valid JSON: {exc}") from None
             feeds, row = decode_predict(parsed, served.session.spec, served.raw)
             outputs = await run(served, feeds, None, metrics, started)
+            outputs = {k: _jsonable(k, v) for k, v in outputs.items()}
         except Exception as exc:
             return error(classify(exc, name))
         if row:

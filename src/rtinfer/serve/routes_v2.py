@@ -22,7 +22,7 @@ from rtinfer import __version__
 from rtinfer.errors import RtinferError
 from rtinfer.serve.app import error_response, read_body
 from rtinfer.serve.handler import classify, run, timeout_param
-from rtinfer.serve.protocol import decode_infer_request, encode_infer_response
+from rtinfer.serve.protocol import decode_infer_request, encode_infer_response, header_length
 from rtinfer.serve.repository import ModelNotFoundError, ModelRepository
 
 __all__ = ["routes"]
@@ -75,8 +75,8 @@ def routes(ctx: dict[str, Any]) -> list[Route]:
         try:
             body = await read_body(request, limit)
             served = found(request)  # after the body: a reload meanwhile routes to the new one
-            header = request.headers.get(_HEADER_LENGTH)
-            args = (body, int(header) if header and header.isdigit() else None,
+            served.batcher.admit()  # a full queue refuses before paying for the decode
+            args = (body, header_length(request.headers.get(_HEADER_LENGTH)),
                     served.session.spec, served.raw)
             if len(body) > _DECODE_INLINE_BYTES:
                 parsed, feeds, binary = await run_in_threadpool(decode_infer_request, *args)
@@ -84,7 +84,7 @@ def routes(ctx: dict[str, Any]) -> list[Route]:
                 parsed, feeds, binary = decode_infer_request(*args)
         except Exception as exc:
             failure = classify(exc, name)
-            if served is not None and failure.reason == "BAD_REQUEST":
+            if served is not None and failure.reason in ("BAD_REQUEST", "REJECTED"):
                 metrics.request(served.name, served.version, 0.0, failure.reason)
             return error_response(failure)
         try:
@@ -128,6 +128,8 @@ def routes(ctx: dict[str, Any]) -> list[Route]:
             await control.unload_model(request.path_params["model"])
         except ModelNotFoundError as exc:
             return error_response(classify(exc))
+        except RtinferError as exc:  # not a plain model name
+            return JSONResponse({"error": str(exc)}, status_code=400)
         return JSONResponse({})
 
     model = "/v2/models/{model}"

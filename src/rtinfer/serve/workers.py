@@ -15,10 +15,11 @@ the workers share through it:
   has not applied yet every 0.5 s (:class:`WorkerControl`). The answer therefore means
   "applied on this worker"; the others follow within 0.5 s (plus the load or drain itself).
 
-SIGTERM (or SIGINT) to the parent sends SIGTERM to every worker; each drains its in-flight
-requests as a single server does, and the parent returns once all have exited. A worker that
-dies is replaced; one that fails to start stops the server (a broken repository would fail
-the same way on every restart).
+SIGTERM (or SIGINT) to the parent closes its copy of the listening socket and sends SIGTERM to
+every worker; each closes its copy (from then on new connections are refused), drains its
+in-flight requests as a single server does, and the parent returns 0 once all have exited.
+A worker that dies is replaced; one that fails to start stops the server (a broken
+repository would fail the same way on every restart).
 """
 
 from __future__ import annotations
@@ -75,8 +76,18 @@ def run_workers(factory: Callable[[Path], Any], workers: int, *, host: str, port
             # slow health ping would restart it forever.
             timeout_worker_healthcheck=30)
         sock = config.bind_socket()  # exits with STARTUP_FAILURE when the port is taken
+        class Supervisor(Multiprocess):
+            def terminate_all(self) -> None:
+                # Stop listening before the drain: once every worker has closed its copy of
+                # the socket too (the first thing each does on SIGTERM), the kernel refuses
+                # new connections instead of queueing them for workers that will never
+                # accept them.
+                for listening in self.sockets:
+                    listening.close()
+                super().terminate_all()
+
         try:
-            supervisor = Multiprocess(config, sockets=[sock])
+            supervisor = Supervisor(config, sockets=[sock])
             supervisor.run()
         finally:
             sock.close()
