@@ -1,13 +1,17 @@
 """What serving costs, and what dynamic batching buys, measured side by side in one run.
 
     python benchmarks/serving_overhead.py [--rounds 5] [--seconds 2] [--window 0.5]
-        [--kit-size small] [--only overhead|batching] [--json out.json]
+        [--kit-size small] [--only overhead|protocols|batching] [--json out.json]
 
 1. Overhead. A tiny MLP (16 -> 32 -> 4) at batch 1, one intra-op thread: ``session.run`` in
-   this process vs the same model behind ``rtinfer serve`` (a child process) called over
-   keep-alive HTTP with a KServe v2 JSON body by one client connection. Interleaved rounds of
-   ``--seconds`` each; per round p50 served minus p50 in-process; the target is a median
-   difference of at most 0.5 ms.
+   this process vs the same model behind ``rtinfer serve`` (a child process) called by one
+   client over keep-alive HTTP with a KServe v2 JSON body, and over gRPC (``--grpc-port``,
+   raw tensor buffers, one channel). Interleaved rounds of ``--seconds`` each; per round p50
+   served minus p50 in-process; the targets are median differences of at most 0.5 ms (HTTP)
+   and 0.2 ms (gRPC).
+1b. Protocols. The same server, HTTP with binary tensors vs gRPC, closed loop at rising
+   concurrency (the two taking turns in short windows); throughput at the highest level whose
+   p99 stays within 5 ms, and the ratio gRPC / HTTP.
 2. Batching. The intent kit (MiniLM + head, raw sentences in TF Serving's row form, tokenized
    inside the server) — its float model, and its int8 artifact on OpenVINO (``--precision``) —
    served twice at once: each request alone (``--max-batch-size 1``) and
@@ -40,9 +44,12 @@ import numpy as np
 
 import rtinfer
 from _serving import (
+    LoadResult,
     best_under_bound,
     child_server,
     closed_loop,
+    grpc_closed_loop,
+    grpc_infer_request,
     interleaved,
     python,
 )
@@ -51,6 +58,8 @@ from rtinfer.hardware import environment, usable_cores
 from rtinfer.serve.inthread import free_port
 
 OVERHEAD_TARGET_MS = 0.5
+GRPC_OVERHEAD_TARGET_MS = 0.2
+PROTOCOL_P99_MS = 5.0
 BATCHING_TARGET = 2.0
 
 
@@ -69,12 +78,14 @@ def overhead(rounds: int, seconds: float, work: Path) -> dict[str, Any]:
     x = np.random.default_rng(0).standard_normal((1, 16)).astype(np.float32)
     body = json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 16],
                                    "data": x.ravel().tolist()}]}).encode()
-    port = free_port()
+    grpc_request = grpc_infer_request("tiny", {"x": x})
+    port, gport = free_port(), free_port()
     cmd = [python(), "-m", "rtinfer.cli", "serve", str(work / "repo"), "--port", str(port),
-           "--threads", "1"]
+           "--threads", "1", "--grpc-port", str(gport)]
     rows = []
     with rtinfer.load(model, threads=1) as session, child_server(cmd, port, "/v2/health/ready"):
         closed_loop(port, "/v2/models/tiny/infer", [body], 1, 0.5)  # warm the connection path
+        grpc_closed_loop(gport, grpc_request, 1, 0.5)
         for r in range(rounds):
             lat, stop = [], time.perf_counter() + seconds
             while time.perf_counter() < stop:
@@ -82,19 +93,74 @@ def overhead(rounds: int, seconds: float, work: Path) -> dict[str, Any]:
                 session.run({"x": x})
                 lat.append(time.perf_counter() - t)
             served = closed_loop(port, "/v2/models/tiny/infer", [body], 1, seconds)
+            over_grpc = grpc_closed_loop(gport, grpc_request, 1, seconds)
             p50_in = float(np.percentile(np.array(lat) * 1e3, 50, method="linear"))
             p50_srv = float(np.percentile(served.latencies * 1e3, 50, method="linear"))
+            p50_grpc = float(np.percentile(over_grpc.latencies * 1e3, 50, method="linear"))
             rows.append({"round": r, "inprocess_p50_ms": p50_in, "served_p50_ms": p50_srv,
                          "diff_ms": p50_srv - p50_in, "served_errors": served.errors,
-                         "client_cpu_pct": served.summary()["client_cpu_pct"]})
-            print(f"  round {r}: in-process p50 {p50_in:.3f} ms, served p50 {p50_srv:.3f} ms, "
-                  f"+{p50_srv - p50_in:.3f} ms (client CPU {rows[-1]['client_cpu_pct']:.0f}%)",
-                  flush=True)
+                         "client_cpu_pct": served.summary()["client_cpu_pct"],
+                         "grpc_p50_ms": p50_grpc, "grpc_diff_ms": p50_grpc - p50_in,
+                         "grpc_errors": over_grpc.errors,
+                         "grpc_client_cpu_pct": over_grpc.summary()["client_cpu_pct"]})
+            print(f"  round {r}: in-process p50 {p50_in:.3f} ms, HTTP p50 {p50_srv:.3f} ms "
+                  f"(+{p50_srv - p50_in:.3f}), gRPC p50 {p50_grpc:.3f} ms "
+                  f"(+{p50_grpc - p50_in:.3f}); client CPU {rows[-1]['client_cpu_pct']:.0f}% "
+                  f"/ {rows[-1]['grpc_client_cpu_pct']:.0f}%", flush=True)
     diff = float(np.median([r["diff_ms"] for r in rows]))
-    verdict = "met" if diff <= OVERHEAD_TARGET_MS else "NOT met"
-    print(f"served p50 - in-process p50: median {diff:.3f} ms over {rounds} rounds "
-          f"(target <= {OVERHEAD_TARGET_MS} ms: {verdict})")
-    return {"rounds": rows, "median_diff_ms": diff, "target_ms": OVERHEAD_TARGET_MS}
+    grpc_diff = float(np.median([r["grpc_diff_ms"] for r in rows]))
+    for label, value, target in (("HTTP JSON", diff, OVERHEAD_TARGET_MS),
+                                 ("gRPC", grpc_diff, GRPC_OVERHEAD_TARGET_MS)):
+        verdict = "met" if value <= target else "NOT met"
+        print(f"{label} served p50 - in-process p50: median {value:.3f} ms over {rounds} "
+              f"rounds (target <= {target} ms: {verdict})")
+    return {"rounds": rows, "median_diff_ms": diff, "target_ms": OVERHEAD_TARGET_MS,
+            "grpc_median_diff_ms": grpc_diff, "grpc_target_ms": GRPC_OVERHEAD_TARGET_MS}
+
+
+def protocols(rounds: int, window: float, levels: list[int], work: Path) -> dict[str, Any]:
+    """HTTP with binary tensors vs gRPC on one server, concurrency levels taking turns."""
+    model = tiny_model(work / "tiny-p")
+    rtinfer.save_artifact(model, work / "repo-p", "tiny")
+    x = np.random.default_rng(0).standard_normal((1, 16)).astype(np.float32)
+    header = json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 16],
+                                     "parameters": {"binary_data_size": x.nbytes}}]}).encode()
+    binary = header + x.tobytes()
+    grpc_request = grpc_infer_request("tiny", {"x": x})
+    port, gport = free_port(), free_port()
+    cmd = [python(), "-m", "rtinfer.cli", "serve", str(work / "repo-p"), "--port", str(port),
+           "--threads", "1", "--grpc-port", str(gport)]
+    results: dict[str, dict[int, Any]] = {"HTTP binary": {}, "gRPC": {}}
+    with child_server(cmd, port, "/v2/health/ready"):
+        headers = {"Inference-Header-Content-Length": str(len(header))}
+        for level in levels:
+            runs: dict[str, list[Any]] = {"HTTP binary": [], "gRPC": []}
+            for r in range(rounds):
+                order = ["HTTP binary", "gRPC"] if r % 2 == 0 else ["gRPC", "HTTP binary"]
+                for label in order:
+                    runs[label].append(
+                        closed_loop(port, "/v2/models/tiny/infer", [binary], level, window,
+                                    headers) if label == "HTTP binary" else
+                        grpc_closed_loop(gport, grpc_request, level, window))
+            for label, rs in runs.items():
+                res = LoadResult(np.concatenate([x.latencies for x in rs]),
+                                 sum(x.errors for x in rs), sum(x.seconds for x in rs),
+                                 sum(x.client_cpu_s for x in rs))
+                results[label][level] = res
+                s = res.summary()
+                print(f"  {label:12s} concurrency {level:3d}: {s['throughput_rps']:7.1f} req/s "
+                      f"p99 {s['latency_ms'].get('p99', float('nan')):6.2f} ms errors "
+                      f"{res.errors} client CPU {s['client_cpu_pct']:.0f}%", flush=True)
+    best = {label: best_under_bound(results[label], PROTOCOL_P99_MS) for label in results}
+    http_rps, grpc_rps = best["HTTP binary"][1], best["gRPC"][1]
+    ratio = grpc_rps / http_rps if http_rps else float("nan")
+    for label, (conc, rps) in best.items():
+        print(f"{label:12s} {rps:7.1f} req/s at p99 <= {PROTOCOL_P99_MS:g} ms "
+              f"(concurrency {conc})")
+    print(f"gRPC / HTTP binary: {ratio:.2f}x")
+    return {"p99_bound_ms": PROTOCOL_P99_MS, "ratio_grpc_over_http": ratio,
+            "best": {k: {"concurrency": c, "throughput_rps": t} for k, (c, t) in best.items()},
+            "runs": {k: {c: r.summary() for c, r in v.items()} for k, v in results.items()}}
 
 
 def engine_batching_gain(model: Any, engine: str | None, threads: int, rounds: int = 5,
@@ -193,7 +259,7 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=0.5,
                         help="batching: seconds per window, configurations taking turns")
     parser.add_argument("--levels", default="1,4,8,16,32,64")
-    parser.add_argument("--only", choices=["overhead", "batching"])
+    parser.add_argument("--only", choices=["overhead", "protocols", "batching"])
     parser.add_argument("--threads", type=int, help="batching: intra-op threads of both "
                         "servers (default: usable cores)")
     parser.add_argument("--precision", default="fp32,int8",
@@ -209,6 +275,9 @@ def main() -> None:
         if args.only in (None, "overhead"):
             print("1. serving overhead, tiny MLP, batch 1, 1 thread")
             out["overhead"] = overhead(args.rounds, args.seconds, Path(tmp))
+        if args.only in (None, "protocols"):
+            print("1b. HTTP binary vs gRPC, tiny MLP, batch 1, 1 thread")
+            out["protocols"] = protocols(args.rounds, args.window, [1, 4, 16, 64], Path(tmp))
         if args.only in (None, "batching"):
             out["batching"] = {}
             for precision in args.precision.split(","):

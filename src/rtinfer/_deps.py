@@ -28,6 +28,8 @@ _EXTRA_OF = {
     "hassil": "kits",
     "home_assistant_intents": "kits",
     "mlperf_loadgen": "bench",
+    "grpc": "serve",
+    "tritonclient": "serve",
 }
 
 

@@ -79,6 +79,25 @@ def test_rtinfer_server_over_kserve_v2(rtinfer_server: str, tmp_path: Path) -> N
     assert result["resources"]["client"]["cpu_percent"] >= 0  # 10 ms clock ticks: may read 0
 
 
+def test_rtinfer_server_over_grpc(chain_repo: Path, tmp_path: Path) -> None:
+    from rtinfer.bench.targets import GrpcTarget
+
+    app = create_app(load_repository(chain_repo, threads=1), grpc_port=0)
+    with running(app), open_target(f"grpc://127.0.0.1:{app.state.grpc_port}/chain",
+                                   concurrency=4) as target:
+        assert isinstance(target, GrpcTarget)
+        samples = load_samples(spec=target.spec)
+        assert samples.items[0]["x"].shape == (1, 512)
+        result = run_loadgen(target, samples, LoadSpec("server", qps=100, slo_p99_ms=500,
+                                                        duration_s=0.3, min_queries=60),
+                             tmp_path, series="rtinfer serve over gRPC")
+    assert result["errors"]["count"] == 0
+    assert result["latency_ms"]["n"] >= 60
+    assert result["target"]["protocol"] == "KServe v2 (Open Inference Protocol) gRPC"
+    with pytest.raises(ValueError, match="grpc://HOST:PORT/MODEL"):
+        open_target("grpc://127.0.0.1:1/a/b")
+
+
 def test_tf_serving_rest_target(chain: ImportedModel, tmp_path: Path) -> None:
     with (running(tf_serving_app(chain)) as url,
           open_target(f"http://{url}/v1/models/chain", concurrency=2) as target):

@@ -3,12 +3,14 @@
     target = open_target("repo/intent")                              # in-process, engines
     target = open_target("http://127.0.0.1:8000/v2/models/intent")   # KServe v2 (OIP) server
     target = open_target("http://127.0.0.1:8501/v1/models/intent")   # TF Serving REST server
+    target = open_target("grpc://127.0.0.1:8001/intent")             # KServe v2 over gRPC
     target.run({"input_ids": ids, ...})                               # blocking; raises on error
 
 Every target answers one blocking ``run(feeds)``; the load driver calls it from
 ``target.concurrency`` worker threads, so a server sees that many requests in flight at most.
 HTTP targets keep one persistent (keep-alive) connection per worker thread: opening a TCP
-connection per request would measure the client's handshakes, not the server.
+connection per request would measure the client's handshakes, not the server. The gRPC target
+keeps one channel (tritonclient's), whose HTTP/2 connection carries every worker's calls.
 """
 
 from __future__ import annotations
@@ -32,8 +34,8 @@ import numpy as np
 from rtinfer.errors import RtinferError
 from rtinfer.spec import ModelSpec, TensorSpec
 
-__all__ = ["InProcessTarget", "KServeTarget", "TFServingTarget", "Target", "TargetError",
-           "open_target", "wait_until_ready"]
+__all__ = ["GrpcTarget", "InProcessTarget", "KServeTarget", "TFServingTarget", "Target",
+           "TargetError", "open_target", "wait_until_ready"]
 
 
 class TargetError(RtinferError):
@@ -290,12 +292,77 @@ class TFServingTarget(_HTTPTarget):
         return {**super().describe(), "protocol": "TF Serving REST (columnar inputs)"}
 
 
+class GrpcTarget(Target):
+    """A server speaking the Open Inference Protocol over gRPC (Triton's service), driven by
+    ``tritonclient.grpc``: ``grpc://HOST:PORT/MODEL[/versions/V]``; tensors travel as raw
+    buffers (``raw_input_contents``), as Triton's own clients send them."""
+
+    kind = "kserve-v2-grpc"
+
+    def __init__(self, url: str, concurrency: int = 8) -> None:
+        from rtinfer._deps import require
+
+        grpcclient = require("tritonclient.grpc", "Load over gRPC")
+        parts = urllib.parse.urlsplit(url)
+        path = parts.path.strip("/").split("/")
+        if parts.scheme != "grpc" or not parts.hostname or not path[0] or len(path) not in (
+                1, 3) or (len(path) == 3 and path[1] != "versions"):
+            raise ValueError(f"a gRPC target looks like grpc://HOST:PORT/MODEL[/versions/V], "
+                             f"got '{url}'")
+        self.url, self.model = url, path[0]
+        self.version = path[2] if len(path) == 3 else ""
+        self.concurrency = concurrency
+        self.port = parts.port or 8001
+        self._grpc = grpcclient
+        self._client = grpcclient.InferenceServerClient(f"{parts.hostname}:{self.port}")
+        try:
+            meta = self._client.get_model_metadata(self.model, self.version, as_json=True)
+            server = self._client.get_server_metadata(as_json=True)
+        except Exception as exc:
+            self._client.close()
+            raise TargetError(f"{url}: {exc}; is the server running with --grpc-port, and the "
+                              "model name right?") from exc
+        self.server = {"name": server.get("name"), "version": server.get("version")}
+        self.spec = ModelSpec(
+            inputs=tuple(TensorSpec(t["name"], _np_dtype(t["datatype"]),
+                                    tuple("batch" if i == 0 and int(d) == -1 else
+                                          (None if int(d) == -1 else int(d))
+                                          for i, d in enumerate(t.get("shape", []))))
+                         for t in meta.get("inputs", [])),
+            outputs=tuple(TensorSpec(t["name"], _np_dtype(t["datatype"]), ())
+                          for t in meta.get("outputs", [])))
+        self.pid = _listening_pid(self.port)
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> None:
+        inputs = []
+        for name, value in feeds.items():
+            inp = self._grpc.InferInput(name, list(value.shape),
+                                        TensorSpec(name, value.dtype.name, ()).kserve_datatype)
+            inp.set_data_from_numpy(np.ascontiguousarray(value))
+            inputs.append(inp)
+        try:
+            self._client.infer(self.model, inputs, model_version=self.version)
+        except Exception as exc:  # InferenceServerException carries the status and message
+            raise TargetError(f"{self.url}: {exc}") from exc
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "url": self.url, "server_pid": self.pid,
+                "protocol": "KServe v2 (Open Inference Protocol) gRPC",
+                "encoding": "raw_input_contents", "server": self.server}
+
+    def close(self) -> None:
+        self._client.close()
+
+
 def open_target(target: str, *, engine: str | None = None, threads: int | None = None,
                 instances: int = 1, batching: Any = None, concurrency: int | None = None,
                 binary: bool | None = None) -> Target:
-    """A URL opens an HTTP target (protocol from the path: ``/v2/`` or ``/v1/``); anything
-    else is a model opened in-process (ONNX file, artifact or repository model folder).
+    """A URL opens a server target (``grpc://``: KServe v2 over gRPC; ``http://``: the
+    protocol from the path, ``/v2/`` or ``/v1/``); anything else is a model opened in-process
+    (ONNX file, artifact or repository model folder).
     ``binary`` picks the KServe v2 encoding (None: binary when the server advertises it)."""
+    if target.startswith("grpc://"):
+        return GrpcTarget(target, concurrency or 8)
     if target.startswith(("http://", "https://")):
         if "/v1/models/" in target:
             return TFServingTarget(target, concurrency or 8)

@@ -30,8 +30,9 @@ REPORTERS.update({"loadgen": _load_report, "loadgen-sweep": _load_report})
 def bench(
     target: str = typer.Argument(..., help="Model (ONNX file, artifact, repository model "
                                  "folder) run in-process, or a server URL: "
-                                 "http://HOST:PORT/v2/models/NAME (KServe v2) or "
-                                 ".../v1/models/NAME (TF Serving REST)."),
+                                 "http://HOST:PORT/v2/models/NAME (KServe v2), "
+                                 ".../v1/models/NAME (TF Serving REST) or "
+                                 "grpc://HOST:PORT/NAME (KServe v2 over gRPC)."),
     scenario: str = typer.Option("server", help="single-stream | multi-stream | server | "
                                  "offline"),
     qps: float | None = typer.Option(None, help="Offered load (server: Poisson arrivals)."),
@@ -77,7 +78,7 @@ def bench(
     folder = out or (json_path.with_name(json_path.stem + "-loadgen") if json_path else
                      Path("results") / time.strftime("bench-%Y%m%d-%H%M%S"))
     if sweep:
-        if target.startswith("http"):
+        if target.startswith(("http", "grpc://")):
             raise typer.BadParameter("--sweep serves the model itself: give a model, not a URL")
         if slo_p99_ms is None:
             raise typer.BadParameter("--sweep needs --slo-p99-ms (or a --kit's objective)")
@@ -117,7 +118,7 @@ def bench(
 def _serving_settings(target: str, threads: int | None, instances: int | None,
                       max_batch_size: int | None, delay_us: int) -> dict[str, Any]:
     """Explicit options win; else a repository model's config.pbtxt (e.g. a sweep's)."""
-    if target.startswith("http"):
+    if target.startswith(("http", "grpc://")):
         return {}
     from rtinfer.bench.sweep import ServingConfig, read_config
 
