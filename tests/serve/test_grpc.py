@@ -338,3 +338,83 @@ def test_kit_raw_inputs_over_grpc(fraud_kit: Any, tmp_path: Path) -> None:
         with pytest.raises(InferenceServerException, match="raw input for the fraud kit") as info:
             client.infer("fraud-mlp", inputs[:2])
         assert info.value.status() == "StatusCode.INVALID_ARGUMENT"
+
+
+def test_a_message_that_does_not_parse_is_invalid_argument(servers: tuple[str, str]) -> None:
+    channel = grpc.insecure_channel(servers[1])
+    call = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+    for payload in (b"\xff\xff\xff\xff garbage", b"\x0a\x03\xff\xfe\xfd"):
+        with pytest.raises(grpc.RpcError) as info:
+            call(payload, metadata=tuple(AUTH.items()))
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value.details()
+    with pytest.raises(grpc.RpcError) as info:  # not served: Triton's shared-memory calls
+        channel.unary_unary("/inference.GRPCInferenceService/SystemSharedMemoryStatus")(
+            b"", metadata=tuple(AUTH.items()))
+    assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def _fuzz_settings() -> Any:
+    from hypothesis import HealthCheck, settings
+
+    return settings(max_examples=120, derandomize=True, database=None, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow])
+
+
+def _fuzz_requests() -> Any:
+    from hypothesis import strategies as st
+
+    tensor = st.fixed_dictionaries({
+        "name": st.sampled_from(["x", "ids", "q", "u", "text", "", "nope"]),
+        "datatype": st.sampled_from(["FP32", "INT64", "INT8", "UINT8", "BYTES", "FP16",
+                                     "BOOL", "UINT64", "bf16", ""]),
+        "shape": st.lists(st.integers(-3, 6), max_size=4),
+        "ints": st.lists(st.integers(-2 ** 31, 2 ** 31 - 1), max_size=12),
+        "floats": st.lists(st.floats(width=32, allow_nan=False), max_size=12),
+        "raw": st.none() | st.binary(max_size=64)})
+    return st.fixed_dictionaries({
+        "model": st.sampled_from(["mixed", "strings", "nope", ""]),
+        "version": st.sampled_from(["", "1", "2", "x"]),
+        "tensors": st.lists(tensor, max_size=5),
+        "outputs": st.lists(st.sampled_from(["y", "e", "qu", "echo", "zz"]), max_size=3),
+        "timeout": st.none() | st.integers(-5, 10 ** 6) | st.text(max_size=3)})
+
+
+def test_fuzzed_grpc_requests_never_fault(servers: tuple[str, str]) -> None:
+    """Hypothesis-made ModelInferRequests (typed and raw contents, any datatype and shape):
+    every answer is OK or a client-error status, never INTERNAL or UNKNOWN."""
+    from hypothesis import given
+
+    stub = service_pb2_grpc.GRPCInferenceServiceStub(grpc.insecure_channel(servers[1]))
+    metadata = tuple(AUTH.items())
+
+    @_fuzz_settings()
+    @given(spec=_fuzz_requests())
+    def fuzz(spec: dict[str, Any]) -> None:
+        req = service_pb2.ModelInferRequest(model_name=spec["model"],
+                                            model_version=spec["version"])
+        raws = [t["raw"] for t in spec["tensors"]]
+        use_raw = all(r is not None for r in raws) and raws
+        for t in spec["tensors"]:
+            tensor = req.inputs.add(name=t["name"], datatype=t["datatype"])
+            tensor.shape.extend(t["shape"])
+            if not use_raw:
+                tensor.contents.int_contents.extend(t["ints"])
+                tensor.contents.fp32_contents.extend(t["floats"])
+        if use_raw:
+            req.raw_input_contents.extend(raws)
+        for name in spec["outputs"]:
+            req.outputs.add(name=name)
+        if isinstance(spec["timeout"], int):
+            req.parameters["timeout"].int64_param = spec["timeout"]
+        elif spec["timeout"] is not None:
+            req.parameters["timeout"].string_param = spec["timeout"]
+        try:
+            stub.ModelInfer(req, metadata=metadata)
+        except grpc.RpcError as exc:
+            assert exc.code() not in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN), (
+                exc.code(), exc.details(), req)
+
+    fuzz()
+    inputs, arrays = _inputs()
+    _check(grpcclient.InferenceServerClient(servers[1]).infer("mixed", inputs, headers=AUTH),
+           arrays)

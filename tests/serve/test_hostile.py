@@ -316,6 +316,7 @@ V2_MISTAKES = [
     (_with_input("x", shape=[1, True, 4]), "x", "shape"),
     (_with_input("x", shape=[0, 4], data=[]), "x", "no elements"),
     (_with_input("x", shape="1,4"), "x", "shape"),
+    (_with_input("x", shape=[1] * 70 + [4]), "x", "dimensions"),
     (_with_input("x", parameters=[1]), "x", "parameters"),
     (_with_input("x", parameters={"binary_data_size": True}), "x", "binary_data_size"),
     (_with_input("x", name=7), "", '"name"'),
@@ -360,6 +361,13 @@ def test_odd_names_and_versions_are_404s(server: str, path: str) -> None:
     assert status == 404, (status, answer)
 
 
+def _nested(depth: int) -> Any:
+    value: Any = 1.0
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
 TFS_MISTAKES = [
     ({"instances": [{"x": [1, 2, 3, 4], "ids": [0, 1, 2], "q": [300, 0], "u": [0, 0]}]},
      "range of int8"),
@@ -371,6 +379,8 @@ TFS_MISTAKES = [
      "'x'"),
     ({"instances": [], "inputs": {}}, "not both"),
     ({"instances": "x"}, "non-empty list"),
+    ({"inputs": {"x": _nested(70), "ids": [[0, 1, 2]], "q": [[0, 0]], "u": [[0, 0]]}},
+     "'x'"),
 ]
 
 

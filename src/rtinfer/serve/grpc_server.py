@@ -151,8 +151,8 @@ class GrpcServer:
                    ("grpc.so_reuseport", 1 if self.reuse_port else 0)]
         interceptors = [_key_check(self.key)] if self.key is not None else []
         self._server = grpc.aio.server(options=options, interceptors=interceptors)
-        stubs.add_GRPCInferenceServiceServicer_to_server(
-            _servicer(stubs, service, config, self), self._server)
+        self._server.add_generic_rpc_handlers(
+            [_handlers(service, _servicer(stubs, service, config, self))])
         try:
             bound = self._server.add_insecure_port(f"{self.host}:{self.port}")
         except RuntimeError:  # grpcio >= 1.5x raises where older ones returned 0
@@ -202,6 +202,57 @@ def _key_check(key: bytes) -> Any:
             return denied_stream if details.method.endswith("/ModelStreamInfer") else denied
 
     return KeyCheck()
+
+
+class _Malformed:
+    """A request message that did not parse (it stands in for the message)."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = str(error)
+
+
+def _handlers(pb: Any, servicer: Any) -> Any:
+    """The service's method handlers, registered by hand rather than by the generated
+    ``add_GRPCInferenceServiceServicer_to_server``: there a message that fails to parse is
+    answered UNKNOWN ("Unexpected DecodeError"), a server fault's status for a client's
+    mistake; here it is INVALID_ARGUMENT. Methods the servicer leaves out answer
+    UNIMPLEMENTED."""
+    import grpc
+    from google.protobuf.message import DecodeError
+
+    service = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
+    base = type(servicer).__mro__[1]  # the generated servicer: what is not overridden
+    handlers = {}
+    for method in service.methods:
+        own = getattr(type(servicer), method.name, None)
+        if own is None or own is getattr(base, method.name, None):
+            continue
+        request_type = getattr(pb, method.input_type.name)
+        response_type = getattr(pb, method.output_type.name)
+
+        def parse(data: bytes, kind: Any = request_type) -> Any:
+            try:
+                return kind.FromString(data)
+            except DecodeError as exc:
+                return _Malformed(exc)
+
+        impl = getattr(servicer, method.name)
+        if method.name == "ModelStreamInfer":  # answers a malformed message in the stream
+            handlers[method.name] = grpc.stream_stream_rpc_method_handler(
+                impl, request_deserializer=parse,
+                response_serializer=response_type.SerializeToString)
+            continue
+
+        async def unary(request: Any, context: Any, impl: Any = impl) -> Any:
+            if isinstance(request, _Malformed):
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                    f"the request is not a valid protobuf message of this "
+                                    f"call: {request.error}")
+            return await impl(request, context)
+        handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+            unary, request_deserializer=parse,
+            response_serializer=response_type.SerializeToString)
+    return grpc.method_handlers_generic_handler(service.full_name, handlers)
 
 
 def _servicer(stubs: Any, pb: Any, mc: Any, front: GrpcServer) -> Any:
@@ -373,6 +424,10 @@ def _servicer(stubs: Any, pb: Any, mc: Any, front: GrpcServer) -> Any:
         async def ModelStreamInfer(self, requests: AsyncIterator[Any],
                                    context: Any) -> AsyncIterator[Any]:
             async for request in requests:  # in order: each answered before the next
+                if isinstance(request, _Malformed):
+                    yield pb.ModelStreamInferResponse(
+                        error_message=f"not a valid ModelInferRequest: {request.error}")
+                    continue
                 try:
                     yield pb.ModelStreamInferResponse(infer_response=await infer(request))
                 except _Denied as denied:

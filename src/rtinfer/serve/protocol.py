@@ -40,6 +40,10 @@ DTYPE_OF = {
 _DATATYPE_OF = {np.dtype(v).name: k for k, v in DTYPE_OF.items()}
 
 
+#: Most dimensions a tensor may have (numpy's own limit is 64; no model here takes more).
+MAX_RANK = 32
+
+
 class ProtocolError(InvalidInputError):
     """A request that does not follow the protocol (malformed JSON, shapes, sizes)."""
 
@@ -177,6 +181,9 @@ def decode_tensor(item: Any, blobs: memoryview, dtypes: Mapping[str, np.dtype[An
     if not isinstance(shape, list) or not all(
             isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
         raise ProtocolError(f"input '{name}' needs a shape: a list of non-negative integers")
+    if len(shape) > MAX_RANK:
+        raise ProtocolError(f"input '{name}' has {len(shape)} dimensions; at most {MAX_RANK} "
+                            "are accepted")
     count = math.prod(shape)  # 1 for a scalar's []
     if count == 0:
         raise ProtocolError(f"input '{name}' has shape {shape}, which holds no elements; send "
