@@ -547,3 +547,10 @@ def test_path_checks(tmp_path: Path) -> None:
     (tmp_path / "root" / "m" / "w").write_text("x")
     assert files_inside(tmp_path / "root", tmp_path / "root" / "m") == [
         tmp_path / "root" / "m" / "w"]
+
+
+def test_only_loopback_addresses_count_as_private() -> None:
+    from rtinfer.cli.serve import _loopback
+
+    assert all(_loopback(h) for h in ("127.0.0.1", "127.1.2.3", "::1", "[::1]", "localhost"))
+    assert not any(_loopback(h) for h in ("0.0.0.0", "::", "10.0.0.1", "example.com"))

@@ -86,6 +86,10 @@ def serve(
     for config in ModelRepository(repo, overrides, workers=workers).configs().values():
         if why := config.oversubscription():
             err_console.print(f"[yellow]warning:[/] {why}", highlight=False)
+    if key is None and not _loopback(host):
+        err_console.print(f"[yellow]warning:[/] serving on {host} without an API key: anyone "
+                          "who can reach this address can run and load models; give "
+                          "--api-key-file", highlight=False)
     settings = {"repo": repo, "overrides": overrides, "drain_timeout_s": drain_s,
                 "workers": workers, "api_key": key,
                 "max_body_bytes": int(max_body_mb * (1 << 20)), "poll_interval_s": poll_s,
@@ -106,6 +110,17 @@ def serve(
         err_console.print("[bold red]error:[/] a worker failed to start (its error is above)",
                           highlight=False)
         raise typer.Exit(code)
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name: it may resolve anywhere
+        return False
 
 
 def _api_key(given: str | None, path: Path | None) -> str | None:
