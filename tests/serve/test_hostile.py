@@ -426,7 +426,7 @@ def test_a_server_fault_is_a_logged_500_without_the_payload(
     from onnx import helper as h
     from onnx import numpy_helper
 
-    from rtinfer.serve import create_app, load_repository
+    from rtinfer.serve import create_app
 
     graph = h.make_graph([h.make_node("Reshape", ["x", "shape"], ["y"])], "broken",
                          [h.make_tensor_value_info("x", T.FLOAT, ["b", 4])],
@@ -435,7 +435,7 @@ def test_a_server_fault_is_a_logged_500_without_the_payload(
     (tmp_path / "repo" / "broken" / "1").mkdir(parents=True)
     onnx.save(h.make_model(graph, opset_imports=[h.make_opsetid("", 17)]),
               str(tmp_path / "repo" / "broken" / "1" / "model.onnx"))
-    # A warm-up with this model fails too: serve what loads, and load it unwarmed here.
+    # Its warm-up would fail too, so the version is put together here, unwarmed.
     from rtinfer.engines import load
     from rtinfer.models import import_model
     from rtinfer.serve.batcher import Batcher, BatchingConfig
@@ -457,7 +457,6 @@ def test_a_server_fault_is_a_logged_500_without_the_payload(
     faults = [r for r in caplog.records if "server fault" in r.getMessage()]
     assert faults, [r.getMessage() for r in caplog.records]
     assert all(str(secret) not in r.getMessage() for r in caplog.records)
-    del load_repository  # only the pieces above: the repository path is not used
 
 
 # -- the OpenAPI document ------------------------------------------------------------------
