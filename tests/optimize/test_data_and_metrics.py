@@ -66,3 +66,16 @@ def test_user_metric_as_module_function_sets_the_budget(cnn: ImportedModel, tmp_
     assert all(t is None for t in sys.modules["my_metrics"].calls)  # no labels: None
     with pytest.raises(ValueError, match="cannot load the metric 'no_such_module:f'"):
         run_quantize(cnn.path, data=tmp_path / "data.npz", metric="no_such_module:f")
+
+
+def test_quantize_without_max_drop_has_a_real_budget(cnn: ImportedModel, tmp_path: Path
+                                                     ) -> None:
+    """No --max-drop: 1% of the float value, said in the progress and the result (it was
+    100%, which let any model through)."""
+    np.savez(tmp_path / "data.npz", **_images(48, 2))
+    said: list[str] = []
+    result = run_quantize(cnn.path, data=tmp_path / "data.npz", try_dynamic=False,
+                          progress=said.append)
+    assert (result["budget"]["max_drop"], result["budget"]["kind"]) == (0.01, "relative")
+    assert any(s.startswith("budget:") and "1.00% of the float value" in s
+               and "the default" in s for s in said), said

@@ -47,6 +47,8 @@ __all__ = ["Splits", "run_quantize", "task_data"]
 
 # int8 must beat float by more than measurement noise before rtinfer calls it faster.
 _FASTER = 1.05
+#: The budget when none is given: 1% of the float model's value of the budget metric.
+DEFAULT_MAX_DROP = "1%"
 
 
 def run_quantize(
@@ -73,7 +75,11 @@ def run_quantize(
     config = config or Quantize()
     say = progress or (lambda _msg: None)
     float_model, splits, task, budget_metric = task_data(model, kit, data, metric)
-    budget = Budget.parse(max_drop or "100%", budget_metric)
+    # Never a disabled budget: without --max-drop, 1% of the float model's value (it was
+    # "100%", which let any int8 model through).
+    budget = Budget.parse(max_drop or DEFAULT_MAX_DROP, budget_metric)
+    say(f"budget: {budget.describe()}" + ("" if max_drop else " (the default; --max-drop "
+                                          "sets another)"))
     calibration = splits["calibration"][0]
     validation, val_targets = splits["validation"]
     hook, qat_note = None, "not asked for"
