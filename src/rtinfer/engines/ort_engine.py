@@ -69,6 +69,12 @@ class OnnxRuntimeEngine(Engine):
                 f"onnxruntime failed to run the model: {runtime_message(exc)}") from exc
         return dict(zip(self._outputs, values, strict=True))
 
+    def close(self) -> None:
+        # Drop the InferenceSession now (weights, arena) rather than whenever the last
+        # reference to this engine goes: a server that retires a version frees its memory
+        # before it trims the heap.
+        self._session = None
+
     def effective_threads(self) -> int:
         return int(self._session.get_session_options().intra_op_num_threads)
 

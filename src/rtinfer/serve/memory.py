@@ -3,8 +3,10 @@
 glibc's malloc keeps freed memory in its arenas (one per thread that allocated, and models are
 loaded in worker threads), so a server that unloads and reloads a model grows as if it leaked:
 40 unload/load cycles of a 48 MB model took one from 270 MB to 1.7 GB RSS, with nothing still
-referenced. ``malloc_trim(0)`` after a retirement returns the free pages of every arena; the same
-40 cycles then stay between 310 and 340 MB (``python benchmarks/serve_soak.py`` measures it).
+referenced. Two things keep it flat, measured in-process over the same 40 cycles: the engines
+free their runtime session on ``close()`` (not at garbage collection), which alone bounds it at
+185 -> 350 MB, and ``malloc_trim(0)`` after the retirement returns the free pages of every
+arena: 169 -> 220-253 MB (``python benchmarks/serve_soak.py`` measures it in a real server).
 
     release_freed_memory()   # True where glibc's malloc_trim ran, False elsewhere (musl, macOS)
 """

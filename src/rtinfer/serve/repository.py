@@ -319,9 +319,8 @@ class ModelRepository:
             await served.batcher.drain(self.drain_timeout_s)
             served.close()
             _LOG.info("retired %s version %s", served.name, served.version)
-        if retired:
-            del served
-            await asyncio.to_thread(release_freed_memory)  # RSS stays flat across reloads
+        if retired:  # the sessions freed their memory on close: hand it back to the OS
+            await asyncio.to_thread(release_freed_memory)
 
 
 def _numbered(folder: Path) -> list[int]:
