@@ -99,7 +99,7 @@ class _ApiKey:
 
     def __init__(self, app: ASGIApp, key: str) -> None:
         self.app = app
-        self.key = check_api_key(key).encode()
+        self.key = key.encode()  # checked by create_app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] not in _OPEN_PATHS:

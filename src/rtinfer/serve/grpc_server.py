@@ -36,11 +36,14 @@ from rtinfer import __version__
 from rtinfer._deps import require
 from rtinfer.errors import InvalidInputError, RtinferError
 from rtinfer.serve.app import check_api_key, presented_key
-from rtinfer.serve.handler import Failure, classify, run, timeout_param
+from rtinfer.serve.handler import Failure, classify, refused, run, timeout_param
 from rtinfer.serve.protocol import (
+    DECODE_INLINE_BYTES,
     DTYPE_OF,
+    EXTENSIONS,
     ProtocolError,
     check_outputs,
+    datatype_of,
     decode_tensor,
     input_dtypes,
     prepare_feeds,
@@ -51,8 +54,6 @@ from rtinfer.serve.repository import ModelNotFoundError, ModelRepository
 __all__ = ["GrpcServer", "decode_model_infer"]
 
 _OPEN_METHODS = ("/ServerLive", "/ServerReady")
-_EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics"]
-_DECODE_INLINE_BYTES = 64 << 10  # as over HTTP: bigger requests are decoded in a thread
 # Typed contents field of each datatype (FP16 and BF16 travel only as raw bytes).
 _CONTENTS = {"BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_contents",
              "INT32": "int_contents", "INT64": "int64_contents", "UINT8": "uint_contents",
@@ -118,7 +119,7 @@ def decode_model_infer(request: Any, spec: Any, raw: Any = None
     wanted = [o.name for o in request.outputs]
     if wanted:
         check_outputs(wanted, spec)
-    return prepare_feeds(feeds, spec, raw), _parameters(request.parameters), wanted
+    return prepare_feeds(feeds, spec, raw, dtypes), _parameters(request.parameters), wanted
 
 
 class _Denied(Exception):
@@ -301,16 +302,13 @@ def _servicer(stubs: Any, pb: Any, mc: Any, front: GrpcServer) -> Any:
             served = resolve(request.model_name, request.model_version)
             served.batcher.admit()
             args = (request, served.session.spec, served.raw)
-            if request.ByteSize() > _DECODE_INLINE_BYTES:
+            if request.ByteSize() > DECODE_INLINE_BYTES:
                 feeds, params, wanted = await asyncio.to_thread(decode_model_infer, *args)
             else:
                 feeds, params, wanted = decode_model_infer(*args)
             timeout = timeout_param(params)
         except Exception as exc:
-            failure = classify(exc, request.model_name)
-            if served is not None and failure.reason in ("BAD_REQUEST", "REJECTED"):
-                metrics.request(served.name, served.version, 0.0, failure.reason)
-            raise _Denied(failure) from None
+            raise _Denied(refused(exc, request.model_name, served, metrics)) from None
         try:
             outputs = await run(served, feeds, timeout, metrics, started)
         except Exception as exc:
@@ -318,9 +316,9 @@ def _servicer(stubs: Any, pb: Any, mc: Any, front: GrpcServer) -> Any:
         response = pb.ModelInferResponse(model_name=served.name, model_version=served.version,
                                          id=request.id)
         for name in wanted or list(outputs):
-            datatype, blob = wire_tensor(outputs[name])
-            response.outputs.add(name=name, datatype=datatype, shape=list(outputs[name].shape))
-            response.raw_output_contents.append(blob)
+            array = outputs[name]
+            response.outputs.add(name=name, datatype=datatype_of(array), shape=list(array.shape))
+            response.raw_output_contents.append(wire_tensor(array))
         return response
 
     class Servicer(stubs.GRPCInferenceServiceServicer):
@@ -339,7 +337,7 @@ def _servicer(stubs: Any, pb: Any, mc: Any, front: GrpcServer) -> Any:
 
         async def ServerMetadata(self, request: Any, context: Any) -> Any:
             return pb.ServerMetadataResponse(name="rtinfer", version=__version__,
-                                             extensions=_EXTENSIONS)
+                                             extensions=EXTENSIONS)
 
         async def ModelMetadata(self, request: Any, context: Any) -> Any:
             try:

@@ -23,7 +23,7 @@ from rtinfer.serve.metrics import ServerMetrics
 from rtinfer.serve.model import ServedModel
 from rtinfer.serve.repository import ModelNotFoundError
 
-__all__ = ["BodyTooLargeError", "Failure", "classify", "run", "timeout_param"]
+__all__ = ["BodyTooLargeError", "Failure", "classify", "refused", "run", "timeout_param"]
 
 _LOG = logging.getLogger("rtinfer.serve")
 
@@ -69,6 +69,18 @@ def classify(exc: BaseException, model: str | None = None, *, log: bool = True) 
         return Failure("BACKEND", 500, 500, f"{where}inference failed: {exc}")
     return Failure("BACKEND", 500, 500, f"{where}internal server error "
                                         f"({type(exc).__name__}); the server log has it")
+
+
+def refused(exc: BaseException, model: str, served: ServedModel | None,
+            metrics: ServerMetrics | None) -> Failure:
+    """:func:`classify` for a request that never reached the batcher (its body, decode or
+    admission failed): a client mistake or a full queue is counted against the version it
+    named, whichever front end it came through."""
+    failure = classify(exc, model)
+    if served is not None and metrics is not None and failure.reason in ("BAD_REQUEST",
+                                                                         "REJECTED"):
+        metrics.request(served.name, served.version, 0.0, failure.reason)
+    return failure
 
 
 async def run(served: ServedModel, feeds: dict[str, np.ndarray], timeout_us: int | None,

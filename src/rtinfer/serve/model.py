@@ -86,6 +86,10 @@ def snapshot(folder: Path, root: Path | None = None) -> tuple[Any, ...]:
         files = files_inside(root or folder.parent.parent, folder)
     except UnsafePathError as exc:
         return (("refused", str(exc)),)
+    return _stats(folder, files)
+
+
+def _stats(folder: Path, files: list[Path]) -> tuple[Any, ...]:
     out = []
     for p in files:
         with contextlib.suppress(OSError):  # a dangling link: nothing to load, nothing to see
@@ -104,8 +108,7 @@ def load_version(model_dir: Path, version: int, config: ModelConfig,
     """
     folder = model_dir / str(version)
     root = root or model_dir.parent
-    files_inside(root, folder)  # raises before anything is read
-    files = snapshot(folder, root)
+    files = _stats(folder, files_inside(root, folder))  # raises before anything is read
     start = time.perf_counter()
     deployed = None  # the engine the artifact was measured fastest on (save_artifact(engine=))
     if is_artifact(folder):

@@ -51,75 +51,57 @@ def _operation(summary: str, ok: dict[str, Any], params: list[str], *, body: str
     return op
 
 
+_STRING = {"type": "string"}
+_PARAMETERS = {"type": "object", "additionalProperties": True}
+_DATA = {"description": "Row-major data, flat or nested; strings for BYTES",
+         "oneOf": [{"type": "array", "items": {}}, {"type": "number"}, {"type": "boolean"},
+                   {"type": "string"}]}
+
+
+def _object(required: tuple[str, ...] = (), **properties: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": "object"}
+    if required:
+        out["required"] = list(required)
+    out["properties"] = properties
+    return out
+
+
+def _array(items: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "array", "items": items}
+
+
 def _schemas() -> dict[str, Any]:
-    tensor_data = {"description": "Row-major data, flat or nested; strings for BYTES",
-                   "oneOf": [{"type": "array", "items": {}}, {"type": "number"},
-                             {"type": "boolean"}, {"type": "string"}]}
-    parameters = {"type": "object", "additionalProperties": True}
+    integers = _array({"type": "integer"})
+    tensor = ("name", "shape", "datatype")
+    index_entry = _object(name=_STRING, version=_STRING, state=_STRING, reason=_STRING)
+    predict = _object(signature_name=_STRING, instances=_array({}), inputs={})
+    predict["description"] = 'Either "instances" (row form) or "inputs" (columnar form), never both'
     return {
-        "Error": {"type": "object", "required": ["error"],
-                  "properties": {"error": {"type": "string"}}},
-        "InferInput": {"type": "object", "required": ["name", "shape", "datatype"],
-                       "properties": {"name": {"type": "string"},
-                                      "shape": {"type": "array",
-                                                "items": {"type": "integer", "minimum": 0}},
-                                      "datatype": {"type": "string", "enum": sorted(DTYPE_OF)},
-                                      "parameters": parameters, "data": tensor_data}},
-        "InferRequestedOutput": {"type": "object", "required": ["name"],
-                                 "properties": {"name": {"type": "string"},
-                                                "parameters": parameters}},
-        "InferRequest": {"type": "object", "required": ["inputs"],
-                         "properties": {"id": {"type": "string"}, "parameters": parameters,
-                                        "inputs": {"type": "array",
-                                                   "items": _ref("InferInput")},
-                                        "outputs": {"type": "array",
-                                                    "items": _ref("InferRequestedOutput")}}},
-        "InferOutput": {"type": "object", "required": ["name", "shape", "datatype"],
-                        "properties": {"name": {"type": "string"},
-                                       "shape": {"type": "array", "items": {"type": "integer"}},
-                                       "datatype": {"type": "string"},
-                                       "parameters": parameters, "data": tensor_data}},
-        "InferResponse": {"type": "object", "required": ["model_name", "outputs"],
-                          "properties": {"model_name": {"type": "string"},
-                                         "model_version": {"type": "string"},
-                                         "id": {"type": "string"},
-                                         "parameters": parameters,
-                                         "outputs": {"type": "array",
-                                                     "items": _ref("InferOutput")}}},
-        "TensorMetadata": {"type": "object",
-                           "properties": {"name": {"type": "string"},
-                                          "datatype": {"type": "string"},
-                                          "shape": {"type": "array",
-                                                    "items": {"type": "integer"}}}},
-        "ModelMetadata": {"type": "object", "required": ["name", "platform", "inputs",
-                                                         "outputs"],
-                          "properties": {"name": {"type": "string"},
-                                         "versions": {"type": "array",
-                                                      "items": {"type": "string"}},
-                                         "platform": {"type": "string"},
-                                         "inputs": {"type": "array",
-                                                    "items": _ref("TensorMetadata")},
-                                         "outputs": {"type": "array",
-                                                     "items": _ref("TensorMetadata")}}},
-        "ServerMetadata": {"type": "object", "required": ["name", "version", "extensions"],
-                           "properties": {"name": {"type": "string"},
-                                          "version": {"type": "string"},
-                                          "extensions": {"type": "array",
-                                                         "items": {"type": "string"}}}},
-        "RepositoryIndex": {"type": "array", "items": {
-            "type": "object", "properties": {"name": {"type": "string"},
-                                             "version": {"type": "string"},
-                                             "state": {"type": "string"},
-                                             "reason": {"type": "string"}}}},
-        "PredictRequest": {"type": "object", "description": 'Either "instances" (row form) '
-                           'or "inputs" (columnar form), never both',
-                           "properties": {"signature_name": {"type": "string"},
-                                          "instances": {"type": "array", "items": {}},
-                                          "inputs": {}}},
-        "PredictResponse": {"type": "object",
-                            "properties": {"predictions": {}, "outputs": {}}},
-        "ModelStatus": {"type": "object", "properties": {"model_version_status": {
-            "type": "array", "items": {"type": "object"}}}},
+        "Error": _object(("error",), error=_STRING),
+        "InferInput": _object(tensor, name=_STRING,
+                              shape=_array({"type": "integer", "minimum": 0}),
+                              datatype={"type": "string", "enum": sorted(DTYPE_OF)},
+                              parameters=_PARAMETERS, data=_DATA),
+        "InferRequestedOutput": _object(("name",), name=_STRING, parameters=_PARAMETERS),
+        "InferRequest": _object(("inputs",), id=_STRING, parameters=_PARAMETERS,
+                                inputs=_array(_ref("InferInput")),
+                                outputs=_array(_ref("InferRequestedOutput"))),
+        "InferOutput": _object(tensor, name=_STRING, shape=integers, datatype=_STRING,
+                               parameters=_PARAMETERS, data=_DATA),
+        "InferResponse": _object(("model_name", "outputs"), model_name=_STRING,
+                                 model_version=_STRING, id=_STRING, parameters=_PARAMETERS,
+                                 outputs=_array(_ref("InferOutput"))),
+        "TensorMetadata": _object(name=_STRING, datatype=_STRING, shape=integers),
+        "ModelMetadata": _object(("name", "platform", "inputs", "outputs"), name=_STRING,
+                                 versions=_array(_STRING), platform=_STRING,
+                                 inputs=_array(_ref("TensorMetadata")),
+                                 outputs=_array(_ref("TensorMetadata"))),
+        "ServerMetadata": _object(("name", "version", "extensions"), name=_STRING,
+                                  version=_STRING, extensions=_array(_STRING)),
+        "RepositoryIndex": _array(index_entry),
+        "PredictRequest": predict,
+        "PredictResponse": _object(predictions={}, outputs={}),
+        "ModelStatus": _object(model_version_status=_array({"type": "object"})),
     }
 
 

@@ -21,15 +21,21 @@ import numpy as np
 
 from rtinfer.errors import InvalidInputError
 from rtinfer.serve._json import dumps, loads
-from rtinfer.serve.tensors import as_text, bytes_elements, from_json, text_elements
+from rtinfer.serve.tensors import (
+    as_text,
+    bytes_elements,
+    from_json,
+    object_array,
+    text_elements,
+)
 from rtinfer.spec import ModelSpec
 
 if TYPE_CHECKING:
     from rtinfer.serve.raw import RawInputs
 
-__all__ = ["DTYPE_OF", "ProtocolError", "check_outputs", "decode_infer_request",
-           "decode_tensor", "encode_infer_response", "header_length", "input_dtypes",
-           "prepare_feeds", "wire_tensor"]
+__all__ = ["DECODE_INLINE_BYTES", "DTYPE_OF", "EXTENSIONS", "ProtocolError", "check_outputs",
+           "datatype_of", "decode_infer_request", "decode_tensor", "encode_infer_response",
+           "header_length", "input_dtypes", "prepare_feeds", "wire_tensor"]
 
 DTYPE_OF = {
     "BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32,
@@ -40,6 +46,11 @@ DTYPE_OF = {
 _DATATYPE_OF = {np.dtype(v).name: k for k, v in DTYPE_OF.items()}
 
 
+#: What this server speaks beyond the required API (``GET /v2``, gRPC ServerMetadata).
+EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics"]
+#: Requests up to this size are decoded on the event loop; bigger ones in a worker thread, so
+#: one large body does not hold up every other request (HTTP and gRPC alike).
+DECODE_INLINE_BYTES = 64 << 10
 #: Most dimensions a tensor may have (numpy's own limit is 64; no model here takes more).
 MAX_RANK = 32
 
@@ -109,7 +120,7 @@ def decode_infer_request(body: bytes, header_length: int | None, spec: ModelSpec
     if offset != len(blobs):
         raise ProtocolError(f"{len(blobs) - offset} bytes of binary data were not claimed by "
                             "any input's binary_data_size")
-    feeds = prepare_feeds(feeds, spec, raw)
+    feeds = prepare_feeds(feeds, spec, raw, dtypes)
     binary = _flag(params, "binary_data_output") or any(
         _flag(o.get("parameters"), "binary_data") for o in outputs or [])
     return request, feeds, binary
@@ -127,13 +138,13 @@ def check_outputs(names: list[str], spec: ModelSpec) -> None:
                             f"model's outputs {spec.output_names}")
 
 
-def prepare_feeds(feeds: dict[str, np.ndarray], spec: ModelSpec, raw: RawInputs | None
-                  ) -> dict[str, np.ndarray]:
+def prepare_feeds(feeds: dict[str, np.ndarray], spec: ModelSpec, raw: RawInputs | None,
+                  dtypes: Mapping[str, np.dtype[Any]]) -> dict[str, np.ndarray]:
     """Decoded tensors -> the model's feeds, the same for every front end: a kit's raw inputs
-    pre-processed, string inputs as UTF-8 text, then names, dtypes and shapes checked."""
+    pre-processed, string inputs as UTF-8 text, then names, dtypes and shapes checked
+    (``dtypes``: :func:`input_dtypes` of ``spec``, which the decoder has already made)."""
     if raw is not None and raw.matches(list(feeds)):
         feeds = raw.convert(feeds)
-    dtypes = input_dtypes(spec)
     feeds = {k: as_text(k, v) if k in dtypes and dtypes[k].kind == "O" else v
              for k, v in feeds.items()}
     return spec.validate(feeds)
@@ -210,7 +221,7 @@ def decode_tensor(item: Any, blobs: memoryview, dtypes: Mapping[str, np.dtype[An
         if data is None:
             raise ProtocolError(f"input '{name}' has neither data nor binary_data_size")
         if datatype == "BYTES":
-            flat = _json_strings(name, data) if not _all_bytes(data) else _bytes_array(data)
+            flat = _json_strings(name, data)
         else:
             flat = from_json(name, data, np.dtype(DTYPE_OF[datatype]), datatype).ravel()
     if flat.size != count:
@@ -220,40 +231,35 @@ def decode_tensor(item: Any, blobs: memoryview, dtypes: Mapping[str, np.dtype[An
 
 
 def _json_strings(name: str, data: Any) -> np.ndarray:
-    """BYTES elements of a JSON body: strings, flat or nested; kept as str."""
-    out: list[str] = []
+    """BYTES elements of a request: strings (JSON) or bytes (gRPC's bytes_contents), flat or
+    nested; kept as they are."""
+    out: list[str | bytes] = []
     stack = [data]
     while stack:
         value = stack.pop()
         if isinstance(value, list):
             stack.extend(reversed(value))
-        elif isinstance(value, str):
+        elif isinstance(value, (str, bytes)):
             out.append(value)
         else:
-            raise ProtocolError(f"input '{name}': BYTES data in JSON must be strings, got "
+            raise ProtocolError(f"input '{name}': BYTES data must be strings, got "
                                 f"{_json_type(value)}")
-    flat = np.empty(len(out), dtype=object)
-    flat[:] = out
-    return flat
+    return object_array(out)
 
 
-def _all_bytes(data: Any) -> bool:
-    return isinstance(data, list) and bool(data) and all(isinstance(d, bytes) for d in data)
-
-
-def _bytes_array(items: list[bytes]) -> np.ndarray:
-    flat = np.empty(len(items), dtype=object)
-    flat[:] = items
-    return flat
-
-
-def wire_tensor(array: np.ndarray) -> tuple[str, bytes]:
-    """An output's datatype and raw bytes: little-endian, row-major; BYTES as 4-byte
-    little-endian lengths and the bytes (str as UTF-8), never an object array's memory."""
+def datatype_of(array: np.ndarray) -> str:
+    """The protocol's datatype of an output array; strings and bytes are BYTES."""
     if array.dtype.kind in "OSU":
-        return "BYTES", b"".join(struct.pack("<I", len(e)) + e for e in bytes_elements(array))
-    datatype = _DATATYPE_OF.get(array.dtype.name, "BYTES")
-    return datatype, np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
+        return "BYTES"
+    return _DATATYPE_OF.get(array.dtype.name, "BYTES")
+
+
+def wire_tensor(array: np.ndarray) -> bytes:
+    """An output's raw bytes: little-endian, row-major; BYTES as 4-byte little-endian lengths
+    and the bytes (str as UTF-8), never an object array's memory."""
+    if array.dtype.kind in "OSU":
+        return b"".join(struct.pack("<I", len(e)) + e for e in bytes_elements(array))
+    return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
 
 
 def _split_bytes(raw: bytes, name: str) -> np.ndarray:
@@ -267,9 +273,7 @@ def _split_bytes(raw: bytes, name: str) -> np.ndarray:
                                 f"{len(raw) - i - 4} remain")
         out.append(raw[i + 4:i + 4 + n])
         i += 4 + n
-    flat = np.empty(len(out), dtype=object)
-    flat[:] = out
-    return flat
+    return object_array(out)
 
 
 def encode_infer_response(model: str, version: str, request: Mapping[str, Any],
@@ -287,16 +291,14 @@ def encode_infer_response(model: str, version: str, request: Mapping[str, Any],
     tensors, blobs = [], []
     for name in wanted:
         array = outputs[name]
-        text = array.dtype.kind in "OSU"
-        entry: dict[str, Any] = {"name": name, "shape": list(array.shape),
-                                 "datatype": "BYTES" if text else _DATATYPE_OF.get(
-                                     array.dtype.name, "BYTES")}
+        datatype = datatype_of(array)
+        entry: dict[str, Any] = {"name": name, "shape": list(array.shape), "datatype": datatype}
         if binary:
-            _, blob = wire_tensor(array)
+            blob = wire_tensor(array)
             entry["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
         else:
-            entry["data"] = text_elements(name, array) if text else array.ravel()
+            entry["data"] = text_elements(name, array) if datatype == "BYTES" else array.ravel()
         tensors.append(entry)
     response = {"model_name": model, "model_version": version, "outputs": tensors}
     if request.get("id") is not None:

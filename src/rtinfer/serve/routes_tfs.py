@@ -28,10 +28,10 @@ from starlette.routing import Route
 from rtinfer.errors import InvalidInputError
 from rtinfer.serve._json import dumps, loads
 from rtinfer.serve.app import read_body
-from rtinfer.serve.handler import Failure, classify, run
+from rtinfer.serve.handler import Failure, classify, refused, run
 from rtinfer.serve.raw import RawInputs
 from rtinfer.serve.repository import ModelNotFoundError, ModelRepository
-from rtinfer.serve.tensors import as_text, from_json, text_elements
+from rtinfer.serve.tensors import as_text, from_json, object_array, text_elements
 from rtinfer.spec import ModelSpec
 
 __all__ = ["decode_predict", "routes"]
@@ -136,9 +136,7 @@ def _jsonable(name: str, array: np.ndarray) -> np.ndarray:
     """A string output as str elements (bytes decoded as UTF-8); numbers as they are."""
     if array.dtype.kind not in "OSU":
         return array
-    out = np.empty(array.shape, dtype=object)
-    out.reshape(-1)[:] = text_elements(name, array)
-    return out
+    return object_array(text_elements(name, array), array.shape)
 
 
 def routes(ctx: dict[str, Any]) -> list[Route]:
@@ -154,22 +152,19 @@ def routes(ctx: dict[str, Any]) -> list[Route]:
     async def predict(request: Request) -> Response:
         started = time.perf_counter()
         name = request.path_params["model"]
+        served = None
         try:
             body = await read_body(request, limit)
             served = repo.resolve(name, request.path_params.get("version"))
-        except Exception as exc:
-            return error(classify(exc, name))
-        try:
             served.batcher.admit()  # a full queue refuses before paying for the decode
-        except Exception as exc:
-            metrics.request(served.name, served.version, 0.0, "REJECTED")
-            return error(classify(exc, name))
-        try:
             try:
                 parsed = loads(body)
             except (ValueError, RecursionError) as exc:
                 raise InvalidInputError(f"request body is not valid JSON: {exc}") from None
             feeds, row = decode_predict(parsed, served.session.spec, served.raw)
+        except Exception as exc:
+            return error(refused(exc, name, served, metrics))
+        try:
             outputs = await run(served, feeds, None, metrics, started)
             outputs = {k: _jsonable(k, v) for k, v in outputs.items()}
         except Exception as exc:

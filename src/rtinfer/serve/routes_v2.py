@@ -21,17 +21,19 @@ from starlette.routing import Route
 from rtinfer import __version__
 from rtinfer.errors import RtinferError
 from rtinfer.serve.app import error_response, read_body
-from rtinfer.serve.handler import classify, run, timeout_param
-from rtinfer.serve.protocol import decode_infer_request, encode_infer_response, header_length
+from rtinfer.serve.handler import classify, refused, run, timeout_param
+from rtinfer.serve.protocol import (
+    DECODE_INLINE_BYTES,
+    EXTENSIONS,
+    decode_infer_request,
+    encode_infer_response,
+    header_length,
+)
 from rtinfer.serve.repository import ModelNotFoundError, ModelRepository
 
 __all__ = ["routes"]
 
 _HEADER_LENGTH = "inference-header-content-length"
-_EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics"]
-# Requests up to this size are decoded on the event loop; bigger ones in a worker thread, so
-# one large JSON body does not hold up every other request.
-_DECODE_INLINE_BYTES = 64 << 10
 
 
 def routes(ctx: dict[str, Any]) -> list[Route]:
@@ -45,7 +47,7 @@ def routes(ctx: dict[str, Any]) -> list[Route]:
 
     async def server_metadata(request: Request) -> Response:
         return JSONResponse({"name": "rtinfer", "version": __version__,
-                             "extensions": _EXTENSIONS})
+                             "extensions": EXTENSIONS})
 
     async def live(request: Request) -> Response:
         return Response(status_code=200)
@@ -78,15 +80,12 @@ def routes(ctx: dict[str, Any]) -> list[Route]:
             served.batcher.admit()  # a full queue refuses before paying for the decode
             args = (body, header_length(request.headers.get(_HEADER_LENGTH)),
                     served.session.spec, served.raw)
-            if len(body) > _DECODE_INLINE_BYTES:
+            if len(body) > DECODE_INLINE_BYTES:
                 parsed, feeds, binary = await run_in_threadpool(decode_infer_request, *args)
             else:
                 parsed, feeds, binary = decode_infer_request(*args)
         except Exception as exc:
-            failure = classify(exc, name)
-            if served is not None and failure.reason in ("BAD_REQUEST", "REJECTED"):
-                metrics.request(served.name, served.version, 0.0, failure.reason)
-            return error_response(failure)
+            return error_response(refused(exc, name, served, metrics))
         try:
             outputs = await run(served, feeds, timeout_param(parsed.get("parameters")), metrics,
                                 started)

@@ -20,7 +20,15 @@ import numpy as np
 
 from rtinfer.errors import InvalidInputError
 
-__all__ = ["as_text", "bytes_elements", "from_json", "text_elements"]
+__all__ = ["as_text", "bytes_elements", "from_json", "object_array", "text_elements"]
+
+
+def object_array(items: list[Any], shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """``items`` as an object array (of ``shape``), each element kept as it is: np.array()
+    would turn equal-length strings into a fixed-width dtype, or lists into another axis."""
+    out = np.empty(len(items), dtype=object)
+    out[:] = items
+    return out if shape is None else out.reshape(shape)
 
 
 def from_json(name: str, data: Any, dtype: np.dtype[Any], what: str | None = None
@@ -71,21 +79,20 @@ def _kind_name(raw: np.ndarray) -> str:
 
 def as_text(name: str, array: np.ndarray) -> np.ndarray:
     """An object array of ``str`` for a string model input; bytes must be UTF-8."""
-    out = np.empty(array.shape, dtype=object)
-    flat = out.reshape(-1)
+    texts = []
     for i, value in enumerate(array.reshape(-1)):
         if isinstance(value, (bytes, np.bytes_)):
             try:
-                flat[i] = bytes(value).decode("utf-8")
+                texts.append(bytes(value).decode("utf-8"))
             except UnicodeDecodeError:
                 raise InvalidInputError(f"input '{name}' is a text input; element {i} is not "
                                         "UTF-8") from None
         elif isinstance(value, str):
-            flat[i] = str(value)
+            texts.append(str(value))
         else:
             raise InvalidInputError(f"input '{name}' is a text input; element {i} is a "
                                     f"{type(value).__name__}, not a string")
-    return out
+    return object_array(texts, array.shape)
 
 
 def bytes_elements(array: np.ndarray) -> list[bytes]:
