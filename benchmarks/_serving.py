@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -188,19 +188,28 @@ async def _grpc_closed_loop(port: int, request: bytes, concurrency: int,
     return LoadResult(np.array(latencies), errors, took, cpu, statuses)
 
 
-def interleaved(targets: dict[str, tuple[int, str, Sequence[bytes]]], concurrency: int,
+#: One window of load: (concurrency, seconds) -> its result (closed_loop, grpc_closed_loop, …).
+Load = Callable[[int, float], LoadResult]
+
+
+def interleaved(targets: dict[str, tuple[int, str, Sequence[bytes]] | Load], concurrency: int,
                 rounds: int, window_s: float) -> dict[str, LoadResult]:
-    """Each target (name -> port, path, bodies) loaded for ``rounds`` short windows, the
-    targets taking turns, so that background load on a shared machine falls on all alike;
-    each target's windows are pooled into one result."""
+    """Each target loaded for ``rounds`` short windows, the targets taking turns, so that
+    background load on a shared machine falls on all alike; each target's windows are pooled
+    into one result. A target is (port, path, bodies) for :func:`closed_loop`, or any
+    :data:`Load` function (another protocol's load generator)."""
     runs: dict[str, list[LoadResult]] = {name: [] for name in targets}
     names = list(targets)
     for r in range(rounds):
         # The order rotates: the window right after another server's runs slower (its
         # threads still wind down), and that penalty must fall on every server alike.
         for name in names[r % len(names):] + names[:r % len(names)]:
-            port, path, bodies = targets[name]
-            runs[name].append(closed_loop(port, path, bodies, concurrency, window_s))
+            target = targets[name]
+            if callable(target):
+                runs[name].append(target(concurrency, window_s))
+            else:
+                port, path, bodies = target
+                runs[name].append(closed_loop(port, path, bodies, concurrency, window_s))
     return {name: LoadResult(np.concatenate([r.latencies for r in rs]),
                              sum(r.errors for r in rs), sum(r.seconds for r in rs),
                              sum(r.client_cpu_s for r in rs))

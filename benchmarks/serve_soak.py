@@ -34,30 +34,10 @@ from rtinfer.hardware import cpu_info
 from rtinfer.serve.inthread import free_port
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "serve"))
-from hostile_models import build_repository, mixed_request
+from hostile_models import build_big_model, build_repository, mixed_request
 
 KEY = "soak-key"
 QUEUE = 16
-
-
-def _big_model(folder: Path) -> None:
-    """A 48 MB model (three 2048 x 2048 fp32 MatMuls): slow enough to overload, large enough
-    that a leak per reload shows."""
-    import onnx
-    from onnx import TensorProto as T
-    from onnx import helper as h
-    from onnx import numpy_helper
-
-    rng = np.random.default_rng(0)
-    inits = [numpy_helper.from_array(rng.random((2048, 2048), np.float32) / 2048, f"w{i}")
-             for i in range(3)]
-    nodes = [h.make_node("MatMul", ["x" if i == 0 else f"h{i - 1}", f"w{i}"], [f"h{i}"])
-             for i in range(3)]
-    graph = h.make_graph(nodes, "big", [h.make_tensor_value_info("x", T.FLOAT, ["b", 2048])],
-                         [h.make_tensor_value_info("h2", T.FLOAT, ["b", 2048])], inits)
-    (folder / "1").mkdir(parents=True)
-    onnx.save(h.make_model(graph, opset_imports=[h.make_opsetid("", 17)]),
-              str(folder / "1" / "model.onnx"))
 
 
 def _post(port: int, path: str, body: bytes = b"") -> int:
@@ -96,7 +76,7 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="rtinfer-soak-"))
     repo = build_repository(work / "repo")
-    _big_model(repo / "big")
+    build_big_model(repo / "big")
     (work / "key").write_text(KEY)
     port = free_port()
     cmd = [python(), "-m", "rtinfer.cli", "serve", str(repo), "--port", str(port),

@@ -44,7 +44,7 @@ import numpy as np
 
 import rtinfer
 from _serving import (
-    LoadResult,
+    Load,
     best_under_bound,
     child_server,
     closed_loop,
@@ -131,21 +131,14 @@ def protocols(rounds: int, window: float, levels: list[int], work: Path) -> dict
     cmd = [python(), "-m", "rtinfer.cli", "serve", str(work / "repo-p"), "--port", str(port),
            "--threads", "1", "--grpc-port", str(gport)]
     results: dict[str, dict[int, Any]] = {"HTTP binary": {}, "gRPC": {}}
+    headers = {"Inference-Header-Content-Length": str(len(header))}
+    targets: dict[str, Load] = {
+        "HTTP binary": lambda c, s: closed_loop(port, "/v2/models/tiny/infer", [binary], c, s,
+                                                headers),
+        "gRPC": lambda c, s: grpc_closed_loop(gport, grpc_request, c, s)}
     with child_server(cmd, port, "/v2/health/ready"):
-        headers = {"Inference-Header-Content-Length": str(len(header))}
         for level in levels:
-            runs: dict[str, list[Any]] = {"HTTP binary": [], "gRPC": []}
-            for r in range(rounds):
-                order = ["HTTP binary", "gRPC"] if r % 2 == 0 else ["gRPC", "HTTP binary"]
-                for label in order:
-                    runs[label].append(
-                        closed_loop(port, "/v2/models/tiny/infer", [binary], level, window,
-                                    headers) if label == "HTTP binary" else
-                        grpc_closed_loop(gport, grpc_request, level, window))
-            for label, rs in runs.items():
-                res = LoadResult(np.concatenate([x.latencies for x in rs]),
-                                 sum(x.errors for x in rs), sum(x.seconds for x in rs),
-                                 sum(x.client_cpu_s for x in rs))
+            for label, res in interleaved(targets, level, rounds, window).items():
                 results[label][level] = res
                 s = res.summary()
                 print(f"  {label:12s} concurrency {level:3d}: {s['throughput_rps']:7.1f} req/s "

@@ -5,6 +5,7 @@
   UINT8 [b, 2] -> ``qu`` = q + u as FP32. Batches (dynamic batching, 8 rows, 20 ms delay).
 - ``strings``: ``text`` STRING [b] -> ``echo`` STRING [b] (Identity) and ``n`` INT64 [b]
   (how many elements, via Shape: checks that the request's strings arrive as strings).
+- :func:`build_big_model`: a 48 MB model, for overload and memory-across-reload checks.
 """
 
 from __future__ import annotations
@@ -60,6 +61,27 @@ def build_repository(repo: Path) -> Path:
     _save(h.make_model(graph, opset_imports=[h.make_opsetid("", 17)]), repo / "strings",
           batching=False)
     return repo
+
+
+def build_big_model(folder: Path) -> Path:
+    """``folder/1/model.onnx``: 48 MB, three 2048 x 2048 fp32 MatMuls (``x`` -> ``h2``, both
+    [b, 2048]): slow enough to overload, large enough that a leak per reload shows."""
+    import onnx
+    from onnx import TensorProto as T
+    from onnx import helper as h
+    from onnx import numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.random((2048, 2048), np.float32) / 2048, f"w{i}")
+             for i in range(3)]
+    nodes = [h.make_node("MatMul", ["x" if i == 0 else f"h{i - 1}", f"w{i}"], [f"h{i}"])
+             for i in range(3)]
+    graph = h.make_graph(nodes, "big", [h.make_tensor_value_info("x", T.FLOAT, ["b", 2048])],
+                         [h.make_tensor_value_info("h2", T.FLOAT, ["b", 2048])], inits)
+    (folder / "1").mkdir(parents=True)
+    onnx.save(h.make_model(graph, opset_imports=[h.make_opsetid("", 17)]),
+              str(folder / "1" / "model.onnx"))
+    return folder
 
 
 def mixed_request(rows: int = 1, ids: list[int] | None = None) -> dict[str, object]:

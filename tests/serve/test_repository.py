@@ -176,22 +176,10 @@ def test_rss_stays_flat_across_unload_and_load(tmp_path: Path) -> None:
     it, glibc's arenas kept it: +80 MB a cycle on the first cycles, measured)."""
     import asyncio
 
-    import onnx
     import psutil
-    from onnx import TensorProto as T
-    from onnx import helper as h
-    from onnx import numpy_helper
+    from hostile_models import build_big_model
 
-    rng = np.random.default_rng(0)
-    weights = [numpy_helper.from_array(rng.random((2048, 2048), np.float32), f"w{i}")
-               for i in range(3)]  # 3 x 16 MB
-    nodes = [h.make_node("MatMul", ["x" if i == 0 else f"h{i - 1}", f"w{i}"], [f"h{i}"])
-             for i in range(3)]
-    graph = h.make_graph(nodes, "big", [h.make_tensor_value_info("x", T.FLOAT, ["b", 2048])],
-                         [h.make_tensor_value_info("h2", T.FLOAT, ["b", 2048])], weights)
-    (tmp_path / "big" / "1").mkdir(parents=True)
-    onnx.save(h.make_model(graph, opset_imports=[h.make_opsetid("", 17)]),
-              str(tmp_path / "big" / "1" / "model.onnx"))
+    build_big_model(tmp_path / "big")
     process = psutil.Process()
     x = np.ones((4, 2048), np.float32)
 

@@ -176,8 +176,7 @@ def _build_app(settings: dict[str, Any], workers_dir: Path | None = None) -> Any
     app_ = create_app(repository, api_key=settings["api_key"],
                       max_body_bytes=settings["max_body_bytes"],
                       poll_interval_s=settings["poll_interval_s"], workers_dir=workers_dir,
-                      grpc_port=settings.get("grpc_port"), grpc_host=settings.get("host",
-                                                                                 "127.0.0.1"),
+                      grpc_port=settings["grpc_port"], grpc_host=settings["host"],
                       drain_s=settings["drain_timeout_s"])
     who = f"worker {os.getpid()}: " if workers_dir is not None else ""
     for entry in repository.index():
