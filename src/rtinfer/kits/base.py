@@ -48,6 +48,10 @@ class KitRecipe:
     preprocess: Callable[[Mapping[str, Any], Sequence[Any]], dict[str, np.ndarray]]
     evaluate: Callable[[Mapping[str, Any], np.ndarray, Mapping[str, np.ndarray]], dict[str, float]]
     packages: tuple[str, ...] = ()  # distributions whose data the build reads
+    # Evidence from outside the split rule: (what it is, model inputs, targets) for a built
+    # kit. Reported next to the held-out split, never used to choose; made on demand (cheap),
+    # so it is not part of the build or its key.
+    beyond: Callable[[Kit], tuple[str, dict[str, np.ndarray], np.ndarray]] | None = None
 
     def key(self, size: str) -> str:
         versions = {}
@@ -131,6 +135,15 @@ class Kit:
         raw = {k.split("/", 2)[2]: v for k, v in self._data.items()
                if k.startswith(prefix + "raw/")}
         return Split(inputs=inputs, targets=self._data[prefix + "targets"], raw=raw)
+
+    def beyond_split(self) -> tuple[str, Split] | None:
+        """A small evaluation set from outside the kit's split rule (the intent kit's
+        hand-written requests, the perception kit's shifted scans, the fraud kit's drifted
+        traffic) with what it is; None when the kit has none."""
+        if self.recipe.beyond is None:
+            return None
+        what, inputs, targets = self.recipe.beyond(self)
+        return what, Split(inputs=inputs, targets=np.asarray(targets), raw={})
 
     def preprocess(self, raw_items: Sequence[Any]) -> dict[str, np.ndarray]:
         """Model inputs for a list of raw items (records, sentences or images)."""

