@@ -12,8 +12,9 @@
     ├── InvalidInputError (ValueError)    inputs do not match the model's spec
     ├── ArtifactError                     an artifact or model repository is malformed
     │   └── ArtifactIntegrityError        a file does not match the hash in manifest.json
-    └── UnsafePathError                   a path (a name, a link, a file's reference) leaves
-                                          the folder that bounds it
+    ├── UnsafePathError                   a path (a name, a link, a file's reference) leaves
+    │                                     the folder that bounds it
+    └── OverBudgetError                   no optimized model kept every limit of the budget
 
 Wrong *kinds* of values raise plain ``TypeError`` and plainly bad argument values raise
 ``ValueError``; the classes above are for failures in rtinfer's own domain.
@@ -31,6 +32,7 @@ __all__ = [
     "InvalidInputError",
     "MissingExtraError",
     "ModelLoadError",
+    "OverBudgetError",
     "RtinferError",
     "UnknownEngineError",
     "UnsafePathError",
@@ -97,3 +99,7 @@ class ArtifactIntegrityError(ArtifactError):
 class UnsafePathError(RtinferError):
     """A path leaves the folder that bounds it: a model name such as ``..``, a symlink out of
     a model repository, a manifest or ONNX external-data reference to ``../../file``."""
+
+
+class OverBudgetError(RtinferError):
+    """No optimized model kept every limit of the accuracy budget; nothing was written."""

@@ -12,12 +12,13 @@ import rtinfer
 from rtinfer.cli import app
 from rtinfer.kits import Kit
 from rtinfer.optimize import Budget, Quantize, kit_metric, quantize_within_budget
+from rtinfer.optimize.budget import Limit
 from rtinfer.optimize.evaluate import evaluate_candidate, fidelity, run_batches
 
 
 def test_budget_parsing_says_absolute_or_relative() -> None:
-    assert Budget.parse("0.5pt", "accuracy") == Budget(0.005, "absolute", "accuracy")
-    assert Budget.parse("1%", "accuracy").allowed_drop(0.9) == pytest.approx(0.009)
+    assert Budget.parse("0.5pt", "accuracy").limits == (Limit("accuracy", 0.005, "absolute"),)
+    assert Budget.parse("1%", "accuracy").limits[0].allowed(0.9) == pytest.approx(0.009)
     with pytest.raises(ValueError, match="must say absolute or relative"):
         Budget.parse("0.5", "accuracy")
 
@@ -76,7 +77,15 @@ def test_cli_quantize_writes_an_artifact_with_recipe_and_figures(perception_kit:
                                    str(tmp_path / "q.json")])
     assert res.exit_code == 0, res.output
     assert "latency at batch 1" in res.output and "wrote" in res.output
+    # Every limit shown with what was allowed, on validation and again on held-out data,
+    # and the kit's shifted scans reported beside them.
+    assert "the budget on the validation split" in res.output
+    assert "the same limits on held-out data" in res.output
+    assert "top-1 agreement with the original (logits) at least 0.98" in res.output
+    assert "beyond the split" in res.output and "shifted one pixel" in res.output
     report = json.loads((tmp_path / "q.json").read_text())
+    assert report["evaluation"]["within_budget"] and all(
+        c["ok"] for c in report["evaluation"]["checks"])
     manifest = json.loads((Path(report["artifact"]) / "manifest.json").read_text())
     assert manifest["recipe"]["passes"][0]["pass"] == "quantize"
     assert manifest["measurements"]["accuracy"]["top1"] >= (

@@ -70,12 +70,58 @@ def test_user_metric_as_module_function_sets_the_budget(cnn: ImportedModel, tmp_
 
 def test_quantize_without_max_drop_has_a_real_budget(cnn: ImportedModel, tmp_path: Path
                                                      ) -> None:
-    """No --max-drop: 1% of the float value, said in the progress and the result (it was
-    100%, which let any model through)."""
+    """No --max-drop: 1% of the original's value with the agreement guard, said in the
+    progress and the result (it was 100%, which let any model through)."""
     np.savez(tmp_path / "data.npz", **_images(48, 2))
     said: list[str] = []
     result = run_quantize(cnn.path, data=tmp_path / "data.npz", try_dynamic=False,
                           progress=said.append)
     assert (result["budget"]["max_drop"], result["budget"]["kind"]) == (0.01, "relative")
-    assert any(s.startswith("budget:") and "1.00% of the float value" in s
-               and "the default" in s for s in said), said
+    assert result["budget"]["default"]
+    said_budget = [s for s in said if s.startswith("budget:")]
+    assert len(said_budget) == 1 and "the default" in said_budget[0], said
+    assert "logits.cosine may drop by at most 1.00% of the original's value" in said_budget[0]
+    assert "top-1 agreement with the original (logits) at least 0.98" in said_budget[0]
+
+
+def test_an_extra_evaluation_set_is_reported_and_never_chooses(cnn: ImportedModel,
+                                                              tmp_path: Path) -> None:
+    np.savez(tmp_path / "data.npz", **_images(48, 2))
+    extra = _images(20, 9)
+    np.savez(tmp_path / "extra.npz", **extra, labels=np.arange(20) % 10)
+    result = run_quantize(cnn.path, data=tmp_path / "data.npz", try_dynamic=False,
+                          max_drop="5%", extra_eval=tmp_path / "extra.npz")
+    beyond = result["held_out"]["beyond_split"]
+    assert beyond["what"] == "20 samples from extra.npz" and beyond["samples"] == 20
+    assert 0.0 <= beyond["agreement"] <= 1.0 and beyond["fidelity"]["logits"]["cosine_min"] > 0.9
+    # Without labels in --data there is no task metric, so none is computed on it either.
+    assert beyond["original"] == beyond["candidate"] == {}
+
+
+def test_a_bad_extra_evaluation_set_fails_before_any_work(cnn: ImportedModel,
+                                                          tmp_path: Path) -> None:
+    np.savez(tmp_path / "data.npz", **_images(48, 2))
+    np.savez(tmp_path / "extra.npz", pixels=np.zeros((2, 3), np.float32))
+    said: list[str] = []
+    with pytest.raises(ValueError, match=r"extra.npz lacks arrays for input\(s\) \['image'\]"):
+        run_quantize(cnn.path, data=tmp_path / "data.npz", extra_eval=tmp_path / "extra.npz",
+                     progress=said.append)
+    assert not any(s.startswith("quantizing") for s in said)
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="not a readable .npz"):
+        run_quantize(cnn.path, data=tmp_path / "data.npz", extra_eval=tmp_path / "junk.npz")
+
+
+def test_a_deadline_stops_the_budgeted_search_after_its_first_round(cnn: ImportedModel
+                                                                     ) -> None:
+    import time
+
+    from rtinfer.optimize import Budget, quantize_within_budget
+
+    data = _images(32, 0)
+    result = quantize_within_budget(cnn, Quantize(), data, data,
+                                    Budget.parse("0.00001pt", "logits.cosine"),
+                                    deadline=time.monotonic())
+    assert result.status == "over_budget" and result.model is None
+    assert [s["what"] for s in result.steps] == ["everything quantized", "time budget reached"]
+    assert result.evaluation is not None and not result.evaluation.within_budget

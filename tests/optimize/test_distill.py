@@ -61,6 +61,34 @@ def test_recipe_names_modules_without_holding_them() -> None:
     assert data["student"] is None and data["temperature"] == 4.0
 
 
+def test_recipe_entries_replay_as_the_same_setting() -> None:
+    config = Distill(steps=12, finetune_steps=3, width=0.5, augment=0.25, seed=4)
+    assert Distill.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    old = {**config.to_dict(), "version": 1}
+    old.pop("augment")
+    assert Distill.from_dict(old).augment == 0.0  # version 1 trained on labels only
+    with pytest.raises(ValueError, match="pass it as Distill"):
+        Distill.from_dict(Distill(teacher=_tiny_bert(2)).to_dict())
+    with pytest.raises(ValueError, match="newer than this rtinfer reads"):
+        Distill.from_dict({**config.to_dict(), "version": 99})
+    with pytest.raises(ValueError, match="share of each distillation batch"):
+        Distill(augment=1.0)
+
+
+def test_text_variants_are_seeded_small_edits() -> None:
+    from rtinfer.optimize.augment import text_variants
+
+    sentences = ["turn on the kitchen light", "set a timer for five minutes", "pause"]
+    got = text_variants(sentences, 200, seed=3)
+    assert got == text_variants(sentences, 200, seed=3) != text_variants(sentences, 200, seed=4)
+    assert len(set(got) - set(sentences)) > 50  # mostly new sentences
+    for v in got:  # one or two edits: at most four words more, one fewer, never empty
+        n = min(abs(len(v.split()) - len(s.split())) for s in sentences)
+        assert v.strip() and n <= 5
+    with pytest.raises(ValueError, match="at least one sentence"):
+        text_variants([], 3)
+
+
 def test_loss_is_kl_at_temperature_plus_cross_entropy() -> None:
     torch.manual_seed(0)
     s, t = torch.randn(8, 5), torch.randn(8, 5)
@@ -90,6 +118,17 @@ def test_distilled_intent_student_is_evaluated_and_written(intent_kit, tmp_path
     manifest = json.loads((result.artifact / "manifest.json").read_text())
     assert manifest["recipe"]["passes"][0]["pass"] == "distill"
     assert manifest["measurements"]["accuracy_original"] == held["original"]
+    # Half of each distillation batch was teacher-labelled variants of the training text.
+    assert rep["augment"]["used"] and rep["augment"]["sentences"] == len(
+        intent_kit.split("train"))
+    # Judged under the default budget, every limit reported with what was allowed.
+    limits = {c["metric"] for c in held["budget"]["checks"]}
+    assert limits == {"accuracy", "macro_f1", "logits.top1", "logits.top1@varied",
+                      "class_recall"}
+    assert rep["status"] == ("ok" if held["budget"]["within_budget"] else "over_budget")
+    assert rep["budget"]["default"]
+    beyond = held["beyond_split"]
+    assert beyond["samples"] == 126 and 0.0 <= beyond["agreement"] <= 1.0
 
 
 @pytest.mark.slow
@@ -120,3 +159,5 @@ def test_cli_training_is_bounded_in_time(intent_kit, tmp_path) -> None:  # type:
     assert run["stopped_early"] and 0 < run["steps"] < 10_000
     assert np.isfinite(report["held_out"]["distilled"]["accuracy"])
     assert "held-out accuracy drop" in res.output
+    assert "budget on the held-out test split" in res.output
+    assert "hand-written requests" in res.output

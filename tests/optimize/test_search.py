@@ -49,6 +49,24 @@ def test_never_chooses_over_budget_and_explains(fraud_run: dict[str, Any]) -> No
     assert held["fidelity"]
 
 
+def test_every_declared_metric_and_the_guards_are_limits(fraud_run: dict[str, Any]) -> None:
+    limits = [lim["metric"] for lim in fraud_run["budget"]["limits"]]
+    assert limits == ["roc_auc", "pr_auc", "recall_at_1pct_fpr", "probabilities.top1",
+                      "class_recall"]
+    for r in fraud_run["candidates"]:
+        checks = r["validation"]["checks"]
+        assert [c["metric"] for c in checks] == limits, r["id"]
+        assert r["validation"]["within_budget"] == all(c["ok"] for c in checks)
+        assert r["validation"]["excluded_by"] == [c["metric"] for c in checks if not c["ok"]]
+    # The same limits on the held-out split, and the kit's drifted traffic, reported.
+    held = fraud_run["held_out"]
+    assert [c["metric"] for c in held["budget"]["checks"]] == limits
+    beyond = held["beyond_split"]
+    assert beyond["samples"] == 20_000 and set(beyond["original"]) == set(held["original"])
+    html = Path(fraud_run["report"]).read_text()
+    assert "limits broken" in html and "Beyond the split" in html
+
+
 def test_pareto_front_is_non_dominated(fraud_run: dict[str, Any]) -> None:
     rows = {r["id"]: r for r in fraud_run["candidates"] if "p50_ms" in r["quick"]}
     front = fraud_run["pareto"]
@@ -109,8 +127,10 @@ def test_onnx_file_without_labels_budgets_fidelity(cnn: Any, tmp_path: Path) -> 
                       time_budget_s=300, engines=["onnxruntime"], window_s=0.1)
     assert result["budget"]["metric"].endswith(".cosine")
     for r in result["candidates"]:
-        worst = min(f["cosine_min"] for f in r["validation"]["fidelity"].values())
-        assert r["validation"]["within_budget"] == (worst >= 0.99 - 1e-12), r["id"]
+        fid = r["validation"]["fidelity"]["logits"]
+        # 1% of the worst cosine, and the default guard: top-1 agreement of at least 0.98.
+        assert r["validation"]["within_budget"] == (
+            fid["cosine_min"] >= 0.99 - 1e-12 and fid["top1_agreement"] >= 0.98), r["id"]
     assert "original" not in result["held_out"]   # no labels: fidelity only
 
 

@@ -16,7 +16,8 @@ from rich.table import Table
 
 app = typer.Typer(
     name="rtinfer",
-    help="Import, measure, choose an engine for, and (soon) optimize and serve models.",
+    help="Import models, choose an engine, optimize within an accuracy budget (quantize, "
+         "prune, distill), serve over KServe v2 / TF Serving / gRPC, and load-test.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -43,6 +44,42 @@ MetricOpt = typer.Option(None, help="Budget metric [default: the kit's; without 
                          "to float), or your own as package.module:function(targets, "
                          "outputs).")
 ModelArg = typer.Argument(None, help="ONNX file, artifact, model folder or HF folder.")
+MaxDropOpt = typer.Option(
+    None, "--max-drop", help="Budget: '1pt' (absolute) or '1%' (relative) on every metric the "
+    "task declares, or per metric: 'accuracy=1pt,macro_f1=1pt' (also <output>.cosine, top1, "
+    "class_recall) [default: 1% of each; no class's recall down more than 5pt; top-1 "
+    "agreement with the original >= 0.98].")
+ExtraEvalOpt = typer.Option(
+    None, "--extra-eval", help=".npz (arrays named after the inputs, optional 'labels') "
+    "reported beside the held-out split and never used to choose [default: the kit's own "
+    "set from outside its split rule].")
+MinAgreementOpt = typer.Option(
+    None, "--min-agreement", help="Least share of samples whose top-1 class equals the "
+    "original's [default: 0.98 for outputs with a class axis; 0 turns it off].")
+
+
+def print_beyond(beyond: dict[str, Any] | None, label: str) -> None:
+    """One line on the kit's evaluation set from outside its split rule."""
+    if not beyond:
+        return
+    metrics = ", ".join(f"{k} {beyond['original'][k]:.4f} → {beyond['candidate'][k]:.4f}"
+                        for k in beyond["original"]) or "no labels"
+    agree = (f"; top-1 agreement with the original {beyond['agreement']:.4f}"
+             if "agreement" in beyond else "")
+    console.print(f"  beyond the split ({beyond['what']}; reported, not used to choose): "
+                  f"original → {label}: {metrics}{agree}", highlight=False)
+
+
+def print_checks(checks: list[dict[str, Any]], title: str) -> None:
+    """Each limit of a budget with the original's value, the candidate's and what was allowed."""
+    table = Table(title=title)
+    for col in ("limit", "original", "result", "drop", "allowed", "holds"):
+        table.add_column(col, justify="left" if col == "limit" else "right")
+    for c in checks:
+        table.add_row(c["limit"] + (f" — {c['note']}" if c["note"] else ""),
+                      f"{c['original']:.4f}", f"{c['value']:.4f}", f"{c['drop']:+.4f}",
+                      f"{c['allowed']:.4f}", "yes" if c["ok"] else "[bold red]no[/]")
+    console.print(table)
 
 
 

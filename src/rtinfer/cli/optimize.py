@@ -11,15 +11,20 @@ from rich.table import Table
 
 from rtinfer.cli._app import (
     DataOpt,
+    ExtraEvalOpt,
     JsonOpt,
     KitOpt,
+    MaxDropOpt,
     MetricOpt,
+    MinAgreementOpt,
     ModelArg,
     QuietOpt,
     _progress,
     _write_json,
     app,
     console,
+    print_beyond,
+    print_checks,
 )
 from rtinfer.cli.bench import REPORTERS
 
@@ -41,8 +46,9 @@ def optimize(
     model: str | None = ModelArg,
     kit: str | None = KitOpt,
     data: Path | None = DataOpt,
-    max_drop: str = typer.Option(..., "--max-drop", help="Accuracy budget, absolute '1pt' or "
-                                 "relative '1%'."),
+    max_drop: str | None = MaxDropOpt,
+    min_agreement: float | None = MinAgreementOpt,
+    extra_eval: Path | None = ExtraEvalOpt,
     metric: str | None = MetricOpt,
     slo_p99_ms: float | None = typer.Option(None, "--slo-p99-ms", help="p99 objective (ms)."),
     goal: str = typer.Option("latency", help="latency (batch 1) or throughput (batch 32)."),
@@ -60,7 +66,8 @@ def optimize(
 
     with _progress(quiet) as say:
         result = run_optimize(
-            model, kit=kit, data=data, max_drop=max_drop, metric=metric, slo_p99_ms=slo_p99_ms,
+            model, kit=kit, data=data, max_drop=max_drop, metric=metric,
+            min_agreement=min_agreement, extra_eval=extra_eval, slo_p99_ms=slo_p99_ms,
             goal=goal, time_budget_s=parse_duration(time_budget),
             engines=engines.split(",") if engines else None, threads=threads, out=out,
             name=name, resume=not fresh, progress=say)
@@ -73,7 +80,8 @@ def print_optimize(result: dict[str, Any]) -> None:
     metric = result["budget"]["metric"]
     table = Table(title=f"candidates — {result['budget']['text']}; batch {result['batch']}, "
                         f"{result['threads']} thread(s)")
-    for col in ("candidate", metric, "within budget", "p50 ms", "p99 ms", "samples/s",
+    for col in ("candidate", metric, "within budget (or: limits broken)", "p50 ms", "p99 ms",
+                "samples/s",
                 "vs original ORT", "size MiB"):
         table.add_column(col, justify="left" if col == "candidate" else "right")
     base = result["float_metrics"].get(metric, 1.0)
@@ -84,7 +92,8 @@ def print_optimize(result: dict[str, Any]) -> None:
         sps = fin["samples_per_s"] if fin else quick.get("samples_per_s")
         table.add_row(
             r["id"], f"{base - r['validation']['drop']:.4f}",
-            "yes" if r["validation"]["within_budget"] else "no",
+            "yes" if r["validation"]["within_budget"] else
+            ", ".join(r["validation"].get("excluded_by") or ["no"]),
             _f(lat["p50"], 3), _f(lat["p99"], 3), _f(sps, 1),
             f"{fin['speedup_vs_original_ort']:.2f}x" if fin else "-",
             f"{r['size_bytes'] / 2**20:.2f}", style="bold green" if r["chosen"] else None)
@@ -96,11 +105,18 @@ def print_optimize(result: dict[str, Any]) -> None:
     console.print(f"  p50 {c['latency_ms']['p50']:.3f} ms, p99 {c['latency_ms']['p99']:.3f} ms; "
                   f"{c['speedup_vs_original_ort']:.2f}x the original on ONNX Runtime{extra}",
                   highlight=False)
+    chosen_row = next(r for r in result["candidates"] if r["chosen"])
+    print_checks(chosen_row["validation"]["checks"],
+                 f"{c['id']}: the budget on the validation split (what chose it)")
     held = result.get("held_out", {})
+    if "budget" in held:
+        print_checks(held["budget"]["checks"], f"{c['id']}: the same limits on the held-out "
+                     f"test split ({held['samples']} samples; reported, not used to choose)")
     if "original" in held:
         console.print("  held-out test: " + ", ".join(
             f"{k} {held['original'][k]:.4f} → {held['chosen'][k]:.4f}"
             for k in held["original"]), highlight=False)
+    print_beyond(held.get("beyond_split"), "chosen")
     for s in result["skipped"]:
         console.print(f"  [dim]not tried: {s['variant']} ({s['why']})[/]", highlight=False)
     console.print(f"  search: {result['elapsed_s']:.0f} s of {result['time_budget_s']:.0f} s"

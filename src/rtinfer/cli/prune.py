@@ -8,7 +8,19 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from rtinfer.cli._app import JsonOpt, QuietOpt, _bytes, _progress, _write_json, app, console
+from rtinfer.cli._app import (
+    JsonOpt,
+    MaxDropOpt,
+    MinAgreementOpt,
+    QuietOpt,
+    _bytes,
+    _progress,
+    _write_json,
+    app,
+    console,
+    print_beyond,
+    print_checks,
+)
 
 KitReq = typer.Option(..., "--kit", help="The kit whose model is optimized (perception, "
                       "intent, fraud); its splits train, calibrate and evaluate.")
@@ -42,6 +54,8 @@ def prune(
     max_seconds: float | None = SecondsOpt,
     small: bool = SmallOpt,
     measure: bool = MeasureOpt,
+    max_drop: str | None = MaxDropOpt,
+    min_agreement: float | None = MinAgreementOpt,
     threads: int = ThreadsOpt,
     out: Path | None = OutOpt,
     name: str | None = NameOpt,
@@ -58,7 +72,7 @@ def prune(
     with _progress(quiet) as say:
         result = run(kit=kit, config=config, out=out, name=name, threads=threads,
                      image_size=image_size, size="small" if small else "full",
-                     measure=measure, progress=say)
+                     measure=measure, budget=_budget(max_drop, min_agreement), progress=say)
     _render(result.report, config.describe(), json_path)
     sparsity = result.report.get("sparsity")
     if sparsity:
@@ -86,6 +100,8 @@ def distill(
     max_seconds: float | None = SecondsOpt,
     small: bool = SmallOpt,
     measure: bool = MeasureOpt,
+    max_drop: str | None = MaxDropOpt,
+    min_agreement: float | None = MinAgreementOpt,
     threads: int = ThreadsOpt,
     out: Path | None = OutOpt,
     name: str | None = NameOpt,
@@ -100,14 +116,26 @@ def distill(
                      alpha=alpha, layers=layers, width=width, lr=lr, max_seconds=max_seconds)
     with _progress(quiet) as say:
         result = run(kit=kit, config=config, out=out, name=name, threads=threads,
-                     size="small" if small else "full", measure=measure, progress=say)
+                     size="small" if small else "full", measure=measure,
+                     budget=_budget(max_drop, min_agreement), progress=say)
     _render(result.report, config.describe(), json_path)
+
+
+def _budget(max_drop: str | None, min_agreement: float | None) -> Any:
+    """The budget options as a Budget (its headline is the kit's metric), or None for the
+    default."""
+    if max_drop is None and min_agreement is None:
+        return None
+    from rtinfer.optimize.budget import Budget
+
+    return Budget.from_options(max_drop, headline="", min_agreement=min_agreement)
 
 
 def _render(report: dict[str, Any], title: str, json_path: Path | None) -> None:
     _write_json(json_path, report)
     held, metric = report["held_out"], report["metric"]
-    label = next(k for k in held if k not in ("original", "fidelity", "samples", "drop"))
+    label = next(k for k in held if k not in ("original", "fidelity", "samples", "drop",
+                                              "budget", "beyond_split"))
     perf = report.get("performance", {}).get("models", {})
     table = Table(title=title)
     for col in ("model", metric, "parameters", "ONNX size", "p50 ms", "speedup"):
@@ -122,6 +150,13 @@ def _render(report: dict[str, Any], title: str, json_path: Path | None) -> None:
     console.print(table)
     console.print(f"held-out {metric} drop: {100 * held['drop']:.2f} points on "
                   f"{held['samples']:,} test samples", highlight=False)
+    print_checks(held["budget"]["checks"], "the budget on the held-out test split: "
+                 + ("every limit holds" if report["status"] == "ok" else "OVER BUDGET"))
+    print_beyond(held.get("beyond_split"), label)
+    for out, fid in held["fidelity"].items():
+        if "top1_agreement" in fid:
+            console.print(f"top-1 agreement with the original ({out}) on held-out data: "
+                          f"{fid['top1_agreement']:.4f}", highlight=False)
     if "performance" in report:
         p = report["performance"]
         console.print(f"latency: ONNX Runtime, {p['threads']} threads, input "

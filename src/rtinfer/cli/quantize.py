@@ -9,15 +9,20 @@ from rich.table import Table
 
 from rtinfer.cli._app import (
     DataOpt,
+    ExtraEvalOpt,
     JsonOpt,
     KitOpt,
+    MaxDropOpt,
     MetricOpt,
+    MinAgreementOpt,
     ModelArg,
     QuietOpt,
     _progress,
     _write_json,
     app,
     console,
+    print_beyond,
+    print_checks,
 )
 
 
@@ -42,9 +47,9 @@ def quantize(
         False, "--compute-inputs-only", help="Round activations only where an int8 "
         "Conv/MatMul/Gemm reads them (as NNCF does); other ops keep float. On MiniLM this "
         "lifts the worst embedding cosine from 0.90 to 0.986 and is faster on OpenVINO."),
-    max_drop: str | None = typer.Option(None, help="Budget, absolute '0.5pt' or relative "
-                                        "'1%' (the default: 1% of the float value); layers "
-                                        "are kept in float until it holds."),
+    max_drop: str | None = MaxDropOpt,
+    min_agreement: float | None = MinAgreementOpt,
+    extra_eval: Path | None = ExtraEvalOpt,
     metric: str | None = MetricOpt,
     threads: int | None = typer.Option(None, "--threads", "-t"),
     qat_steps: int = typer.Option(100, "--qat-steps", help="When int8 misses the budget and "
@@ -69,19 +74,24 @@ def quantize(
                       compute_inputs_only=compute_inputs_only)
     with _progress(quiet) as say:
         result = run_quantize(model, kit=kit, data=data, config=config, max_drop=max_drop,
-                              metric=metric, threads=threads,
+                              metric=metric, min_agreement=min_agreement,
+                              extra_eval=extra_eval, threads=threads,
                               qat=QAT(steps=qat_steps, lr=qat_lr) if qat_steps > 0 else None,
                               try_dynamic=engine is None,
                               out=out, name=name,
                               progress=say)
     _write_json(json_path, result)
     table = Table(title=f"{config.describe()} — {result['budget']['text']}")
-    for col in ("step", "budget metric drop", "within budget"):
+    for col in ("step", f"{result['budget']['metric']} drop", "within budget"):
         table.add_column(col)
     for step in result["steps"]:
         drop = "failed" if step["drop"] is None else f"{step['drop']:.4f}"
-        table.add_row(step["what"], drop, "yes" if step["within_budget"] else "no")
+        broke = step.get("excluded_by") or []
+        table.add_row(step["what"], drop, "yes" if step["within_budget"] else
+                      "no" + (f" ({', '.join(broke)})" if broke else ""))
     console.print(table)
+    if result.get("evaluation"):
+        print_checks(result["evaluation"]["checks"], "the budget on the validation split")
     if report and result["sensitivity"]:
         sens = Table(title="sensitivity: harm when only this layer is quantized "
                            "(1 - mean cosine on the most-disagreeing samples)")
@@ -101,6 +111,10 @@ def quantize(
             if label in held:
                 console.print(f"{label} on held-out data: " + ", ".join(
                     f"{k} {v:.4f}" for k, v in held[label].items()), highlight=False)
+        if "budget" in held:
+            print_checks(held["budget"]["checks"], "the same limits on held-out data "
+                         "(reported, not used to choose)")
+        print_beyond(held.get("beyond_split"), "int8")
         for output, fid in held["fidelity"].items():
             console.print(f"fidelity of {output}: worst cosine {fid['cosine_min']:.4f}, "
                           f"mean {fid['cosine_mean']:.4f}, SQNR {fid['sqnr_db']:.1f} dB",

@@ -13,7 +13,8 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from statistics import median
 from typing import Any
@@ -21,14 +22,20 @@ from typing import Any
 import numpy as np
 
 from rtinfer._progress import Progress
-from rtinfer.optimize.evaluate import fidelity, kit_metric
+from rtinfer.bench.interleave import FASTER
+from rtinfer.optimize.augment import varied_inputs
+from rtinfer.optimize.evaluate import (
+    Budget,
+    ExtraSet,
+    beyond_split,
+    evaluate_candidate,
+    kit_metric,
+)
 
 __all__ = ["TorchResult", "TorchTask", "batches", "finish", "logits_of", "measure_side_by_side",
            "task_from", "to_tensors", "train"]
 
 Arrays = dict[str, np.ndarray]
-# A result must beat the original by more than measurement noise before it is called faster.
-_FASTER = 1.05
 Metric = Callable[[np.ndarray, Mapping[str, np.ndarray]], dict[str, float]]
 
 
@@ -169,10 +176,11 @@ def train(module: Any, step_loss: Callable[[int], Any], *, steps: int, lr: float
             "stopped_early": done < steps, "final_loss": median(losses[-every:])}
 
 
-def predict(task: TorchTask, module: Any, split: str, batch: int = 128) -> Arrays:
-    """Run ``module`` over a split in PyTorch; outputs named like the task's outputs."""
+def predict(task: TorchTask, module: Any, split: str | Arrays, batch: int = 128) -> Arrays:
+    """Run ``module`` over a split (a name, or the inputs themselves) in PyTorch; outputs
+    named like the task's outputs."""
     torch = _torch()
-    inputs, _ = task.split(split)
+    inputs = task.split(split)[0] if isinstance(split, str) else split
     n = len(next(iter(inputs.values())))
     mask = inputs.get("attention_mask")
     # Similar lengths share a batch (less padding); results go back to the split's order.
@@ -202,37 +210,31 @@ def export(task: TorchTask, module: Any) -> Any:
 
 
 def measure_side_by_side(models: Mapping[str, Any], feeds: Arrays, *, threads: int = 2,
-                         rounds: int = 5, window_s: float = 0.5,
+                         rounds: int = 5, window_s: float = 0.5, engine: str = "onnxruntime",
                          progress: Progress | None = None) -> dict[str, Any]:
-    """p50/p99 of each model on ONNX Runtime at ``threads``, in interleaved rounds; the
-    speedup of each against the first is the median of per-round p50 ratios."""
-    from rtinfer.bench.inprocess import measure_batch
-    from rtinfer.bench.stats import latency_summary
+    """p50/p99 of each model on ``engine`` at ``threads``, in interleaved rounds
+    (:mod:`rtinfer.bench.interleave`); the speedup of each against the first is the median of
+    per-round p50 ratios."""
+    from rtinfer.bench.interleave import measure_interleaved, ratio
     from rtinfer.engines import load
-    from rtinfer.hardware import estimate_peak_flops
 
-    say = progress or (lambda _msg: None)
-    sessions = {name: load(m, "onnxruntime", threads) for name, m in models.items()}
+    sessions = {name: load(m, engine, threads) for name, m in models.items()}
     try:
-        peak, _ = estimate_peak_flops(cores=threads)
-        runs: dict[str, list[tuple[dict[str, Any], np.ndarray]]] = {n: [] for n in sessions}
-        for r in range(rounds):
-            for name, s in sessions.items():
-                say(f"latency round {r + 1}/{rounds}: {name}")
-                runs[name].append(measure_batch(s, feeds, window_s=window_s, peak_flops=peak))
+        out = measure_interleaved(sessions, feeds, rounds=rounds, window_s=window_s,
+                                  progress=progress)
     finally:
         for s in sessions.values():
             s.close()
-    base = next(iter(runs))
+    base = next(iter(out))
     rows = {}
-    for name, per_round in runs.items():
-        ratios = [b["latency_ms"]["p50"] / e["latency_ms"]["p50"]
-                  for (b, _), (e, _) in zip(runs[base], per_round, strict=True)]
-        lat = latency_summary(np.concatenate([s for _, s in per_round]))
+    for name, row in out.items():
+        lat = row["latency_ms"]
         rows[name] = {"p50_ms": lat["p50"], "p99_ms": lat["p99"], "n": lat["n"],
-                      "speedup": median(ratios), "speedup_per_round": ratios,
+                      "speedup": ratio(out, base, name),
+                      "speedup_per_round": [b / o for b, o in zip(
+                          out[base]["round_p50_ms"], row["round_p50_ms"], strict=True)],
                       "estimator": lat["estimator"]}
-    return {"engine": "onnxruntime", "threads": threads, "rounds": rounds,
+    return {"engine": engine, "threads": threads, "rounds": rounds,
             "input_shapes": {k: list(v.shape) for k, v in feeds.items()},
             "baseline": base, "models": rows,
             "method": "interleaved rounds, closed loop, one request at a time; speedup = "
@@ -253,11 +255,24 @@ def latency_feeds(task: TorchTask, image_size: int | None) -> Arrays:
     return {k: v.numpy() for k, v in to_tensors(one).items()}
 
 
+def announce_budget(task: TorchTask, budget: Any, say: Progress) -> Budget:
+    """The job's budget (a Budget, a ``--max-drop`` string or None for the default), said at
+    the start of the job."""
+    if not isinstance(budget, Budget):
+        budget = Budget.from_options(budget, headline=task.headline)
+    elif not budget.headline:  # built before the task was known (the CLI)
+        budget = replace(budget, headline=task.headline)
+    say(f"budget: {budget.describe()}" + (" (the default)" if budget.default else ""))
+    return budget
+
+
 def finish(task: TorchTask, module: Any, *, kind: str, recipe: list[dict[str, Any]],
            details: Mapping[str, Any], out: str | Path | None, name: str | None,
            threads: int = 2, image_size: int | None = None, measure: bool = True,
-           progress: Progress | None = None) -> TorchResult:
-    """Export, evaluate against the original on held-out data, measure, write the artifact."""
+           budget: Budget | None = None, progress: Progress | None = None) -> TorchResult:
+    """Export, evaluate against the original on held-out data under ``budget``, measure,
+    write the artifact. The user chose the technique and its amount, so an over-budget result
+    is still written, with ``status: over_budget`` and the limits it broke."""
     from rtinfer.artifact import save_artifact
     from rtinfer.hardware import environment
     from rtinfer.models.summary import count_flops
@@ -270,9 +285,24 @@ def finish(task: TorchTask, module: Any, *, kind: str, recipe: list[dict[str, An
     _, targets = task.split("test")
     ref, got = predict(task, _original_module(task), "test"), predict(task, module, "test")
     before, after = task.metric(targets, ref), task.metric(targets, got)
+    # Held-out and reported only (prune and distill choose nothing): 500 varied sentences,
+    # half the search's, since PyTorch runs both models on them here.
+    varied_in = varied_inputs(task.kit, "test", n=500)
+    varied = None if varied_in is None else (predict(task, _original_module(task), varied_in),
+                                             predict(task, module, varied_in))
+    budget = (budget or Budget.from_options(None, headline=task.headline)).resolve(
+        list(before), ref, varied=varied is not None)
+    verdict = evaluate_candidate(got, ref, budget, targets=targets, metric=task.metric,
+                                 float_metrics=before, varied=varied)
     held_out: dict[str, Any] = {"original": before, task_label(kind): after,
-                                "fidelity": fidelity(ref, got), "samples": len(targets),
-                                "drop": before[task.headline] - after[task.headline]}
+                                "fidelity": verdict.fidelity, "samples": len(targets),
+                                "drop": before[task.headline] - after[task.headline],
+                                "budget": verdict.to_dict()}
+    beyond = beyond_split(ExtraSet.of_kit(task.kit),
+                          partial(predict, task, _original_module(task)),
+                          partial(predict, task, module))
+    if beyond is not None:
+        held_out["beyond_split"] = beyond
     feeds = latency_feeds(task, image_size)
     dims = _dims(model, feeds)
     sizes = {label: {"onnx_bytes": m.size_bytes, "parameters": count_parameters(mod),
@@ -281,6 +311,8 @@ def finish(task: TorchTask, module: Any, *, kind: str, recipe: list[dict[str, An
                                    (task_label(kind), model, module))}
     report: dict[str, Any] = {
         "schema": "rtinfer.result/1", "kind": kind, "task": task.name,
+        "status": "ok" if verdict.within_budget else "over_budget",
+        "budget": budget.to_dict(),
         "metric": task.headline, "recipe": recipe, **details, "held_out": held_out,
         "size": sizes, "environment": environment()}
     if measure:
@@ -288,7 +320,7 @@ def finish(task: TorchTask, module: Any, *, kind: str, recipe: list[dict[str, An
         perf = measure_side_by_side({"original": original, task_label(kind): model}, feeds,
                                     threads=threads, progress=say)
         speedup = perf["models"][task_label(kind)]["speedup"]
-        perf["faster"] = speedup >= _FASTER
+        perf["faster"] = speedup >= FASTER
         report["performance"] = perf
         if not perf["faster"]:
             report["message"] = (
@@ -386,19 +418,34 @@ def kd_loss(student: Any, teacher: Any, targets: Any, *, temperature: float, alp
 
 def fit(task: TorchTask, module: Any, *, teacher: Any, steps: int, lr: float, batch_size: int,
         max_seconds: float | None, seed: int, what: str, progress: Progress,
-        temperature: float = 1.0, alpha: float = 0.0, embedding_weight: float = 0.0
-        ) -> dict[str, Any]:
-    """``steps`` of :func:`train` on the task's train split with :func:`kd_loss`."""
+        temperature: float = 1.0, alpha: float = 0.0, embedding_weight: float = 0.0,
+        unlabeled: Arrays | None = None, unlabeled_share: float = 0.0) -> dict[str, Any]:
+    """``steps`` of :func:`train` on the task's train split with :func:`kd_loss`. With a
+    teacher and ``unlabeled`` inputs, ``unlabeled_share`` of each batch comes from them and
+    is trained on the teacher's soft targets alone (no label exists for it)."""
     torch = _torch()
     inputs, targets = task.split("train")
-    stream = batches(inputs, targets, batch_size, seed)
+    n_free = 0
+    if teacher is not None and unlabeled is not None and unlabeled_share > 0:
+        n_free = min(batch_size - 1, max(1, round(batch_size * unlabeled_share)))
+    stream = batches(inputs, targets, batch_size - n_free, seed)
+    free = batches(unlabeled, np.zeros(len(next(iter(unlabeled.values()))), np.int64),
+                   n_free, seed + 7) if n_free and unlabeled is not None else None
 
     def step_loss(_i: int) -> Any:
         xb, yb = next(stream)
         with torch.no_grad():
             t_out = teacher(**xb) if teacher is not None else None
-        return kd_loss(module(**xb), t_out, yb, temperature=temperature, alpha=alpha,
+        loss = kd_loss(module(**xb), t_out, yb, temperature=temperature, alpha=alpha,
                        embedding_weight=embedding_weight)
+        if free is None:
+            return loss
+        xu, yu = next(free)
+        with torch.no_grad():
+            t_free = teacher(**xu)
+        soft = kd_loss(module(**xu), t_free, yu, temperature=temperature, alpha=1.0,
+                       embedding_weight=embedding_weight)
+        return (loss * (batch_size - n_free) + soft * n_free) / batch_size
 
     # Embedding tables stay as they are: most rows are words the training split never uses,
     # and updating MiniLM's 30,522 x 384 table would cost as much optimizer time as the rest.

@@ -31,7 +31,7 @@ from rtinfer._progress import Progress
 
 __all__ = ["CONFIG_VERSION", "Distill", "derive_student", "distill"]
 
-CONFIG_VERSION = 1
+CONFIG_VERSION = 2  # 2: ``augment`` (teacher-labelled variants of the training text)
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,7 @@ class Distill:
     batch_size: int = 32
     max_seconds: float | None = None
     seed: int = 0
+    augment: float = 0.5
 
     def __post_init__(self) -> None:
         if self.temperature <= 0:
@@ -75,6 +76,31 @@ class Distill:
             raise ValueError("Distill.batch_size must be >= 1, lr > 0 and embedding_weight >= 0")
         if self.max_seconds is not None and self.max_seconds <= 0:
             raise ValueError(f"Distill.max_seconds must be > 0 or None, got {self.max_seconds}")
+        if not 0.0 <= self.augment < 1.0:
+            raise ValueError(f"Distill.augment is the share of each distillation batch drawn "
+                             f"from teacher-labelled variants of the training text, in [0, 1) "
+                             f"(0 = the labelled split only); got {self.augment}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Distill:
+        """The setting of a recipe entry (``to_dict``'s output). A recorded teacher or
+        student is a description, not a module: replaying it needs the module given again,
+        so such an entry is refused."""
+        if data.get("pass") != "distill":
+            raise ValueError(f"not a distill recipe entry: {data.get('pass')!r}")
+        version = data.get("version", 1)
+        if version > CONFIG_VERSION:
+            raise ValueError(f"distill recipe version {version} is newer than this rtinfer "
+                             f"reads ({CONFIG_VERSION}); upgrade rtinfer")
+        if data.get("student") is not None or data.get("teacher") is not None:
+            raise ValueError("this recipe names a given teacher/student module "
+                             f"({data.get('teacher') or data.get('student')}); pass it as "
+                             "Distill(student=..., teacher=...) to replay")
+        fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__
+                  and k not in ("teacher", "student")}
+        if version < 2:
+            fields["augment"] = 0.0  # version 1 trained on the labelled split only
+        return cls(**fields)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"pass": "distill", "version": CONFIG_VERSION}
@@ -89,8 +115,11 @@ class Distill:
         student = ("given student" if self.student is not None
                    else f"student with {self.layers:.0%} of the teacher's layers"
                    + (f" and {self.width:.0%} of its FFN neurons" if self.width < 1 else ""))
-        return (f"distillation into a {student}: T={self.temperature:g}, alpha={self.alpha:g}, "
-                f"{self.steps} steps + {self.finetune_steps} fine-tuning steps on labels")
+        extra = (f", {self.augment:.0%} of each batch teacher-labelled text variants"
+                 if self.augment else "")
+        return (f"distillation into a {student}: T={self.temperature:g}, alpha={self.alpha:g}"
+                f"{extra}, {self.steps} steps + {self.finetune_steps} fine-tuning steps on "
+                "labels")
 
 
 def derive_student(teacher: Any, layers: float = 0.5) -> tuple[Any, list[int]]:
@@ -121,6 +150,7 @@ def distill(
     threads: int = 2,
     size: str = "full",
     measure: bool = True,
+    budget: Any = None,
     progress: Progress | None = None,
 ) -> Any:
     """Distill a kit's model (``distill("intent", ...)``) or ``config.teacher`` / a torch
@@ -135,6 +165,7 @@ def distill(
     say = progress or (lambda _msg: None)
     task = job.task_from(config.teacher if config.teacher is not None else model, kit=kit,
                          data=data, size=size)
+    budget = job.announce_budget(task, budget, say)
     teacher = job.keep_original(task)
     details: dict[str, Any] = {}
     if config.student is not None:
@@ -152,12 +183,14 @@ def distill(
     def share(n: int) -> float | None:
         return None if config.max_seconds is None or not total else config.max_seconds * n / total
 
+    unlabeled, details["augment"] = _variants(task, config, say)
     details["training"] = {
         "distill": job.fit(task, student, teacher=teacher, steps=config.steps,
                            max_seconds=share(config.steps), seed=config.seed,
                            what="distilling", temperature=config.temperature,
                            alpha=config.alpha, embedding_weight=config.embedding_weight,
-                           lr=config.lr, batch_size=config.batch_size, progress=say),
+                           lr=config.lr, batch_size=config.batch_size, progress=say,
+                           unlabeled=unlabeled, unlabeled_share=config.augment),
         "finetune": job.fit(task, student, teacher=None, steps=config.finetune_steps,
                             max_seconds=share(config.finetune_steps), seed=config.seed + 1,
                             what="fine-tuning on labels", lr=config.lr,
@@ -165,7 +198,26 @@ def distill(
     }
     return job.finish(task, student, kind="distill", recipe=[config.to_dict()],
                       details=details, out=out, name=name, threads=threads, measure=measure,
-                      progress=say)
+                      budget=budget, progress=say)
+
+
+def _variants(task: Any, config: Distill, say: Progress) -> tuple[Any, dict[str, Any]]:
+    """Teacher-labelled inputs beyond the labelled split: variants of the training sentences
+    (:mod:`rtinfer.optimize.augment`), tokenized like the task's inputs. Only for tasks
+    whose training split keeps its raw sentences and can pre-process new ones (the kits)."""
+    if not config.augment:
+        return None, {"used": False, "why": "Distill.augment is 0"}
+    kit = getattr(task, "kit", None)
+    raw = kit.split("train").raw.get("sentence") if kit is not None else None
+    if kit is None or raw is None:
+        return None, {"used": False, "why": "the task keeps no raw training text to vary"}
+    from rtinfer.optimize.augment import text_variants
+
+    sentences = text_variants([str(s) for s in raw], len(raw), seed=config.seed)
+    say(f"tokenizing {len(sentences):,} teacher-labelled variants of the training sentences")
+    return kit.preprocess(sentences), {"used": True, "sentences": len(sentences),
+                                       "share_of_batch": config.augment,
+                                       "examples": sentences[:5]}
 
 
 def _narrow(task: Any, student: Any, config: Distill, say: Progress) -> dict[str, Any]:

@@ -3,67 +3,52 @@
 Fidelity compares each output of the candidate with the float model's on the same inputs:
 per-sample cosine (worst and mean), SQNR in dB (10·log10 of signal power over error power) and,
 for outputs with a class axis, top-1 agreement. The task metric comes from a kit (or a user
-function) when labels exist. A :class:`Budget` says how much of the chosen metric may be lost,
-absolute (points: ``0.5pt`` of accuracy is 0.005) or relative (``1%`` of the float value).
+function) when labels exist. A :class:`~rtinfer.optimize.budget.Budget` says what may be lost:
+every declared metric, the worst class's recall and agreement with the original, each with its
+limit (absolute points, ``0.5pt`` of accuracy is 0.005, or relative, ``1%`` of the original).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from rtinfer.engines.base import run_in_batches as run_batches
+from rtinfer.optimize.budget import Budget, Check, fidelity_value, has_varied, judge
 
-__all__ = ["NO_LABELS", "Budget", "Evaluation", "evaluate_candidate", "fidelity", "kit_metric",
-           "ranked_by_disagreement", "run_batches", "user_metric"]
+__all__ = ["NO_LABELS", "Budget", "Evaluation", "ExtraSet", "beyond_split", "evaluate_candidate",
+           "fidelity", "kit_metric", "ranked_by_disagreement", "run_batches", "user_metric"]
 
 Metric = Callable[[np.ndarray, Mapping[str, np.ndarray]], dict[str, float]]
-
-
-@dataclass(frozen=True)
-class Budget:
-    """How much of ``metric`` may be lost: ``Budget.parse("0.5pt", "accuracy")``."""
-
-    max_drop: float
-    kind: str  # "absolute" (in points, 1 point = 0.01) or "relative" (fraction of float)
-    metric: str
-
-    @classmethod
-    def parse(cls, text: str, metric: str) -> Budget:
-        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(pt|points?|%)\s*", text)
-        if not m:
-            raise ValueError(
-                f"--max-drop {text!r} must say absolute or relative: e.g. '0.5pt' (half a point "
-                "of the metric, i.e. 0.005 of accuracy) or '1%' (1% of the float model's value)"
-            )
-        value, unit = float(m.group(1)), m.group(2)
-        if unit == "%":
-            return cls(value / 100, "relative", metric)
-        return cls(value / 100, "absolute", metric)
-
-    def allowed_drop(self, float_value: float) -> float:
-        return self.max_drop * abs(float_value) if self.kind == "relative" else self.max_drop
-
-    def describe(self) -> str:
-        if self.kind == "relative":
-            return f"{self.metric} may drop by at most {self.max_drop:.2%} of the float value"
-        return f"{self.metric} may drop by at most {self.max_drop * 100:g} point(s)"
 
 
 @dataclass
 class Evaluation:
     metrics: dict[str, float]          # task metrics (empty without labels)
     fidelity: dict[str, dict[str, float]]
-    drop: float                        # float value minus candidate value of the budget metric
-    within_budget: bool
+    drop: float                        # original minus candidate value of the headline metric
+    within_budget: bool                # every limit of the budget holds
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def excluded_by(self) -> list[str]:
+        """The limits this candidate broke (empty when within budget)."""
+        return [c.metric for c in self.checks if not c.ok]
+
+    @property
+    def budget_used(self) -> float:
+        """The largest share of any limit's allowance used: 1.0 = at a limit; compares
+        candidates across limits of different units."""
+        return max((c.used for c in self.checks), default=0.0)
 
     def to_dict(self) -> dict[str, Any]:
         return {"metrics": self.metrics, "fidelity": self.fidelity, "drop": self.drop,
-                "within_budget": self.within_budget}
+                "within_budget": self.within_budget, "budget_used": self.budget_used,
+                "excluded_by": self.excluded_by, "checks": [c.to_dict() for c in self.checks]}
 
 
 def fidelity(reference: Mapping[str, np.ndarray],
@@ -96,45 +81,34 @@ def evaluate_candidate(
     targets: np.ndarray | None = None,
     metric: Metric | None = None,
     float_metrics: Mapping[str, float] | None = None,
+    varied: tuple[Mapping[str, np.ndarray], Mapping[str, np.ndarray]] | None = None,
 ) -> Evaluation:
-    """Judge ``candidate`` outputs against the float ``reference`` outputs under ``budget``.
-
-    The budget applies to a task metric when ``budget.metric`` names one (needs ``targets`` and
-    ``metric``), else to a fidelity figure named ``<output>.<figure>`` (e.g.
-    ``sentence_embedding.cosine`` = the worst per-sample cosine) or, for the plain names
-    ``cosine`` and ``top1``, to the first output's.
-    """
+    """Judge ``candidate`` outputs against the original's ``reference`` outputs: every limit
+    of ``budget`` (:mod:`rtinfer.optimize.budget`) must hold. Task metrics need ``targets``
+    and ``metric``; fidelity limits (``<output>.cosine``, ``<output>.top1``) need neither;
+    ``varied`` = (original's, candidate's) outputs on varied text, for the varied-agreement
+    guard (:func:`rtinfer.optimize.augment.varied_inputs`)."""
     fid = fidelity(reference, candidate)
     metrics: dict[str, float] = {}
     base: dict[str, float] = {}
     if targets is not None and metric is not None:
         metrics = metric(targets, candidate)
         base = dict(float_metrics or metric(targets, reference))
-    if budget.metric in metrics:
-        value, float_value = metrics[budget.metric], base[budget.metric]
+    labels = targets if targets is not None and targets is not NO_LABELS else None
+    budget = budget.resolve(list(base), reference, labels=labels is not None,
+                            varied=varied is not None)
+    varied_fid = fidelity(*varied) if varied is not None and has_varied(budget) else None
+    checks = judge(budget, metrics=metrics, original=base, fidelity=fid, targets=labels,
+                   reference=reference, candidate=candidate, varied=varied_fid)
+    head = next((c for c in checks if c.metric == budget.headline), None)
+    if head is not None:
+        drop = head.drop
+    elif budget.headline in metrics:
+        drop = base[budget.headline] - metrics[budget.headline]
     else:
-        if "sqnr" in budget.metric:
-            raise ValueError("SQNR has no float value to drop from; budget a cosine or top1 "
-                             "figure instead (SQNR is reported alongside)")
-        value = _fidelity_value(fid, budget.metric)
-        float_value = 1.0  # the float model agrees with itself perfectly
-    drop = float_value - value
+        drop = 1.0 - fidelity_value(fid, budget.headline)
     return Evaluation(metrics=metrics, fidelity=fid, drop=float(drop),
-                      within_budget=bool(drop <= budget.allowed_drop(float_value) + 1e-12))
-
-
-_ALIASES = {"cosine": "cosine_min", "top1": "top1_agreement", "sqnr": "sqnr_db"}
-
-
-def _fidelity_value(fid: Mapping[str, Mapping[str, float]], name: str) -> float:
-    output, _, figure = name.rpartition(".")
-    figure = _ALIASES.get(figure, figure)
-    if not output:
-        output = next(iter(fid))
-    if output not in fid or figure not in fid[output]:
-        raise ValueError(f"unknown fidelity metric {name!r}; outputs and figures: "
-                         f"{ {k: sorted(v) for k, v in fid.items()} }")
-    return float(fid[output][figure])
+                      within_budget=all(c.ok for c in checks), checks=checks)
 
 
 def kit_metric(kit: Any) -> Metric:
@@ -142,6 +116,68 @@ def kit_metric(kit: Any) -> Metric:
         return dict(kit.recipe.evaluate(kit.meta, targets, outputs))
 
     return metric
+
+
+Predict = Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]]
+
+
+@dataclass
+class ExtraSet:
+    """An evaluation set from outside the split rule: reported, never used to choose."""
+
+    what: str
+    inputs: dict[str, np.ndarray]
+    targets: np.ndarray | None
+    metric: Metric | None
+
+    @classmethod
+    def of_kit(cls, kit: Any) -> ExtraSet | None:
+        """The kit's own (:meth:`rtinfer.kits.Kit.beyond_split`); None without one."""
+        found = kit.beyond_split() if kit is not None and hasattr(kit, "beyond_split") else None
+        if found is None:
+            return None
+        what, split = found
+        return cls(what, split.inputs, split.targets, kit_metric(kit))
+
+    @classmethod
+    def of_file(cls, path: str | Path, input_names: Sequence[str],
+                metric: Metric | None) -> ExtraSet:
+        """An ``.npz`` with arrays named after the model's inputs and optional ``labels``
+        (then the task metric is reported on it too)."""
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                arrays = {k: f[k] for k in f.files}
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"--extra-eval {path}: not a readable .npz ({exc})") from exc
+        missing = [n for n in input_names if n not in arrays]
+        if missing:
+            raise ValueError(f"--extra-eval {path} lacks arrays for input(s) {missing}; it has "
+                             f"{sorted(arrays)}")
+        inputs = {n: arrays[n] for n in input_names}
+        labels = arrays.get("labels")
+        n = len(next(iter(inputs.values())))
+        return cls(f"{n} samples from {Path(path).name}", inputs, labels,
+                   metric if labels is not None else None)
+
+
+def beyond_split(extra: ExtraSet | None, original: Predict, candidate: Predict
+                 ) -> dict[str, Any] | None:
+    """How the candidate does on ``extra`` against the original: the task's metrics for
+    both (with labels), fidelity and top-1 agreement. ``original`` and ``candidate`` map model
+    inputs to outputs; None without an extra set."""
+    if extra is None:
+        return None
+    ref, got = original(extra.inputs), candidate(extra.inputs)
+    fid = fidelity(ref, got)
+    out: dict[str, Any] = {"what": extra.what, "samples": len(next(iter(extra.inputs.values()))),
+                           "fidelity": fid, "original": {}, "candidate": {}}
+    if extra.metric is not None and extra.targets is not None:
+        out["original"] = extra.metric(extra.targets, ref)
+        out["candidate"] = extra.metric(extra.targets, got)
+    classes = next((k for k, v in fid.items() if "top1_agreement" in v), None)
+    if classes is not None:
+        out["agreement"] = fid[classes]["top1_agreement"]
+    return out
 
 
 # Stands for "no labels" where a metric runs anyway (a user metric): it gets None.

@@ -178,12 +178,15 @@ def prune(
     size: str = "full",
     image_size: int | None = None,
     measure: bool = True,
+    budget: Any = None,
     progress: Progress | None = None,
 ) -> Any:
     """Prune a kit's model (``prune("perception", ...)`` or ``kit=``) or a torch module with
     ``data={"train": (inputs, targets), "test": ...}``; evaluate it against the original on the
-    held-out test split, measure both side by side on ONNX Runtime (``threads``; images at
-    ``image_size`` when given), and write an artifact to ``out`` with the recipe.
+    held-out test split under ``budget`` (a :class:`~rtinfer.optimize.Budget` or a
+    ``--max-drop`` string; default: 1% of every metric with the default guards), measure both
+    side by side on ONNX Runtime (``threads``; images at ``image_size`` when given), and write
+    an artifact to ``out`` with the recipe.
 
     Returns a :class:`~rtinfer.optimize.TorchResult`: ``.module`` (pruned, eval mode),
     ``.model`` (its verified ONNX export), ``.report`` (JSON-ready) and ``.artifact``.
@@ -196,6 +199,7 @@ def prune(
         model, kit = None, model
     say = progress or (lambda _msg: None)
     task = job.task_from(model, kit=kit, data=data, size=size)
+    budget = job.announce_budget(task, budget, say)
     job.keep_original(task)
     module = task.module
     details: dict[str, Any] = {}
@@ -205,7 +209,7 @@ def prune(
         details["sparsity"] = prune_weights(module, config)
     return job.finish(task, module, kind="prune", recipe=[config.to_dict()], details=details,
                       out=out, name=name, threads=threads, image_size=image_size,
-                      measure=measure, progress=say)
+                      measure=measure, budget=budget, progress=say)
 
 
 def _layers(module: Any, types: tuple[str, ...]) -> list[tuple[str, Any]]:

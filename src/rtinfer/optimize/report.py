@@ -88,7 +88,21 @@ def _verdict(result: Mapping[str, Any]) -> str:
         lines.append(f"<b>Held-out test ({held['samples']} samples):</b> {escape(metrics)}")
     for out, fid in held.get("fidelity", {}).items():
         lines.append(f"<b>Fidelity of {escape(out)}:</b> worst cosine "
-                     f"{fid['cosine_min']:.4f}, SQNR {fid['sqnr_db']:.1f} dB")
+                     f"{fid['cosine_min']:.4f}, SQNR {fid['sqnr_db']:.1f} dB"
+                     + (f", top-1 agreement {fid['top1_agreement']:.4f}"
+                        if "top1_agreement" in fid else ""))
+    if "budget" in held:
+        lines.append("<b>The budget's limits on the held-out split:</b> " + escape("; ".join(
+            f"{c['metric']} {c['original']:.4f} → {c['value']:.4f} "
+            f"({'holds' if c['ok'] else 'BROKEN'})" for c in held["budget"]["checks"])))
+    beyond = held.get("beyond_split")
+    if beyond:
+        agree = (f"; top-1 agreement {beyond['agreement']:.4f}" if "agreement" in beyond
+                 else "")
+        lines.append(f"<b>Beyond the split ({escape(beyond['what'])}; never used to "
+                     "choose):</b> " + escape(", ".join(
+                         f"{k} {beyond['original'][k]:.4f} → {beyond['candidate'][k]:.4f}"
+                         for k in beyond["original"]) + agree).lstrip("; "))
     if result.get("slo_p99_ms"):
         lines.append(f"<b>p99 objective:</b> {result['slo_p99_ms']:g} ms — "
                      + ("met" if c["meets_slo"] else "not met by any candidate"))
@@ -127,7 +141,7 @@ def _pareto_chart(result: Mapping[str, Any]) -> str:
 
 def _table(result: Mapping[str, Any]) -> str:
     head = ("candidate", "recipe", result["budget"]["metric"], "drop", "worst cosine",
-            "p50 ms", "p99 ms", "samples/s", "speedup vs original ORT", "size")
+            "limits broken", "p50 ms", "p99 ms", "samples/s", "speedup vs original ORT", "size")
     out = ["<table><tr>" + "".join(f"<th>{escape(h)}</th>" for h in head) + "</tr>"]
     for r in result["candidates"]:
         fin, quick = r.get("final"), r.get("quick") or {}
@@ -140,7 +154,9 @@ def _table(result: Mapping[str, Any]) -> str:
                                             else "")
         recipe = " → ".join(_pass(p) for p in r["recipe"]) or "none (original)"
         cells = [escape(r["id"]), escape(recipe), _num(_metric_value(result, r), 4),
-                 _num(r["validation"]["drop"], 4), _num(cos, 4), _num(p50, 3), _num(p99, 3),
+                 _num(r["validation"]["drop"], 4), _num(cos, 4),
+                 escape(", ".join(r["validation"].get("excluded_by", [])) or "none"),
+                 _num(p50, 3), _num(p99, 3),
                  _num(sps, 1), _num(fin["speedup_vs_original_ort"], 2) + "x" if fin else "-",
                  f"{r['size_bytes'] / 2**20:.2f} MiB"]
         out.append(f"<tr class='{cls}'>" + "".join(

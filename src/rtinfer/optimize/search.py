@@ -11,7 +11,9 @@ The search, cheapest first, within ``time_budget_s``:
    model and training data exist and the passes are installed, distilled/pruned models and
    their int8 forms.
 2. **Accuracy first** (cheap): each variant's outputs on the validation split against the
-   original's: task metric drop and fidelity (worst/mean cosine, SQNR, top-1 agreement).
+   original's, under every limit of the budget (:mod:`rtinfer.optimize.budget`: each declared
+   metric, the worst class's recall, top-1 agreement, and agreement on varied text for text
+   kits), with fidelity (worst/mean cosine, SQNR) alongside.
 3. **Quick latency**: every variant within budget on every engine that runs it (ONNX Runtime,
    OpenVINO, PyTorch eager for the original), at the goal's batch (1 for latency, 32 for
    throughput), in one short window each.
@@ -20,9 +22,11 @@ The search, cheapest first, within ``time_budget_s``:
    per-round p50 ratios, so a neighbour's burst slows both sides alike.
 5. **Choice**: the fastest finalist within the budget (and the p99 objective when given).
    Over budget is never chosen; when nothing beats the original, the original on its fastest
-   engine is the answer and the result says why. The chosen model is evaluated on the held-out
-   test split, written as an artifact (recipe, figures, engine) with ``report.html`` and
-   ``optimize.json`` beside it.
+   engine is the answer and the result says why. When no variant within budget was faster
+   in the quick measurement, mixed precision is tried before the final rounds. The chosen model
+   is evaluated on the held-out test split under the same limits (and on the kit's or
+   ``extra_eval``'s set from outside the split, reported only), written as an artifact
+   (recipe, figures, engine) with ``report.html`` and ``optimize.json`` beside it.
 
 Each finished step is saved in a state folder under the cache; re-running the same command
 after an interrupt continues where it stopped.
@@ -35,6 +39,7 @@ import json
 import shutil
 import time
 from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -43,15 +48,25 @@ import numpy as np
 from rtinfer._cache import cache_dir
 from rtinfer._progress import Progress
 from rtinfer.bench.inprocess import SCHEMA, batch_feeds, measure_batch
-from rtinfer.bench.interleave import measure_interleaved, ratio
+from rtinfer.bench.interleave import FASTER, measure_interleaved, ratio
 from rtinfer.engines import Session, available_engines, load
+from rtinfer.errors import OverBudgetError
 from rtinfer.hardware import environment, estimate_peak_flops, usable_cores
 from rtinfer.models import import_model
 from rtinfer.models.imported import ImportedModel
+from rtinfer.optimize.augment import varied_inputs
 from rtinfer.optimize.budgeted import quantize_within_budget
-from rtinfer.optimize.evaluate import Budget, evaluate_candidate, fidelity, run_batches
+from rtinfer.optimize.evaluate import (
+    NO_LABELS,
+    Budget,
+    ExtraSet,
+    beyond_split,
+    evaluate_candidate,
+    fidelity,
+    run_batches,
+)
 from rtinfer.optimize.quantize import Quantize
-from rtinfer.optimize.run import Splits, task_data
+from rtinfer.optimize.run import Splits, budget_for, extra_set, loaded_kit, task_data
 from rtinfer.optimize.variants import Variant, quantized_variants, torch_variants
 
 __all__ = ["optimize"]
@@ -59,10 +74,9 @@ __all__ = ["optimize"]
 GOALS = ("latency", "throughput")
 # Part of the saved state's key: bump when the variants a search builds change, so a resumed
 # search never reuses a variant built by an older recipe.
-SEARCH_VERSION = 2
+SEARCH_VERSION = 3  # 3: budgets of several limits; distillation on text variants
 _FINALISTS = 3          # variants within budget measured in the interleaved final rounds
 _ROUNDS = 3
-_FASTER = 1.05          # a variant must beat the original by more than noise to be chosen
 
 
 def optimize(
@@ -70,8 +84,11 @@ def optimize(
     *,
     kit: Any = None,
     data: str | Path | None = None,
-    max_drop: str = "1pt",
+    max_drop: str | None = None,
     metric: str | None = None,
+    min_agreement: float | None = None,
+    class_recall: str | None = None,
+    extra_eval: str | Path | None = None,
     slo_p99_ms: float | None = None,
     goal: str = "latency",
     time_budget_s: float = 900.0,
@@ -88,13 +105,16 @@ def optimize(
         raise ValueError(f"goal must be one of {GOALS}, got {goal!r}")
     if time_budget_s <= 0:
         raise ValueError(f"time budget must be positive, got {time_budget_s} s")
-    Budget.parse(max_drop, metric or "metric")  # a malformed budget fails before any work
+    # A malformed budget fails before any work.
+    budget_for(max_drop, metric, metric or "metric", min_agreement, class_recall)
     say = progress or (lambda _msg: None)
     start = time.monotonic()
     deadline = start + time_budget_s
     original, splits, task, budget_metric = task_data(model, kit, data, metric)
     kit_name = getattr(kit, "name", kit)  # a kit name, or a loaded Kit (tests: small kits)
-    budget = Budget.parse(max_drop, budget_metric)
+    budget = budget_for(max_drop, metric, budget_metric, min_agreement, class_recall)
+    kit_obj = loaded_kit(kit)
+    extra = extra_set(extra_eval, kit_obj, original, task)  # a bad file fails before any work
     usable = available_engines()
     chosen_engines = [e for e in (engines or usable) if e in usable]
     if engines and len(chosen_engines) < len(engines):
@@ -108,16 +128,25 @@ def optimize(
     calibration = splits["calibration"][0]
     validation, val_targets = splits["validation"]
     say("float model on the validation split")
+    varied_in = varied_inputs(kit_obj, "validation")  # text kits: the varied-agreement guard
     with load(original, "onnxruntime", threads, warmup=False) as s:
         reference = run_batches(s, validation)
+        varied_ref = run_batches(s, varied_in) if varied_in is not None else None
     float_metrics = task(val_targets, reference) if task and val_targets is not None else {}
+    budget = budget.resolve(list(float_metrics), reference,
+                            labels=val_targets is not None and val_targets is not NO_LABELS,
+                            varied=varied_in is not None)
+    say(f"budget: {budget.describe()}" + (" (the default; --max-drop sets another)"
+                                          if budget.default else ""))
 
     def judge(variant: Variant) -> dict[str, Any]:
         runtime = variant.runtime
         with load(variant.model, runtime, threads, warmup=False) as s:
             outputs = run_batches(s, validation)
+            varied = None if varied_in is None or varied_ref is None else (
+                varied_ref, run_batches(s, varied_in))
         ev = evaluate_candidate(outputs, reference, budget, targets=val_targets, metric=task,
-                                float_metrics=float_metrics)
+                                float_metrics=float_metrics, varied=varied)
         return {**ev.to_dict(), "evaluated_on": runtime}
 
     feeds = batch_feeds(original, batch, None, splits["test"][0])
@@ -160,7 +189,6 @@ def optimize(
     consider("fp32", fp32.label, lambda: fp32, required=True)  # the baseline, always
     for vid, label, build in quantized_variants(original, calibration, engines=chosen_engines):
         consider(vid, label, build)
-    kit_obj = _kit(kit)
     left = deadline - _reserve(time_budget_s) - time.monotonic()
     for vid, label, build in torch_variants(kit_obj, original, seconds=min(300.0, 0.4 * left),
                                             progress=say):
@@ -172,16 +200,19 @@ def optimize(
                 derived.model, calibration, prefix=f"{vid}+", parent=vid,
                 base_recipe=derived.recipe, engines=chosen_engines):
             consider(qid, qlabel, qbuild)
-    if not any(r["validation"]["within_budget"] for v, r in records.items() if v != "fp32"):
+    if _mixed_may_pay(records, variants):
         best = _least_harmful(records, variants)
         if best is not None:
             def mixed(config: Quantize = best) -> Variant:
                 res = quantize_within_budget(original, config, calibration, validation, budget,
                                              targets=val_targets, metric=task, threads=threads,
+                                             varied=varied_in,
+                                             deadline=deadline - _reserve(time_budget_s) / 2,
                                              progress=say)
                 if res.model is None:
-                    raise RuntimeError(f"no mixed-precision model met the budget "
-                                       f"({budget.describe()})")
+                    why = res.steps[-1]["what"] if res.steps else "over budget"
+                    raise OverBudgetError(f"no mixed-precision model met the budget ({why}; "
+                                          f"{budget.describe()})")
                 v = Variant("int8-mixed", f"int8 mixed ({len(res.kept_in_float)} layers float)",
                             [res.config.to_dict()], res.model, True)
                 state.extra["sensitivity"] = res.sensitivity[:30]
@@ -203,21 +234,12 @@ def optimize(
         result["model"]["kit_size"] = kit_obj.meta.get("size", "full")
     say("held-out evaluation of the original and the chosen model")
     result["held_out"] = _held_out(variants["fp32"], variants[chosen["variant"]], splits, task,
-                                   threads)
+                                   budget, threads, extra, kit_obj)
     if out is not None:
         _write(result, variants[chosen["variant"]], chosen, out,
                name or (kit_name or Path(str(original.path)).parent.name or "model"), threads)
     state.finish(result)
     return result
-
-
-def _kit(kit: Any) -> Any:
-    """The loaded kit for a name or a Kit; None without one."""
-    if kit is None or not isinstance(kit, str):
-        return kit
-    from rtinfer import kits
-
-    return kits.load(kit, build=False)
 
 
 def _reserve(budget_s: float) -> float:
@@ -238,10 +260,29 @@ def _quick(model: ImportedModel, engine: str, threads: int, feeds: Mapping[str, 
             "samples_per_s": row["throughput"]["samples_per_s"]}
 
 
+def _mixed_may_pay(records: Mapping[str, dict[str, Any]],
+                   variants: Mapping[str, Variant]) -> bool:
+    """Whether mixed precision is worth its build time: no variant within budget beat the
+    original's quick latency by more than noise, yet some int8 variant of the original did —
+    speed the budget refused, which keeping the most sensitive layers in float may recover
+    (one quick window is noisy, so any int8 variant counts, not only the static one mixed
+    precision starts from). When no int8 variant is faster, nothing is built."""
+    def best(rec: Mapping[str, Any]) -> float:
+        return min((q["p50_ms"] for q in rec["quick"].values() if "p50_ms" in q),
+                   default=float("inf"))
+
+    original = best(records["fp32"])
+    faster = {v for v, r in records.items() if v != "fp32" and best(r) * FASTER < original}
+    if any(records[v]["validation"]["within_budget"] for v in faster):
+        return False
+    return any(variants[v].quantized and variants[v].parent == "fp32" for v in faster)
+
+
 def _least_harmful(records: Mapping[str, dict[str, Any]],
                    variants: Mapping[str, Variant]) -> Quantize | None:
-    """The static int8 setting with the smallest drop: the base for mixed precision."""
-    static = [(r["validation"]["drop"], v) for v, r in records.items()
+    """The static int8 setting that uses the least of the budget: the base for mixed
+    precision."""
+    static = [(r["validation"]["budget_used"], v) for v, r in records.items()
               if variants[v].quantized and variants[v].recipe[-1].get("method") == "static"]
     if not static:
         return None
@@ -295,14 +336,14 @@ def _choose(final: Mapping[tuple[str, str], dict[str, Any]],
     best = max(others, key=lambda k: final[k]["speedup_vs_original_ort"], default=None)
     gain = (final[best]["speedup_vs_original_ort"]
              / final[best_original]["speedup_vs_original_ort"]) if best else 0.0
-    if best is not None and gain >= _FASTER:
+    if best is not None and gain >= FASTER:
         why = (f"fastest within the budget: {gain:.2f}x the original on its fastest engine "
                f"({best_original[1]})")
         key = best
     else:
         key = best_original
         why = ("no optimized variant within the budget beats the original by more than "
-               f"{_FASTER - 1:.0%} on this machine" + (f" (best: {best[0]} on {best[1]}, "
+               f"{FASTER - 1:.0%} on this machine" + (f" (best: {best[0]} on {best[1]}, "
                                                        f"{gain:.2f}x)" if best else "")
                + f"; the original on {key[1]} is the answer")
     meets_slo = slo is None or final[key]["latency_ms"]["p99"] <= slo
@@ -337,8 +378,7 @@ def _result(original: ImportedModel, kit: str | None, budget: Budget, goal: str,
         "schema": SCHEMA, "kind": "optimize",
         "model": {"source": original.source.to_dict(), "kit": kit,
                   "size_bytes": original.size_bytes},
-        "budget": {"max_drop": budget.max_drop, "kind": budget.kind, "metric": budget.metric,
-                   "text": budget.describe()},
+        "budget": budget.to_dict(),
         "goal": goal, "batch": batch, "threads": threads, "slo_p99_ms": slo,
         "float_metrics": dict(float_metrics),
         "candidates": rows,
@@ -371,19 +411,27 @@ def _pareto(rows: list[dict[str, Any]]) -> list[str]:
             if not any((p2 <= p and d2 <= d) and (p2 < p or d2 < d) for p2, d2, _ in points)]
 
 
-def _held_out(original: Variant, chosen: Variant, splits: Splits, task: Any,
-              threads: int) -> dict[str, Any]:
+def _held_out(original: Variant, chosen: Variant, splits: Splits, task: Any, budget: Budget,
+              threads: int, extra: ExtraSet | None, kit: Any) -> dict[str, Any]:
     inputs, targets = splits["test"]
-    with load(original.model, "onnxruntime", threads, warmup=False) as s:
-        ref = run_batches(s, inputs)
-    runtime = chosen.runtime
-    with load(chosen.model, runtime, threads, warmup=False) as s:
-        got = run_batches(s, inputs)
+    varied_in = varied_inputs(kit, "test")
+    with load(original.model, "onnxruntime", threads, warmup=False) as s0, \
+            load(chosen.model, chosen.runtime, threads, warmup=False) as s1:
+        ref, got = run_batches(s0, inputs), run_batches(s1, inputs)
+        varied = None if varied_in is None else (run_batches(s0, varied_in),
+                                                 run_batches(s1, varied_in))
+        beyond = beyond_split(extra, partial(run_batches, s0), partial(run_batches, s1))
     out: dict[str, Any] = {"samples": len(next(iter(inputs.values()))),
                            "fidelity": fidelity(ref, got)}
+    if beyond is not None:
+        out["beyond_split"] = beyond
     if task is not None and targets is not None:
         out["original"] = task(targets, ref)
         out["chosen"] = task(targets, got)
+    # The same limits, reported on data the choice never saw (not used to choose).
+    out["budget"] = evaluate_candidate(got, ref, budget, targets=targets, metric=task,
+                                       float_metrics=out.get("original"),
+                                       varied=varied).to_dict()
     return out
 
 
@@ -433,7 +481,7 @@ class _State:
     def open(cls, model: ImportedModel, kit: Any, data: Any, budget: Budget, goal: str,
              batch: int, threads: int, resume: bool) -> _State:
         key = hashlib.sha256(json.dumps(
-            [SEARCH_VERSION, model.source.sha256, kit, str(data), budget.max_drop, budget.kind,
+            [SEARCH_VERSION, model.source.sha256, kit, str(data), budget.to_dict()["limits"],
              budget.metric, goal, batch, threads], default=str).encode()).hexdigest()[:16]
         folder = cache_dir() / "optimize" / key
         if not resume and folder.exists():

@@ -18,7 +18,7 @@ order of cost, cheapest first, so a tight time budget still sees the most likely
                       OpenVINO only (ONNX Runtime would run the file in float)
 5. ``int8-mixed``     the best static setting with its most sensitive layers kept in float
                       until the budget holds (:func:`quantize_within_budget`); built only when
-                      no plain int8 variant met the budget
+                      no plain variant within budget was faster than the original
 
 Torch-side passes (distillation, structured pruning) produce new float models that then go
 through the same list; they are added by :func:`torch_variants` when the passes are available
