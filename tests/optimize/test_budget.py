@@ -177,7 +177,7 @@ def test_agreement_on_varied_text_uses_the_same_floor() -> None:
     resolved = budget.resolve([], ref, varied=True)
     varied = next(lim for lim in resolved.limits if lim.metric == "logits.top1@varied")
     assert varied.max_drop == pytest.approx(0.03)
-    assert "on varied validation text at least 0.97" in varied.describe()
+    assert "on varied text at least 0.97" in varied.describe()
     ev = evaluate_candidate(cand, ref, budget, varied=(varied_ref, varied_cand))
     assert ev.excluded_by == ["logits.top1@varied"]
     check = next(c for c in ev.checks if c.metric == "logits.top1@varied")

@@ -101,7 +101,7 @@ class Limit:
             return f"no class's recall may drop by more than {amount}"
         if self.metric.endswith(VARIED_SUFFIX) or self.metric == VARIED:
             output = self.metric.removesuffix(VARIED_SUFFIX).rpartition(".")[0] or "first output"
-            return (f"top-1 agreement with the original ({output}) on varied validation text "
+            return (f"top-1 agreement with the original ({output}) on varied text "
                     f"at least {1 - self.max_drop:.4g}")
         if _is_agreement(self.metric) and self.kind == "absolute":
             output = self.metric.rpartition(".")[0] or "first output"
