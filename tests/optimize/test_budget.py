@@ -65,10 +65,25 @@ def test_named_limits_and_a_bare_value_for_the_rest() -> None:
 
 
 def test_metric_named_alone_limits_only_that_metric() -> None:
-    ref = {"emb": np.ones((4, 8), np.float32)}
+    ref = {"emb": np.ones((4, 8), np.float32), "class_scores": np.ones((4, 3), np.float32)}
     budget = Budget.from_options("1pt", headline="emb.cosine", every_declared=False)
-    resolved = budget.resolve([], ref)  # no labels, emb has a class-like axis
-    assert [lim.metric for lim in resolved.limits] == ["emb.cosine", "emb.top1"]
+    resolved = budget.resolve([], ref)
+    # An (N, D) output is an embedding unless its name says scores: no argmax agreement on it.
+    assert [lim.metric for lim in resolved.limits] == ["emb.cosine", "class_scores.top1"]
+    # --min-agreement 0 turns the guard off even where no output has a class axis.
+    off = Budget.from_options("1pt", headline="emb.cosine", min_agreement=0.0)
+    assert [lim.metric for lim in off.resolve([], {"emb": ref["emb"]}).limits] == ["emb.cosine"]
+
+
+def test_a_task_metric_named_top1_is_a_metric_not_the_agreement_guard() -> None:
+    """The perception kit's accuracy is called top1: it keeps its own limit, and the
+    agreement guard is still added."""
+    ref = _onehot(np.zeros(4, int), 3)
+    budget = Budget.from_options("0.5pt", headline="top1").resolve(["top1", "macro_f1"], ref)
+    assert [lim.metric for lim in budget.limits] == ["top1", "macro_f1", "logits.top1",
+                                                     "class_recall"]
+    assert budget.limits[0].describe() == "top1 may drop by at most 0.5 point(s)"
+    assert budget.to_dict()["max_drop"] == 0.005
 
 
 @pytest.mark.parametrize(("text", "message"), [
@@ -182,6 +197,10 @@ def test_agreement_on_varied_text_uses_the_same_floor() -> None:
     assert ev.excluded_by == ["logits.top1@varied"]
     check = next(c for c in ev.checks if c.metric == "logits.top1@varied")
     assert check.value == pytest.approx(0.9)
+    # Resolved with varied text but judged on data without it (a split with no sentences):
+    # the other limits are still judged.
+    rest = evaluate_candidate(cand, ref, resolved)
+    assert "logits.top1@varied" not in [c.metric for c in rest.checks] and rest.within_budget
     # Without varied text (not a text task) the guard is not part of the budget at all.
     plain = evaluate_candidate(cand, ref, budget)
     assert "logits.top1@varied" not in [c.metric for c in plain.checks] and plain.within_budget

@@ -107,6 +107,12 @@ def test_a_bad_extra_evaluation_set_fails_before_any_work(cnn: ImportedModel,
         run_quantize(cnn.path, data=tmp_path / "data.npz", extra_eval=tmp_path / "extra.npz",
                      progress=said.append)
     assert not any(s.startswith("quantizing") for s in said)
+    np.savez(tmp_path / "ints.npz", image=np.zeros((2, 3, 32, 32), np.int64))
+    with pytest.raises(ValueError, match="ints.npz: .*int64"):
+        run_quantize(cnn.path, data=tmp_path / "data.npz", extra_eval=tmp_path / "ints.npz")
+    np.savez(tmp_path / "short.npz", **_images(4, 1), labels=np.zeros(3, np.int64))
+    with pytest.raises(ValueError, match="3 labels for 4 samples"):
+        run_quantize(cnn.path, data=tmp_path / "data.npz", extra_eval=tmp_path / "short.npz")
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
     with pytest.raises(ValueError, match="not a readable .npz"):
         run_quantize(cnn.path, data=tmp_path / "data.npz", extra_eval=tmp_path / "junk.npz")

@@ -51,7 +51,7 @@ class KitRecipe:
     # Evidence from outside the split rule: (what it is, model inputs, targets) for a built
     # kit. Reported next to the held-out split, never used to choose; made on demand (cheap),
     # so it is not part of the build or its key.
-    beyond: Callable[[Kit], tuple[str, dict[str, np.ndarray], np.ndarray]] | None = None
+    beyond: Callable[[Kit], tuple[str, dict[str, np.ndarray], np.ndarray] | None] | None = None
 
     def key(self, size: str) -> str:
         versions = {}
@@ -140,9 +140,10 @@ class Kit:
         """A small evaluation set from outside the kit's split rule (the intent kit's
         hand-written requests, the perception kit's shifted scans, the fraud kit's drifted
         traffic) with what it is; None when the kit has none."""
-        if self.recipe.beyond is None:
+        found = self.recipe.beyond(self) if self.recipe.beyond is not None else None
+        if found is None:
             return None
-        what, inputs, targets = self.recipe.beyond(self)
+        what, inputs, targets = found
         return what, Split(inputs=inputs, targets=np.asarray(targets), raw={})
 
     def preprocess(self, raw_items: Sequence[Any]) -> dict[str, np.ndarray]:

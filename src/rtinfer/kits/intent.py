@@ -167,12 +167,15 @@ def build(folder: Path, size: str, say: Progress) -> dict[str, Any]:
     return meta
 
 
-def beyond(kit: Any) -> tuple[str, dict[str, np.ndarray], np.ndarray]:
-    """The hand-written requests of :mod:`rtinfer.kits.intent_requests`."""
+def beyond(kit: Any) -> tuple[str, dict[str, np.ndarray], np.ndarray] | None:
+    """The hand-written requests of :mod:`rtinfer.kits.intent_requests` whose intent the
+    build has (a reduced build may lack some); None when it has none of them."""
     from rtinfer.kits.intent_requests import REQUESTS
 
     labels = kit.labels
     known = [(intent, text) for intent, text in REQUESTS if intent in labels]  # small builds
+    if not known:
+        return None
     targets = np.array([labels.index(intent) for intent, _ in known], dtype=np.int64)
     return (f"{len(known)} hand-written requests (no template)",
             preprocess(kit.meta, [text for _, text in known]), targets)

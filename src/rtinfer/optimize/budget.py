@@ -99,12 +99,15 @@ class Limit:
                   else f"{self.max_drop * 100:g} point(s)")
         if self.metric == CLASS_RECALL:
             return f"no class's recall may drop by more than {amount}"
-        if self.metric.endswith(VARIED_SUFFIX) or self.metric == VARIED:
-            output = self.metric.removesuffix(VARIED_SUFFIX).rpartition(".")[0] or "first output"
+        if self.metric == VARIED:  # not resolved yet: applies where the task has sentences
+            return (f"top-1 agreement with the original on varied text (text tasks) at least "
+                    f"{1 - self.max_drop:.4g}")
+        if self.metric.endswith(VARIED_SUFFIX):
+            output = self.metric.removesuffix(VARIED_SUFFIX).rpartition(".")[0]
             return (f"top-1 agreement with the original ({output}) on varied text "
                     f"at least {1 - self.max_drop:.4g}")
         if _is_agreement(self.metric) and self.kind == "absolute":
-            output = self.metric.rpartition(".")[0] or "first output"
+            output = self.metric.rpartition(".")[0] or "the class output"
             return (f"top-1 agreement with the original ({output}) at least "
                     f"{1 - self.max_drop:.4g}")
         return f"{self.metric} may drop by at most {amount}"
@@ -186,7 +189,7 @@ class Budget:
                     out.append(replace(lim, metric=f"{classes}.top1{VARIED_SUFFIX}"))
             elif lim.metric == AGREEMENT:
                 if classes is None or lim.max_drop >= 1.0:  # no class axis, or turned off
-                    if classes is None and not lim.default:
+                    if classes is None and not lim.default and lim.max_drop < 1.0:
                         raise ValueError("--min-agreement needs an output with a class axis "
                                          f"(N, classes); the outputs are {_shapes(reference)}")
                     continue
@@ -204,6 +207,11 @@ class Budget:
             if lim.metric != CLASS_RECALL:
                 _check_name(lim.metric.removesuffix(VARIED_SUFFIX), declared, reference)
         return replace(self, limits=tuple(out), resolved=True)
+
+    def without_varied(self) -> Budget:
+        """The budget less its varied-text limits (for data with no varied text to judge)."""
+        return replace(self, limits=tuple(lim for lim in self.limits
+                                          if not lim.metric.endswith(VARIED_SUFFIX)))
 
     @property
     def headline_limit(self) -> Limit | None:
@@ -233,7 +241,9 @@ class Budget:
         return "; ".join(lim.describe() for lim in self.limits)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"metric": self.headline, "max_drop": self.max_drop, "kind": self.kind,
+        head = self.headline_limit  # None: the headline is shown, not limited
+        return {"metric": self.headline, "max_drop": head.max_drop if head else None,
+                "kind": head.kind if head else None,
                 "text": self.describe(), "default": self.default,
                 "limits": [lim.to_dict() for lim in self.limits]}
 
@@ -259,10 +269,11 @@ class Check:
 
     @property
     def used(self) -> float:
-        """Share of the allowance used (1.0 = at the limit)."""
+        """Share of the allowance used (1.0 = at the limit); a drop where none is allowed
+        counts as 1e6 (finite, so results stay valid JSON)."""
         if self.allowed > 0:
             return self.drop / self.allowed
-        return float("inf") if self.drop > 1e-12 else 0.0
+        return 1e6 if self.drop > 1e-12 else 0.0
 
 
 def judge(budget: Budget, *, metrics: Mapping[str, float], original: Mapping[str, float],
@@ -294,14 +305,17 @@ def judge(budget: Budget, *, metrics: Mapping[str, float], original: Mapping[str
 
 def class_output(outputs: Mapping[str, np.ndarray]) -> str | None:
     """The output holding class scores (N, classes): ``logits``, else ``probabilities``,
-    else the first float output of that shape; None without one."""
+    else the first float (N, C > 1) output whose name says scores (``logit``, ``prob``,
+    ``score``, ``class``); None without one. A float (N, D) output by any other name may be
+    an embedding, whose argmax means nothing: it gets no agreement guard."""
     def scores(v: np.ndarray) -> bool:
         return v.dtype.kind == "f" and v.ndim == 2 and v.shape[1] > 1
 
     for name in ("logits", "probabilities"):
         if name in outputs and scores(outputs[name]):
             return name
-    return next((k for k, v in outputs.items() if scores(v)), None)
+    return next((k for k, v in outputs.items() if scores(v) and any(
+        word in k.lower() for word in ("logit", "prob", "score", "class"))), None)
 
 
 def fidelity_value(fid: Mapping[str, Mapping[str, float]], name: str) -> float:
@@ -343,7 +357,9 @@ def _class_recall(lim: Limit, targets: np.ndarray | None, reference: Mapping[str
 
 
 def _is_agreement(metric: str) -> bool:
-    return metric == AGREEMENT or metric.rpartition(".")[2] in ("top1", "top1_agreement")
+    """``<output>.top1`` (not a bare ``top1``: the perception kit's accuracy is named so)."""
+    return metric == AGREEMENT or (
+        "." in metric and metric.rpartition(".")[2] in ("top1", "top1_agreement"))
 
 
 def has_varied(budget: Budget) -> bool:

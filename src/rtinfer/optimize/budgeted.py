@@ -145,11 +145,13 @@ def quantize_within_budget(
 
     source = model  # what gets quantized: the float model, or its QAT fine-tune
 
-    last: list[Evaluation] = []  # the latest evaluation, for a search stopped by the clock
+    best: list[Evaluation] = []  # every evaluation, for a search stopped by the clock
+    tried: dict[int, tuple[ImportedModel, Evaluation, Quantize]] = {}  # float layers -> result
+    passing: int | None = None  # the fewest float layers known to be within budget
 
     def attempt(cfg: Quantize, base: ImportedModel | None = None
                 ) -> tuple[ImportedModel, Evaluation, dict[str, np.ndarray]]:
-        if last and deadline is not None and time.monotonic() > deadline:
+        if best and deadline is not None and time.monotonic() > deadline:
             raise _OutOfTime  # the first attempt always runs: a result needs one
         q = quantize(base or source, cfg, calibration)
         with load(q, cfg.runtime, threads, warmup=False) as s:
@@ -158,7 +160,7 @@ def quantize_within_budget(
                 varied_ref, run_batches(s, varied))
         ev = evaluate_candidate(outputs, reference, budget, targets=targets, metric=metric,
                                 float_metrics=float_metrics, varied=pair)
-        last[:] = [ev]
+        best.append(ev)
         return q, ev, outputs
 
     result = QuantizeResult(status="over_budget", model=None, config=config, budget=budget,
@@ -245,7 +247,6 @@ def quantize_within_budget(
         result.sensitivity_by = proxy.describe() + " of each layer alone"
 
         limit = len(nodes) if max_fallback is None else min(max_fallback, len(nodes))
-        tried: dict[int, tuple[ImportedModel, Evaluation, Quantize]] = {}
 
         def keep(k: int) -> bool:
             """Quantize with the ``k`` most sensitive layers in float; True if within budget."""
@@ -260,7 +261,7 @@ def quantize_within_budget(
         # The drop shrinks (nearly) monotonically as more layers stay float, so gallop (1, 2, 4,
         # …) to the first count within budget, then bisect down to the smallest such count:
         # about 2·log2(k) quantize-and-evaluate rounds instead of k.
-        failing, passing, k = 0, None, 1
+        failing, k = 0, 1
         while k <= limit:
             if keep(k):
                 passing = k
@@ -277,16 +278,18 @@ def quantize_within_budget(
                 passing = mid
             else:
                 failing = mid
-        q, ev, cfg = tried[passing]
-        result.kept_in_float = [r["node"] for r in result.sensitivity[:passing]]
-        return _accept(result, q, cfg, ev)
     except _OutOfTime:
         say("time budget reached: stopping the search for a quantized model within budget")
         result.steps.append({"what": "time budget reached", "config": config.describe(),
                              "within_budget": False, "drop": None})
-        if result.evaluation is None:
-            result.evaluation = last[0] if last else None
-        return result
+        if passing is None:  # nothing within budget yet: report the closest attempt
+            result.evaluation = min(best, key=lambda e: e.budget_used) if best else None
+            return result
+    # The smallest count of float layers known to be within budget (the bisection may have
+    # been stopped by the clock before it reached the smallest).
+    q, ev, cfg = tried[passing]
+    result.kept_in_float = [r["node"] for r in result.sensitivity[:passing]]
+    return _accept(result, q, cfg, ev)
 
 
 class _OutOfTime(Exception):

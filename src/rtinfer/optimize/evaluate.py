@@ -94,9 +94,13 @@ def evaluate_candidate(
     if targets is not None and metric is not None:
         metrics = metric(targets, candidate)
         base = dict(float_metrics or metric(targets, reference))
-    labels = targets if targets is not None and targets is not NO_LABELS else None
+    # Class recall needs one integer class per sample (not one-hot rows, not "no labels").
+    labels = targets if targets is not None and targets is not NO_LABELS and np.ndim(
+        targets) == 1 else None
     budget = budget.resolve(list(base), reference, labels=labels is not None,
                             varied=varied is not None)
+    if varied is None and has_varied(budget):  # e.g. a split without sentences: report the rest
+        budget = budget.without_varied()
     varied_fid = fidelity(*varied) if varied is not None and has_varied(budget) else None
     checks = judge(budget, metrics=metrics, original=base, fidelity=fid, targets=labels,
                    reference=reference, candidate=candidate, varied=varied_fid)
@@ -140,10 +144,12 @@ class ExtraSet:
         return cls(what, split.inputs, split.targets, kit_metric(kit))
 
     @classmethod
-    def of_file(cls, path: str | Path, input_names: Sequence[str],
-                metric: Metric | None) -> ExtraSet:
-        """An ``.npz`` with arrays named after the model's inputs and optional ``labels``
-        (then the task metric is reported on it too)."""
+    def of_file(cls, path: str | Path, spec: Any, metric: Metric | None) -> ExtraSet:
+        """An ``.npz`` with arrays named after the inputs of the model whose
+        :class:`~rtinfer.ModelSpec` is ``spec`` and optional ``labels`` (then the task metric
+        is reported on it too); names, dtypes, ranks and label count are checked here, before
+        any work."""
+        input_names = spec.input_names
         try:
             with np.load(path, allow_pickle=False) as f:
                 arrays = {k: f[k] for k in f.files}
@@ -153,9 +159,15 @@ class ExtraSet:
         if missing:
             raise ValueError(f"--extra-eval {path} lacks arrays for input(s) {missing}; it has "
                              f"{sorted(arrays)}")
-        inputs = {n: arrays[n] for n in input_names}
+        try:
+            inputs = spec.validate({n: arrays[n] for n in input_names})
+        except ValueError as exc:  # InvalidInputError: wrong dtype, rank or size
+            raise ValueError(f"--extra-eval {path}: {exc}") from exc
         labels = arrays.get("labels")
         n = len(next(iter(inputs.values())))
+        if labels is not None and len(labels) != n:
+            raise ValueError(f"--extra-eval {path}: {len(labels)} labels for {n} samples; give "
+                             "one label per sample (or none)")
         return cls(f"{n} samples from {Path(path).name}", inputs, labels,
                    metric if labels is not None else None)
 

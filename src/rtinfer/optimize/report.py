@@ -131,9 +131,10 @@ def _pareto_chart(result: Mapping[str, Any]) -> str:
     chart.series("chosen", [(_latency(r), _metric_value(result, r)) for r in chosen],  # type: ignore[misc]
                  color="#1f77b4", big=True, labels=[r["id"] for r in chosen])
     base = result["float_metrics"].get(result["budget"]["metric"], 1.0)
-    drop = result["budget"]["max_drop"] * (abs(base) if result["budget"]["kind"] == "relative"
-                                           else 1)
-    chart.hline(base - drop, "budget floor")
+    if result["budget"].get("max_drop") is not None:  # the charted metric has a limit
+        drop = result["budget"]["max_drop"] * (
+            abs(base) if result["budget"]["kind"] == "relative" else 1)
+        chart.hline(base - drop, "budget floor")
     if result.get("slo_p99_ms"):
         chart.vline(result["slo_p99_ms"], "p99 objective")
     return chart.render()

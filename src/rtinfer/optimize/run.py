@@ -199,7 +199,7 @@ def extra_set(extra_eval: str | Path | None, kit: Any, model: ImportedModel,
     """The evaluation set reported beyond the split: ``--extra-eval FILE.npz``, else the
     kit's own, else none."""
     if extra_eval is not None:
-        return ExtraSet.of_file(extra_eval, model.spec.input_names, task)
+        return ExtraSet.of_file(extra_eval, model.spec, task)
     return ExtraSet.of_kit(loaded_kit(kit))
 
 
