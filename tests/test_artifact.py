@@ -80,6 +80,25 @@ def test_artifact_runs_like_the_original(tmp_path: Path, cnn: ImportedModel) -> 
         np.testing.assert_array_equal(a.run(x)["logits"], b.run(x)["logits"])
 
 
+def test_an_artifact_loads_on_the_engine_it_was_chosen_for(
+        tmp_path: Path, cnn: ImportedModel, caplog: pytest.LogCaptureFixture) -> None:
+    chosen = rtinfer.save_artifact(cnn, tmp_path, "ov", engine="openvino")
+    plain = rtinfer.save_artifact(cnn, tmp_path, "plain")
+    with rtinfer.load(chosen.path, threads=1) as a, \
+            rtinfer.load(chosen.path.parent, threads=1) as b, \
+            rtinfer.load(chosen.path, "onnxruntime", threads=1) as c, \
+            rtinfer.load(plain.path, threads=1) as d:
+        # the version folder and the model folder (its latest version) alike; an explicit
+        # engine wins; no recorded engine means the default
+        assert (a.engine, b.engine, c.engine, d.engine) == (
+            "openvino", "openvino", "onnxruntime", "onnxruntime")
+    elsewhere = rtinfer.save_artifact(cnn, tmp_path, "tpu", engine="litert")
+    with caplog.at_level("WARNING", logger="rtinfer"), \
+            rtinfer.load(elsewhere.path, threads=1) as e:
+        assert e.engine == "onnxruntime"
+    assert "chosen to run on litert, which is not installed here" in caplog.text
+
+
 def test_tampered_model_file_is_refused(tmp_path: Path, cnn: ImportedModel) -> None:
     art = rtinfer.save_artifact(cnn, tmp_path, "cnn")
     model_file = art.path / "model.onnx"

@@ -74,13 +74,17 @@ def load(
 
     ``model`` is anything :func:`rtinfer.import_model` takes (ONNX path, artifact, transformers
     folder, nn.Module or scikit-learn/XGBoost model with ``example_inputs``, ImportedModel).
-    ``engine`` defaults to ``onnxruntime``; ``threads`` to the cores this process may use.
+    ``engine`` defaults to the engine an artifact's manifest records (``deployment.engine``:
+    where ``rtinfer optimize`` / ``quantize`` measured it, and where ``rtinfer serve`` runs it),
+    else ``onnxruntime``; ``threads`` to the cores this process may use.
     With ``warmup`` one synthetic batch runs before the session is returned, so the first real
     request does not pay for lazy initialisation. ``options`` go to the engine (see each
     engine's docstring).
     """
     from rtinfer.models import import_model
 
+    if engine is None:
+        model, engine = _deployed(model)
     name = resolve_engine(engine or DEFAULT_ENGINE)
     if threads is None:
         threads = usable_cores()
@@ -96,3 +100,29 @@ def load(
     if warmup:
         session.run(imported.spec.example_inputs(batch=1))
     return session
+
+
+def _deployed(model: Any) -> tuple[Any, str | None]:
+    """For an artifact folder: its model (loaded once, hashes checked) and the engine its
+    manifest records, when that engine is installed here (else None: the default, logged)."""
+    import os
+    from pathlib import Path
+
+    if not isinstance(model, (str, os.PathLike)) or not Path(model).is_dir():
+        return model, None
+    from rtinfer.artifact import is_artifact, is_model_folder, load_artifact
+
+    folder = Path(model)
+    if not (is_artifact(folder) or is_model_folder(folder)):
+        return model, None
+    art = load_artifact(folder)
+    engine = (art.manifest.get("deployment") or {}).get("engine")
+    if engine is not None and engine not in available_engines():
+        import logging
+
+        logging.getLogger("rtinfer").warning(
+            "%s was chosen to run on %s, which is not installed here; loading it on %s "
+            "(pip install 'rtinfer[%s]' to run it where it was measured)", model, engine,
+            DEFAULT_ENGINE, engine)
+        engine = None
+    return art.model, engine
