@@ -54,7 +54,7 @@ def main() -> None:
     t0 = time.monotonic()
     if args.artifact:
         art = load_artifact(args.artifact)
-        chosen_path, engine = args.artifact, art.manifest["deployment"]["engine"]
+        chosen_path, engine = args.artifact, art.engine
         search = None
     else:
         search = optimize(kit=kit, max_drop=args.max_drop, time_budget_s=args.time_budget,

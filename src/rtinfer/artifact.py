@@ -64,6 +64,13 @@ class Artifact:
     def version(self) -> int:
         return int(self.manifest["version"])
 
+    @property
+    def engine(self) -> str | None:
+        """The engine this version was measured fastest on (``save_artifact(engine=)``), where
+        ``rtinfer.load`` and ``rtinfer serve`` run it; None when none was recorded."""
+        engine = (self.manifest.get("deployment") or {}).get("engine")
+        return None if engine is None else str(engine)
+
 
 def is_artifact(path: Path) -> bool:
     return (path / MANIFEST).is_file()

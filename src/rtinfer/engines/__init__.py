@@ -102,9 +102,24 @@ def load(
     return session
 
 
+def deployed_engine(artifact: Any) -> str | None:
+    """The engine an artifact records (:attr:`rtinfer.artifact.Artifact.engine`) when it is
+    installed here; else None (the default engine), with a warning."""
+    engine = artifact.engine
+    if engine is not None and engine not in available_engines():
+        import logging
+
+        logging.getLogger("rtinfer").warning(
+            "%s was chosen to run on %s, which is not installed here; loading it on %s "
+            "(pip install 'rtinfer[%s]' to run it where it was measured)", artifact.path,
+            engine, DEFAULT_ENGINE, engine)
+        return None
+    return engine
+
+
 def _deployed(model: Any) -> tuple[Any, str | None]:
-    """For an artifact folder: its model (loaded once, hashes checked) and the engine its
-    manifest records, when that engine is installed here (else None: the default, logged)."""
+    """For an artifact folder: its model (loaded once, hashes checked) and its
+    :func:`deployed_engine`; anything else as given, with no engine."""
     import os
     from pathlib import Path
 
@@ -116,13 +131,4 @@ def _deployed(model: Any) -> tuple[Any, str | None]:
     if not (is_artifact(folder) or is_model_folder(folder)):
         return model, None
     art = load_artifact(folder)
-    engine = (art.manifest.get("deployment") or {}).get("engine")
-    if engine is not None and engine not in available_engines():
-        import logging
-
-        logging.getLogger("rtinfer").warning(
-            "%s was chosen to run on %s, which is not installed here; loading it on %s "
-            "(pip install 'rtinfer[%s]' to run it where it was measured)", model, engine,
-            DEFAULT_ENGINE, engine)
-        engine = None
-    return art.model, engine
+    return art.model, deployed_engine(art)

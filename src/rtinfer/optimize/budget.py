@@ -217,20 +217,21 @@ class Budget:
     def headline_limit(self) -> Limit | None:
         return next((lim for lim in self.limits if lim.metric == self.headline), None)
 
-    # What one-number readers (the Pareto chart's budget line, older reports) use.
+    # What one-number readers (the Pareto chart's budget line, older reports) use: the
+    # headline's limit, or None when the headline is shown but not limited.
     @property
     def metric(self) -> str:
         return self.headline
 
     @property
-    def max_drop(self) -> float:
-        lim = self.headline_limit or self.limits[0]
-        return lim.max_drop
+    def max_drop(self) -> float | None:
+        head = self.headline_limit
+        return head.max_drop if head else None
 
     @property
-    def kind(self) -> str:
-        lim = self.headline_limit or self.limits[0]
-        return lim.kind
+    def kind(self) -> str | None:
+        head = self.headline_limit
+        return head.kind if head else None
 
     def describe(self) -> str:
         if not self.resolved and self.limits and self.limits[0].metric == _EVERY:
@@ -241,9 +242,7 @@ class Budget:
         return "; ".join(lim.describe() for lim in self.limits)
 
     def to_dict(self) -> dict[str, Any]:
-        head = self.headline_limit  # None: the headline is shown, not limited
-        return {"metric": self.headline, "max_drop": head.max_drop if head else None,
-                "kind": head.kind if head else None,
+        return {"metric": self.headline, "max_drop": self.max_drop, "kind": self.kind,
                 "text": self.describe(), "default": self.default,
                 "limits": [lim.to_dict() for lim in self.limits]}
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from rtinfer._paths import files_inside, relative_inside
 from rtinfer.artifact import is_artifact, load_artifact
-from rtinfer.engines import Session, available_engines, load
+from rtinfer.engines import Session, deployed_engine, load
 from rtinfer.errors import RtinferError, UnsafePathError
 from rtinfer.models import import_model
 from rtinfer.serve.batcher import Batcher, BatchObserver
@@ -114,11 +114,7 @@ def load_version(model_dir: Path, version: int, config: ModelConfig,
     if is_artifact(folder):
         artifact = load_artifact(folder, boundary=root)
         model = artifact.model
-        deployed = (artifact.manifest.get("deployment") or {}).get("engine")
-        if deployed is not None and deployed not in available_engines():
-            _LOG.warning("%s version %s was measured on %s, which is not installed here; "
-                         "serving it on the default engine", config.name, version, deployed)
-            deployed = None
+        deployed = deployed_engine(artifact)
     elif (folder / config.model_filename).is_file():
         model = import_model(relative_inside(folder, config.model_filename,
                                              "default_model_filename", root))
