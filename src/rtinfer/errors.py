@@ -14,7 +14,9 @@
     │   └── ArtifactIntegrityError        a file does not match the hash in manifest.json
     ├── UnsafePathError                   a path (a name, a link, a file's reference) leaves
     │                                     the folder that bounds it
-    └── OverBudgetError                   no optimized model kept every limit of the budget
+    ├── OverBudgetError                   no optimized model kept every limit of the budget
+    ├── KitNotBuiltError (FileNotFoundError)  a kit is used before it is built
+    └── TaskError (ValueError)            a task file, its data or its model is unusable
 
 Wrong *kinds* of values raise plain ``TypeError`` and plainly bad argument values raise
 ``ValueError``; the classes above are for failures in rtinfer's own domain.
@@ -30,10 +32,12 @@ __all__ = [
     "ExportError",
     "ExportMismatchError",
     "InvalidInputError",
+    "KitNotBuiltError",
     "MissingExtraError",
     "ModelLoadError",
     "OverBudgetError",
     "RtinferError",
+    "TaskError",
     "UnknownEngineError",
     "UnsafePathError",
     "UnsupportedModelError",
@@ -103,3 +107,12 @@ class UnsafePathError(RtinferError):
 
 class OverBudgetError(RtinferError):
     """No optimized model kept every limit of the accuracy budget; nothing was written."""
+
+
+class TaskError(RtinferError, ValueError):
+    """A task file (or the data or model it names) cannot be used; the message names the
+    file, the field and the fix."""
+
+
+class KitNotBuiltError(RtinferError, FileNotFoundError):
+    """A kit was asked for without building it; the message carries the build command."""

@@ -43,7 +43,10 @@ MetricOpt = typer.Option(None, help="Budget metric [default: the kit's; without 
                          "<output>.cosine]: a task metric, <output>.cosine|top1 (fidelity "
                          "to float), or your own as package.module:function(targets, "
                          "outputs).")
-ModelArg = typer.Argument(None, help="ONNX file, artifact, model folder or HF folder.")
+ModelArg = typer.Argument(None, help="A task file (task.toml: your model, data and metric), "
+                          "ONNX file, artifact, model folder or HF folder.")
+TaskArg = typer.Argument(None, help="A task file (task.toml: your model, data and metric); "
+                         "or --kit NAME.")
 MaxDropOpt = typer.Option(
     None, "--max-drop", help="Budget: '1pt' (absolute) or '1%' (relative) on every metric the "
     "task declares, or per metric: 'accuracy=1pt,macro_f1=1pt' (also <output>.cosine, top1, "
@@ -81,6 +84,19 @@ def print_checks(checks: list[dict[str, Any]], title: str) -> None:
                       f"{c['allowed']:.4f}", "yes" if c["ok"] else "[bold red]no[/]")
     console.print(table)
 
+
+
+def task_or_kit(model: str | None, kit: str | None) -> tuple[str | None, Any]:
+    """(model, kit) for a job: a task file given as MODEL is loaded (checked before any long
+    work) and takes the kit's place."""
+    from rtinfer.tasks import is_task_file
+    from rtinfer.tasks import load as load_task
+
+    if model is not None and is_task_file(model):
+        if kit is not None:
+            raise typer.BadParameter("give a task file or --kit NAME, not both")
+        return None, load_task(model)
+    return model, kit
 
 
 def _model_or_kit(model: str | None, kit: str | None) -> tuple[str, dict[str, Any] | None]:

@@ -10,9 +10,11 @@ from rich.table import Table
 
 from rtinfer.cli._app import (
     JsonOpt,
+    KitOpt,
     MaxDropOpt,
     MinAgreementOpt,
     QuietOpt,
+    TaskArg,
     _bytes,
     _progress,
     _write_json,
@@ -20,10 +22,9 @@ from rtinfer.cli._app import (
     console,
     print_beyond,
     print_checks,
+    task_or_kit,
 )
 
-KitReq = typer.Option(..., "--kit", help="The kit whose model is optimized (perception, "
-                      "intent, fraud); its splits train, calibrate and evaluate.")
 OutOpt = typer.Option(None, "--out", help="Model repository to write the artifact into.")
 NameOpt = typer.Option(None, help="Model name in the repository [default: KIT-prune / "
                        "KIT-distill].")
@@ -37,7 +38,8 @@ MeasureOpt = typer.Option(True, "--measure/--no-measure", help="Measure latency 
 
 @app.command()
 def prune(
-    kit: str = KitReq,
+    task_file: str | None = TaskArg,
+    kit: str | None = KitOpt,
     method: str = typer.Option("magnitude", help="magnitude (weight size) or activation "
                                "(statistics over calibration data; structured only)."),
     amount: float | None = typer.Option(None, help="Share removed, e.g. 0.5 [default 0.5]."),
@@ -62,7 +64,8 @@ def prune(
     json_path: Path | None = JsonOpt,
     quiet: bool = QuietOpt,
 ) -> None:
-    """Prune a kit's model, fine-tune, evaluate against the original, measure, write."""
+    """Prune a task's or kit's model, fine-tune, evaluate against the original, measure,
+    write."""
     from rtinfer.optimize import Prune
     from rtinfer.optimize import prune as run
 
@@ -70,7 +73,7 @@ def prune(
                    structured=structured, statistic=statistic, heads=heads, steps=steps,
                    finetune_steps=finetune_steps, lr=lr, max_seconds=max_seconds)
     with _progress(quiet) as say:
-        result = run(kit=kit, config=config, out=out, name=name, threads=threads,
+        result = run(kit=_kit(task_file, kit), config=config, out=out, name=name, threads=threads,
                      image_size=image_size, size="small" if small else "full",
                      measure=measure, budget=_budget(max_drop, min_agreement), progress=say)
     _render(result.report, config.describe(), json_path)
@@ -89,7 +92,8 @@ def prune(
 
 @app.command()
 def distill(
-    kit: str = KitReq,
+    task_file: str | None = TaskArg,
+    kit: str | None = KitOpt,
     steps: int = typer.Option(600, help="Distillation steps (KL to the teacher + CE)."),
     finetune_steps: int = typer.Option(100, help="Then fine-tuning steps on labels."),
     temperature: float = typer.Option(4.0, help="Softening temperature T."),
@@ -108,17 +112,27 @@ def distill(
     json_path: Path | None = JsonOpt,
     quiet: bool = QuietOpt,
 ) -> None:
-    """Distill a kit's model into a smaller student, evaluate, measure, write."""
+    """Distill a task's or kit's model into a smaller student, evaluate, measure, write."""
     from rtinfer.optimize import Distill
     from rtinfer.optimize import distill as run
 
     config = Distill(steps=steps, finetune_steps=finetune_steps, temperature=temperature,
                      alpha=alpha, layers=layers, width=width, lr=lr, max_seconds=max_seconds)
     with _progress(quiet) as say:
-        result = run(kit=kit, config=config, out=out, name=name, threads=threads,
+        result = run(kit=_kit(task_file, kit), config=config, out=out, name=name, threads=threads,
                      size="small" if small else "full", measure=measure,
                      budget=_budget(max_drop, min_agreement), progress=say)
     _render(result.report, config.describe(), json_path)
+
+
+def _kit(task_file: str | None, kit: str | None) -> Any:
+    """The loaded task, or the kit's name; exactly one of them."""
+    if (task_file is None) == (kit is None):
+        raise typer.BadParameter("give a task file (task.toml) or --kit NAME (one of them)")
+    if task_file is not None and not task_file.endswith(".toml"):
+        raise typer.BadParameter(f"'{task_file}' is not a task file (task.toml); for a kit "
+                                 f"use --kit {task_file}")
+    return task_or_kit(task_file, kit)[1] if task_file is not None else kit
 
 
 def _budget(max_drop: str | None, min_agreement: float | None) -> Any:

@@ -23,6 +23,7 @@ from rtinfer.cli._app import (
     console,
     print_beyond,
     print_checks,
+    task_or_kit,
 )
 
 
@@ -72,8 +73,9 @@ def quantize(
     config = Quantize(method=method, engine=engine or "onnxruntime", preset=preset,
                       calibration=calibration, calib_samples=calib_samples, per_channel=per_channel,
                       compute_inputs_only=compute_inputs_only)
+    model, task = task_or_kit(model, kit)
     with _progress(quiet) as say:
-        result = run_quantize(model, kit=kit, data=data, config=config, max_drop=max_drop,
+        result = run_quantize(model, kit=task, data=data, config=config, max_drop=max_drop,
                               metric=metric, min_agreement=min_agreement,
                               extra_eval=extra_eval, threads=threads,
                               qat=QAT(steps=qat_steps, lr=qat_lr) if qat_steps > 0 else None,

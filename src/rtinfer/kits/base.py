@@ -111,6 +111,13 @@ class Kit:
     def model_path(self) -> Path:
         return next(iter(self.models.values()))
 
+    def original_model(self) -> Any:
+        """The main float model (an :class:`~rtinfer.ImportedModel`, with its PyTorch form
+        when the kit saved one)."""
+        from rtinfer.artifact import load_artifact
+
+        return load_artifact(self.model_path).model
+
     @property
     def quality(self) -> dict[str, Any]:
         """Measured quality of each float model on the test split, from the build."""

@@ -1,5 +1,8 @@
 """Import a Hugging Face transformers model folder (config.json + weights) through ONNX.
 
+A folder whose config names a ``…ForSequenceClassification`` architecture is imported with
+its classification head (output ``logits``); any other, as the bare encoder.
+
 The folder is read locally only: nothing is downloaded. The export has the tokenizer's inputs
 (``input_ids``, ``attention_mask``, ``token_type_ids`` for BERT-like models) with dynamic
 ``batch`` and ``sequence`` axes, and is cached under :func:`cache_dir` keyed by the folder's
@@ -78,7 +81,8 @@ def from_transformers(folder: str | Path, *, use_cache: bool = True) -> Imported
     files = [p for p in folder.rglob("*") if p.is_file() and p.suffix in _MODEL_FILE_SUFFIXES]
     digest = sha256_files(files, folder)
     source = Source("transformers", f"transformers folder {folder}", digest)
-    key = f"{digest[:16]}-torch{metadata.version('torch')}"
+    # The head decides the graph (``logits`` or the encoder's outputs): part of the key.
+    key = f"{digest[:16]}-torch{metadata.version('torch')}-{'cls' if _has_head(folder) else 'enc'}"
     cached = cache_dir() / "exports" / key
     if use_cache and (cached / "check.json").is_file():
         check = json.loads((cached / "check.json").read_text())
@@ -111,10 +115,24 @@ def from_transformers(folder: str | Path, *, use_cache: bool = True) -> Imported
     return model
 
 
-def _load_module(folder: Path) -> Any:
-    transformers = require("transformers", "Importing transformers models")
+def _has_head(folder: Path) -> bool:
+    """Whether the folder's config names a sequence-classification architecture."""
     try:
-        module = transformers.AutoModel.from_pretrained(str(folder), local_files_only=True)
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelLoadError(f"cannot read {folder / 'config.json'}: {exc}") from exc
+    return any(str(a).endswith("ForSequenceClassification")
+               for a in config.get("architectures") or [])
+
+
+def _load_module(folder: Path) -> Any:
+    """The folder's model: with its sequence-classification head when its config names one
+    (output ``logits``), else the bare encoder (``last_hidden_state`` …)."""
+    transformers = require("transformers", "Importing transformers models")
+    auto = (transformers.AutoModelForSequenceClassification if _has_head(folder)
+            else transformers.AutoModel)
+    try:
+        module = auto.from_pretrained(str(folder), local_files_only=True)
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"transformers could not load '{folder}': {exc}") from exc
     return module.eval()

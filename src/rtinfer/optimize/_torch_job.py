@@ -76,21 +76,23 @@ def task_from(model: Any = None, *, kit: Any = None, data: Mapping[str, Any] | N
     ``data={"train": (inputs, targets), "test": (inputs, targets), ...}``."""
     if kit is not None:
         from rtinfer import kits
-        from rtinfer.artifact import load_artifact
 
         k = kits.load(kit, size=size, build=False) if isinstance(kit, str) else kit
-        art = load_artifact(k.model_path)
-        module = model if model is not None else art.model.load_torch()
+        original = k.original_model()
+        # A copy: the passes change the module in place, and the original's module (a task's
+        # is held, not reloaded) must stay what was measured as the original.
+        module = model if model is not None else copy.deepcopy(original.load_torch())
         if module is None:
-            raise ValueError(f"kit '{k.name}' has no PyTorch weights in its artifact; rebuild "
-                             f"it with: rtinfer kits build {k.name}")
-        spec = art.model.spec
+            raise ValueError(f"'{k.name}' has no PyTorch form of its model (an ONNX file, or "
+                             "a kit built without its weights: rtinfer kits build "
+                             f"{k.name} --force)")
+        spec = original.spec
         return TorchTask(
             name=k.name, module=module.eval(),
             splits={s: (k.split(s).inputs, k.split(s).targets) for s in k.split_names},
             metric=kit_metric(k), headline=k.metric, input_names=list(spec.input_names),
             output_names=list(spec.output_names), dynamic_axes=_axes(spec),
-            original=art.model, kit=k)
+            original=original, kit=k)
     torch = _torch()
     if not isinstance(model, torch.nn.Module) or data is None:
         raise ValueError("give a kit (kit='perception'), or a torch.nn.Module together with "

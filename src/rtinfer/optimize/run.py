@@ -237,7 +237,8 @@ def _task_data(model: Any, kit: Any, data: str | Path | None
         splits: Splits = {s: (k.split(s).inputs, k.split(s).targets)
                           for s in ("train", "calibration", "validation", "test")
                           if s in k.split_names}
-        return import_model(model or k.model_path), splits, kit_metric(k), k.metric
+        return (import_model(model) if model is not None else k.original_model(), splits,
+                kit_metric(k), k.metric)
     if model is None or data is None:
         raise ValueError("give a kit (--kit NAME), or a model with representative data "
                          "(--data FILE.npz holding arrays named after the model's inputs)")
@@ -270,6 +271,6 @@ def _label_metric(targets: np.ndarray, outputs: Mapping[str, np.ndarray]) -> dic
     return {"accuracy": accuracy(targets, first)}
 
 
-def _default_name(model: ImportedModel, kit: str | None) -> str:
-    base = kit or Path(str(model.path)).parent.name or "model"
+def _default_name(model: ImportedModel, kit: Any) -> str:
+    base = getattr(kit, "name", kit) or Path(str(model.path)).parent.name or "model"
     return f"{base}-int8"
