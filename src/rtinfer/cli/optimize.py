@@ -25,6 +25,7 @@ from rtinfer.cli._app import (
     console,
     print_beyond,
     print_checks,
+    task_or_kit,
 )
 from rtinfer.cli.bench import REPORTERS
 
@@ -50,27 +51,33 @@ def optimize(
     min_agreement: float | None = MinAgreementOpt,
     extra_eval: Path | None = ExtraEvalOpt,
     metric: str | None = MetricOpt,
-    slo_p99_ms: float | None = typer.Option(None, "--slo-p99-ms", help="p99 objective (ms)."),
-    goal: str = typer.Option("latency", help="latency (batch 1) or throughput (batch 32)."),
+    slo_p99_ms: float | None = typer.Option(None, "--slo-p99-ms", help="p99 objective (ms) "
+                                            "[default: a task file's objective.p99_ms]."),
+    goal: str | None = typer.Option(None, help="latency (batch 1) or throughput (batch 32) "
+                                    "[default: a task file's objective, else latency]."),
     time_budget: str = typer.Option("15m", "--time-budget", help="e.g. 90s, 15m, 1h."),
     engines: str | None = typer.Option(None, help="Comma-separated [default: all installed]."),
     threads: int | None = typer.Option(None, "--threads", "-t"),
     out: Path | None = typer.Option(None, "--out", help="Model repository to write into."),
     name: str | None = typer.Option(None, help="Model name in the repository."),
     fresh: bool = typer.Option(False, "--fresh", help="Ignore saved progress of this search."),
+    window: float = typer.Option(0.5, "--window", min=0.01, help="Seconds per quick-latency "
+                                 "window (up to 3 per candidate and engine; the final rounds "
+                                 "use twice this, within the time budget)."),
     json_path: Path | None = JsonOpt,
     quiet: bool = QuietOpt,
 ) -> None:
     """Find the fastest variant within an accuracy budget, prove it, write it and a report."""
     from rtinfer.optimize.search import optimize as run_optimize
 
+    model, task = task_or_kit(model, kit)
     with _progress(quiet) as say:
         result = run_optimize(
-            model, kit=kit, data=data, max_drop=max_drop, metric=metric,
+            model, kit=task, data=data, max_drop=max_drop, metric=metric,
             min_agreement=min_agreement, extra_eval=extra_eval, slo_p99_ms=slo_p99_ms,
             goal=goal, time_budget_s=parse_duration(time_budget),
             engines=engines.split(",") if engines else None, threads=threads, out=out,
-            name=name, resume=not fresh, progress=say)
+            name=name, window_s=window, resume=not fresh, progress=say)
     _write_json(json_path, result)
     print_optimize(result)
 

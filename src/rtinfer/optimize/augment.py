@@ -28,6 +28,7 @@ __all__ = ["VARIED_SAMPLES", "text_variants", "varied_inputs"]
 
 #: Varied sentences the varied-agreement guard judges on: at 98% agreement the standard error
 #: is 0.44 points, so a candidate at 96.7% (the intent kit's static int8) is 3 errors below.
+_VARIED_MIN = 200
 VARIED_SAMPLES = 1000
 
 _BEFORE = ("please", "hey", "could you", "can you", "i want to", "i'd like to", "ok so",
@@ -75,11 +76,14 @@ def _edit(words: list[str], rng: np.random.Generator) -> list[str]:
 def varied_inputs(kit: Any, split: str, *, n: int = VARIED_SAMPLES, seed: int = 0,
                   edits: int = 3) -> dict[str, np.ndarray] | None:
     """Model inputs for ``n`` varied sentences of a kit's ``split`` (``edits`` or one more
-    edits each), for the varied-agreement guard; None when the kit keeps no sentences."""
+    edits each), for the varied-agreement guard; None when the kit keeps no sentences. A
+    small split gets at most four variants per sentence (and at least 200): a task of 100
+    sentences is judged on 400, not on 1,000 variants of the same few."""
     if kit is None or not hasattr(kit, "split"):
         return None
     raw = kit.split(split).raw.get("sentence")
     if raw is None or len(raw) == 0:
         return None
+    n = min(n, max(_VARIED_MIN, 4 * len(raw)))
     return dict(kit.preprocess(text_variants([str(s) for s in raw], n, seed=seed,
                                              edits=edits)))

@@ -126,6 +126,8 @@ def derive_student(teacher: Any, layers: float = 0.5) -> tuple[Any, list[int]]:
     """A copy of ``teacher`` keeping ``layers`` of its transformer layers; returns the student
     and the kept layer indices (of 6 layers at 0.5: ``[0, 2, 5]``)."""
     student = copy.deepcopy(teacher).eval()
+    if layers >= 1.0:  # every layer kept (a narrower student only: ``width``)
+        return student, []
     owner, attr, stack = _layer_stack(student)
     n = len(stack)
     k = max(1, round(n * layers))

@@ -74,9 +74,10 @@ __all__ = ["optimize"]
 GOALS = ("latency", "throughput")
 # Part of the saved state's key: bump when the variants a search builds change, so a resumed
 # search never reuses a variant built by an older recipe.
-SEARCH_VERSION = 3  # 3: budgets of several limits; distillation on text variants
+SEARCH_VERSION = 4  # 4: tasks; MLP prune/distill; varied sets capped for small splits
 _FINALISTS = 3          # variants within budget measured in the interleaved final rounds
 _ROUNDS = 3
+_MIN_TRAIN_S = 5.0      # the least training time worth a distilled or pruned candidate
 
 
 def optimize(
@@ -90,7 +91,7 @@ def optimize(
     class_recall: str | None = None,
     extra_eval: str | Path | None = None,
     slo_p99_ms: float | None = None,
-    goal: str = "latency",
+    goal: str | None = None,
     time_budget_s: float = 900.0,
     engines: list[str] | None = None,
     threads: int | None = None,
@@ -100,7 +101,14 @@ def optimize(
     resume: bool = True,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """See the module docstring. Returns a JSON-ready result (``kind: optimize``)."""
+    """See the module docstring. Returns a JSON-ready result (``kind: optimize``).
+
+    ``goal`` and ``slo_p99_ms`` default to a task file's ``[objective]`` (else latency, no
+    objective)."""
+    spec = getattr(kit, "spec", None)  # a task: its declared objective
+    goal = goal or getattr(spec, "goal", None) or "latency"
+    if slo_p99_ms is None and spec is not None:
+        slo_p99_ms = spec.objective_p99_ms
     if goal not in GOALS:
         raise ValueError(f"goal must be one of {GOALS}, got {goal!r}")
     if time_budget_s <= 0:
@@ -122,8 +130,8 @@ def optimize(
         raise ValueError(f"engine(s) {missing} are not installed here; available: {usable}")
     threads = threads or usable_cores()
     batch = 1 if goal == "latency" else 32
-    state = _State.open(original, getattr(kit, "path", kit), data, budget, goal, batch, threads,
-                        resume)
+    state = _State.open(original, getattr(kit_obj, "fingerprint", getattr(kit, "path", kit)),
+                        data, budget, goal, batch, threads, resume, chosen_engines)
 
     calibration = splits["calibration"][0]
     validation, val_targets = splits["validation"]
@@ -153,7 +161,12 @@ def optimize(
     peak, _ = estimate_peak_flops(cores=threads)
     variants: dict[str, Variant] = {}
     records: dict[str, dict[str, Any]] = {}
-    skipped: list[dict[str, str]] = []
+    skipped: list[dict[str, str]] = [
+        {"variant": technique, "why": why}
+        for technique, why in (getattr(kit_obj, "techniques_skipped", None) or (
+            {} if kit_obj is not None else {
+                t: "needs a torch model and a training split: describe them in a task file"
+                for t in ("pruning", "distillation")})).items()]
 
     def consider(vid: str, label: str, build: Callable[[], Variant],
                  required: bool = False) -> None:
@@ -171,7 +184,12 @@ def optimize(
                 skipped.append({"variant": vid, "why": f"{type(exc).__name__}: {exc}"})
                 return
             say(f"{label}: accuracy on the validation split")
-            record = {"validation": judge(variant)}
+            try:
+                record = {"validation": judge(variant)}
+            except Exception as exc:  # one candidate's failure must not end the search
+                skipped.append({"variant": vid, "why": f"judging it on {variant.runtime} "
+                                                       f"failed: {type(exc).__name__}: {exc}"})
+                return
             record["quick"] = {}
             # Over budget: timed once, on the engine that evaluated it, so the trade-off is
             # shown in the report; it is never a finalist.
@@ -190,8 +208,13 @@ def optimize(
     for vid, label, build in quantized_variants(original, calibration, engines=chosen_engines):
         consider(vid, label, build)
     left = deadline - _reserve(time_budget_s) - time.monotonic()
-    for vid, label, build in torch_variants(kit_obj, original, seconds=min(300.0, 0.4 * left),
-                                            progress=say):
+    train_s = min(300.0, 0.4 * left)
+    if train_s < _MIN_TRAIN_S:  # no time left to train a smaller model well enough to matter
+        skipped += [{"variant": vid, "why": "time budget"}
+                    for vid, _, _ in torch_variants(kit_obj, original, seconds=1.0,
+                                                    progress=say)]
+    for vid, label, build in (torch_variants(kit_obj, original, seconds=train_s, progress=say)
+                              if train_s >= _MIN_TRAIN_S else []):
         consider(vid, label, build)
         if vid not in variants:
             continue
@@ -237,7 +260,8 @@ def optimize(
                                    budget, threads, extra, kit_obj)
     if out is not None:
         _write(result, variants[chosen["variant"]], chosen, out,
-               name or (kit_name or Path(str(original.path)).parent.name or "model"), threads)
+               name or (kit_name or Path(str(original.path)).parent.name or "model"), threads,
+               kit_obj)
     state.finish(result)
     return result
 
@@ -308,13 +332,21 @@ def _measure_final(pairs: list[tuple[str, str]], variants: Mapping[str, Variant]
     sessions: dict[tuple[str, str], Session] = {}
     try:
         for v, e in pairs:
-            sessions[(v, e)] = load(variants[v].model, e, threads, warmup=True)
+            try:  # warmed up on the real inputs it is timed on
+                sessions[(v, e)] = load(variants[v].model, e, threads, warmup=dict(feeds))
+            except Exception as exc:  # one engine failing one candidate ends nothing
+                say(f"{v} on {e}: cannot run ({type(exc).__name__}); left out of the final "
+                    "rounds")
+        if not any(k[0] == "fp32" for k in sessions):
+            raise RuntimeError("the original model runs on none of the engines; nothing "
+                               "can be compared")
         out = measure_interleaved(sessions, feeds, rounds=_ROUNDS, window_s=window_s,
                                   progress=say)
     finally:
         for s in sessions.values():
             s.close()
-    base = ("fp32", "onnxruntime") if ("fp32", "onnxruntime") in out else pairs[0]
+    base = ("fp32", "onnxruntime") if ("fp32", "onnxruntime") in out else next(
+        k for k in out if k[0] == "fp32")
     for key, row in out.items():
         row["speedup_vs_original_ort"] = ratio(out, base, key)
         if ("fp32", "torch") in out:
@@ -436,7 +468,7 @@ def _held_out(original: Variant, chosen: Variant, splits: Splits, task: Any, bud
 
 
 def _write(result: dict[str, Any], variant: Variant, chosen: Mapping[str, Any],
-           out: str | Path, name: str, threads: int) -> None:
+           out: str | Path, name: str, threads: int, kit: Any = None) -> None:
     from rtinfer.artifact import save_artifact
     from rtinfer.optimize.report import render_html
 
@@ -456,7 +488,11 @@ def _write(result: dict[str, Any], variant: Variant, chosen: Mapping[str, Any],
     # rtinfer serve reads this: the engine the choice was measured on, and the kit whose raw
     # inputs (sentences, records, images) the server may accept and pre-process.
     settings = {"engine": str(chosen["engine"]), "threads": threads}
-    if result["model"]["kit"]:
+    if kit is not None and hasattr(kit, "raw_settings"):  # a task: its own pre-processing
+        raw = kit.raw_settings(folder)
+        if raw:
+            settings["raw"] = raw
+    elif result["model"]["kit"]:
         settings.update(kit=result["model"]["kit"], kit_size=result["model"]["kit_size"])
     (folder / "rtinfer.json").write_text(json.dumps(settings, indent=2))
     result["report"] = str(folder / "report.html")
@@ -479,10 +515,12 @@ class _State:
 
     @classmethod
     def open(cls, model: ImportedModel, kit: Any, data: Any, budget: Budget, goal: str,
-             batch: int, threads: int, resume: bool) -> _State:
+             batch: int, threads: int, resume: bool, engines: list[str]) -> _State:
+        # The engines decide which variants exist (NNCF's need OpenVINO): part of the key.
         key = hashlib.sha256(json.dumps(
             [SEARCH_VERSION, model.source.sha256, kit, str(data), budget.to_dict()["limits"],
-             budget.metric, goal, batch, threads], default=str).encode()).hexdigest()[:16]
+             budget.metric, goal, batch, threads, sorted(engines)],
+            default=str).encode()).hexdigest()[:16]
         folder = cache_dir() / "optimize" / key
         if not resume and folder.exists():
             shutil.rmtree(folder)

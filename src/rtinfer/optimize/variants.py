@@ -126,16 +126,25 @@ def quantized_variants(
 
 def torch_variants(kit: Any, original: ImportedModel, *, seconds: float,
                    progress: Any) -> Iterator[tuple[str, str, Callable[[], Variant]]]:
-    """(id, label, build) for the smaller float models a kit's torch model can become: a
-    student with half the transformer layers and half the FFN neurons (distillation) for
-    attention models, half the channels removed (structured pruning, fine-tuned between two
-    steps) for CNNs. Nothing when torch or the pruning library is missing, or the kit has no
-    torch weights."""
+    """(id, label, build) for the smaller float models a kit's or task's torch model can
+    become: a student with half the transformer layers and half the FFN neurons
+    (distillation) for attention models; half the channels removed (structured pruning,
+    fine-tuned between two steps) for CNNs; for fully connected networks (MLPs) both, a
+    student with half the hidden neurons distilled from the original and the original with
+    half its hidden neurons pruned. Nothing when torch or the pruning library is missing, or
+    the model has no torch form or the kit no training split."""
     import importlib.util
 
     if kit is None or (original.torch_loader is None and original.torch_module is None):
         return
+    if "train" not in getattr(kit, "split_names", []):
+        return
     ops = op_histogram(original)
+    pruning = importlib.util.find_spec("torch_pruning") is not None
+    if not (ops.get("Softmax", 0) and ops.get("MatMul", 0)) and not ops.get("Conv", 0) \
+            and mostly_dense(ops) and pruning:
+        yield from _mlp_variants(kit, seconds=seconds, progress=progress)
+        return
     if ops.get("Softmax", 0) and ops.get("MatMul", 0):
         from rtinfer.optimize.distill import Distill, distill
 
@@ -150,7 +159,7 @@ def torch_variants(kit: Any, original: ImportedModel, *, seconds: float,
             res = distill(kit=kit, config=config, measure=False, progress=progress)
             return Variant("distilled", label, [config.to_dict()], res.model, False)
         yield "distilled", label, build_distilled
-    elif ops.get("Conv", 0) and importlib.util.find_spec("torch_pruning") is not None:
+    elif ops.get("Conv", 0) and pruning:
         from rtinfer.optimize.prune import Prune, prune
 
         pconfig = Prune(structured=True, amount=0.5, scope="layer", steps=2,
@@ -161,3 +170,29 @@ def torch_variants(kit: Any, original: ImportedModel, *, seconds: float,
             return Variant("pruned", "structured pruning (half the channels)",
                            [pconfig.to_dict()], res.model, False)
         yield "pruned", "structured pruning (half the channels)", build_pruned
+
+
+def _mlp_variants(kit: Any, *, seconds: float,
+                  progress: Any) -> Iterator[tuple[str, str, Callable[[], Variant]]]:
+    """Distilled and pruned forms of a fully connected network, each with half the time."""
+    from rtinfer.optimize.distill import Distill, distill
+    from rtinfer.optimize.prune import Prune, prune
+
+    # Small networks train fast: a higher learning rate than a pretrained transformer's.
+    dconfig = Distill(layers=1.0, width=0.5, steps=400, finetune_steps=100, lr=1e-3,
+                      batch_size=64, max_seconds=seconds / 2)
+    dlabel = "distilled student (half the hidden neurons)"
+
+    def build_distilled() -> Variant:
+        res = distill(kit=kit, config=dconfig, measure=False, progress=progress)
+        return Variant("distilled", dlabel, [dconfig.to_dict()], res.model, False)
+    yield "distilled", dlabel, build_distilled
+
+    pconfig = Prune(structured=True, amount=0.5, scope="layer", steps=2, finetune_steps=150,
+                    lr=1e-3, max_seconds=seconds / 2)
+    plabel = "structured pruning (half the hidden neurons)"
+
+    def build_pruned() -> Variant:
+        res = prune(kit=kit, config=pconfig, measure=False, progress=progress)
+        return Variant("pruned", plabel, [pconfig.to_dict()], res.model, False)
+    yield "pruned", plabel, build_pruned
