@@ -6,6 +6,9 @@ artifact; an existing Triton repository has its own) and rtinfer's ``rtinfer.jso
     {"engine": "openvino", "threads": 1, "instances": 2, "max_queue_delay_us": 500,
      "version_policy": {"latest": 2}, "length_buckets": [16, 32, 64, 128], "kit": "intent"}
 
+(a task's model records its pre-processing as ``"raw"`` instead of ``"kit"``:
+:func:`rtinfer.serve.raw.raw_inputs_from`).
+
 From ``config.pbtxt`` these are honoured: ``max_batch_size``, ``dynamic_batching {
 preferred_batch_size, max_queue_delay_microseconds, default_queue_policy { max_queue_size,
 default_timeout_microseconds } }``, ``instance_group [{ count }]``, ``version_policy { latest {
@@ -26,7 +29,8 @@ oversubscription` says when it does not fit.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, fields, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +45,7 @@ __all__ = ["ModelConfig", "VersionPolicy", "read_model_config"]
 RTINFER_CONFIG = "rtinfer.json"
 _OVERRIDABLE = ("engine", "threads", "instances", "max_batch_size", "preferred_batch_size",
                 "max_queue_delay_us", "max_queue_size", "default_timeout_us", "version_policy",
-                "length_buckets", "kit", "kit_size")
+                "length_buckets", "kit", "kit_size", "raw")
 
 
 @dataclass(frozen=True)
@@ -117,6 +121,8 @@ class ModelConfig:
     length_buckets: tuple[int, ...] = ()
     kit: str | None = None                # accept this kit's raw inputs (rtinfer.serve.raw)
     kit_size: str = "full"
+    # A task's pre-processing (rtinfer.serve.raw.raw_inputs_from), as rtinfer.json records it.
+    raw: Mapping[str, Any] | None = field(default=None, hash=False)
 
     def __post_init__(self) -> None:
         if self.instances < 1:

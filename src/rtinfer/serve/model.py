@@ -25,7 +25,7 @@ from rtinfer.errors import RtinferError, UnsafePathError
 from rtinfer.models import import_model
 from rtinfer.serve.batcher import Batcher, BatchObserver
 from rtinfer.serve.config import ModelConfig
-from rtinfer.serve.raw import RawInputs, raw_inputs_for
+from rtinfer.serve.raw import RawInputs, raw_inputs_for, raw_inputs_from
 
 __all__ = ["ServedModel", "load_version", "snapshot"]
 
@@ -121,7 +121,8 @@ def load_version(model_dir: Path, version: int, config: ModelConfig,
     else:
         raise RtinferError(f"{folder} holds neither rtinfer's manifest.json nor "
                            f"{config.model_filename}; put the ONNX model there")
-    raw = raw_inputs_for(config.kit, config.kit_size) if config.kit else None
+    raw = (raw_inputs_for(config.kit, config.kit_size) if config.kit else
+           raw_inputs_from(config.raw, config.name, model_dir, root) if config.raw else None)
     sessions = [load(model, config.engine or deployed, config.thread_budget, warmup=True)
                 for _ in range(config.instances)]
     served = ServedModel(config.name, str(version), sessions, config,

@@ -1,4 +1,4 @@
-"""Raw inputs for models deployed from a kit: the server runs the kit's pre-processing.
+"""Raw inputs for models deployed from a kit or a task: the server runs the pre-processing.
 
 A model folder whose ``rtinfer.json`` says ``{"kit": "intent"}`` (``"kit_size": "small"`` for
 a reduced build) accepts, beside its tensors, the kit's raw form — so a client needs no
@@ -13,6 +13,11 @@ fraud      one input per field (``amount`` FP64 [N],         ``[{"amount": 12.5,
 perception ``image_png``: BYTES [N], 8-bit PNG files         ``[{"b64": "iVBOR…"}, …]``
 ========== ================================================= =============================
 
+A model written by ``rtinfer optimize task.toml`` records its task's pre-processing in
+``rtinfer.json`` instead (``"raw"``: a text task's tokenizer, copied into the model folder, or
+a tabular task's columns; :func:`raw_inputs_from`): a text task takes ``text`` as above, a
+tabular task one FP64 input per feature column.
+
 The raw request is turned into model inputs when it is decoded, before it joins a batch, so a
 bad raw request fails alone with a 400 and raw and tensor requests share batches.
 """
@@ -24,20 +29,23 @@ import threading
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from rtinfer._paths import files_inside, relative_inside
 from rtinfer.errors import InvalidInputError
+from rtinfer.serve.pbtxt import ConfigError
 
-__all__ = ["RawInputs", "decode_png", "raw_inputs_for"]
+__all__ = ["RawInputs", "decode_png", "raw_inputs_for", "raw_inputs_from"]
 
 
 @dataclass(frozen=True)
 class RawInputs:
-    """How one kit's raw inputs become model inputs."""
+    """How one kit's (or task's) raw inputs become model inputs."""
 
-    kit: str
+    kit: str                     # "intent", or "task 'digits'" for a task's model
     names: tuple[str, ...]
     datatypes: tuple[str, ...]
     to_items: Callable[[Mapping[str, np.ndarray]], list[Any]]
@@ -51,7 +59,7 @@ class RawInputs:
         given, raw = set(names), set(self.names)
         if given & raw and given != raw:
             raise InvalidInputError(
-                f"raw input for the {self.kit} kit needs {list(self.names)}; missing "
+                f"raw input for {self.source} needs {list(self.names)}; missing "
                 f"{sorted(raw - given)}, unexpected {sorted(given - raw)}")
         return given == raw
 
@@ -67,7 +75,11 @@ class RawInputs:
                 return self.preprocess(self.to_items(flat))
         except (TypeError, ValueError, KeyError, IndexError, ArithmeticError) as exc:
             # Pre-processing reads only the client's values: what it refuses is theirs to fix.
-            raise InvalidInputError(f"raw input for the {self.kit} kit: {exc}") from None
+            raise InvalidInputError(f"raw input for {self.source}: {exc}") from None
+
+    @property
+    def source(self) -> str:
+        return self.kit if self.kit.startswith("task") else f"the {self.kit} kit"
 
     def metadata(self) -> list[dict[str, Any]]:
         return [{"name": n, "datatype": d, "shape": [-1]}
@@ -119,6 +131,70 @@ def raw_inputs_for(kit_name: str, size: str = "full") -> RawInputs:
     kit.preprocess([{k: v[0].item() for k, v in example.items()} if len(example) > 1
                     else next(iter(example.values()))[0].tolist()])
     return raw
+
+
+def raw_inputs_from(settings: Mapping[str, Any], name: str, model_dir: Path,
+                    root: Path) -> RawInputs:
+    """The raw-input converter a task's model folder records in ``rtinfer.json`` (``"raw"``,
+    written by ``rtinfer optimize task.toml``): ``text`` (one BYTES input, tokenized with the
+    tokenizer files copied into the model folder) or ``columns`` (one FP64 input per feature
+    column, stacked into the model's inputs). Only files inside ``root`` are opened."""
+    if not isinstance(settings, Mapping):
+        raise ConfigError(f"model '{name}': rtinfer.json's raw must be an object")
+    kind, what = settings.get("kind"), f"task '{name}'"
+    inputs = settings.get("inputs")
+    if kind == "text":
+        from rtinfer._deps import require
+
+        folder = relative_inside(model_dir, settings.get("tokenizer"),
+                                 "rtinfer.json's raw tokenizer folder", root)
+        files_inside(root, folder)  # every file of it (links included) stays in the repository
+        max_length = settings.get("max_length", 128)
+        if not isinstance(inputs, list) or not inputs or not isinstance(max_length, int):
+            raise ConfigError(f"model '{name}': rtinfer.json's raw.inputs must list the "
+                              "model inputs the tokenizer fills (and max_length a number)")
+        # This version's own tokenizer, loaded once: never one cached for another version.
+        tokenizer = require("transformers", "Raw text inputs").AutoTokenizer.from_pretrained(
+            str(folder), local_files_only=True)
+
+        def text(items: Sequence[Any]) -> dict[str, np.ndarray]:
+            if not items:
+                raise ValueError("no sentences")
+            enc = tokenizer(list(items), padding=True, return_tensors="np")
+            if enc["input_ids"].shape[1] > max_length:
+                enc = tokenizer(list(items), padding="max_length", truncation=True,
+                                max_length=max_length, return_tensors="np")
+            return {n: np.asarray(enc[n], dtype=np.int64) for n in inputs}
+
+        raw = RawInputs(what, ("text",), ("BYTES",),
+                        lambda cols: [_text(v) for v in cols["text"]], text)
+        text(["warm up"])  # the tokenizer loads now, not on the first request
+        return raw
+    if kind == "columns":
+        dtypes = settings.get("dtypes") or {}
+        if not isinstance(inputs, Mapping) or not inputs or not all(
+                isinstance(c, list) and c and k in dtypes for k, c in inputs.items()):
+            raise ConfigError(f"model '{name}': rtinfer.json's raw.inputs must map each model "
+                              "input to its columns, with raw.dtypes")
+        columns = tuple(c for cols in inputs.values() for c in cols)
+        try:
+            types = {k: np.dtype(dtypes[k]) for k in inputs}
+        except TypeError as exc:
+            raise ConfigError(f"model '{name}': rtinfer.json's raw.dtypes: {exc}") from None
+        if not all(isinstance(c, str) for c in columns) or len(set(columns)) != len(columns):
+            raise ConfigError(f"model '{name}': rtinfer.json's raw.inputs must name distinct "
+                              "columns")
+
+        def rows(items: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+            return {k: np.asarray([[float(r[c]) for c in cols] for r in items],
+                                  dtype=types[k]) for k, cols in inputs.items()}
+
+        rows([dict.fromkeys(columns, 0.0)])  # the mapping works before the first request
+        return RawInputs(what, columns, ("FP64",) * len(columns),
+                         lambda cols: [{c: _scalar(cols[c][i]) for c in columns}
+                                       for i in range(len(cols[columns[0]]))], rows)
+    raise ConfigError(f"model '{name}': rtinfer.json's raw.kind must be 'text' or 'columns', "
+                      f"got {kind!r}")
 
 
 #: Largest decoded image, in pixels (2048 x 2048; a 1080p frame is 2.1 M): a PNG of a few
