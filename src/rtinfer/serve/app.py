@@ -34,7 +34,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from rtinfer.serve.handler import BodyTooLargeError, Failure
+from rtinfer.serve.http import error_response, read_body
 from rtinfer.serve.metrics import ServerMetrics
 from rtinfer.serve.openapi import openapi
 from rtinfer.serve.repository import ModelRepository, load_repository
@@ -45,28 +45,6 @@ __all__ = ["check_api_key", "create_app", "error_response", "presented_key", "re
 _LOG = logging.getLogger("rtinfer.serve")
 # Health answers without the key (probes carry none); exact paths, never a prefix.
 _OPEN_PATHS = frozenset({"/v2/health/live", "/v2/health/ready"})
-
-
-def error_response(failure: Failure) -> JSONResponse:
-    headers = {"Retry-After": "1"} if failure.retry_after else None
-    return JSONResponse({"error": failure.message}, status_code=failure.v2_status,
-                        headers=headers)
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The whole body, refused (:class:`BodyTooLargeError`) as soon as it passes ``limit``."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isascii() and declared.isdigit() and \
-            int(declared) > limit:
-        raise BodyTooLargeError(f"request body of {int(declared):,} bytes is over this "
-                                f"server's limit of {limit:,} bytes; send smaller batches")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise BodyTooLargeError(f"request body is over this server's limit of {limit:,} "
-                                    "bytes; send smaller batches")
-    return bytes(body)
 
 
 def check_api_key(key: str) -> str:

@@ -27,8 +27,8 @@ from starlette.routing import Route
 
 from rtinfer.errors import InvalidInputError
 from rtinfer.serve._json import dumps, loads
-from rtinfer.serve.app import read_body
 from rtinfer.serve.handler import Failure, classify, refused, run
+from rtinfer.serve.http import read_body
 from rtinfer.serve.raw import RawInputs
 from rtinfer.serve.repository import ModelNotFoundError, ModelRepository
 from rtinfer.serve.tensors import as_text, from_json, object_array, text_elements

@@ -20,8 +20,8 @@ from starlette.routing import Route
 
 from rtinfer import __version__
 from rtinfer.errors import RtinferError
-from rtinfer.serve.app import error_response, read_body
 from rtinfer.serve.handler import classify, refused, run, timeout_param
+from rtinfer.serve.http import error_response, read_body
 from rtinfer.serve.protocol import (
     DECODE_INLINE_BYTES,
     EXTENSIONS,
