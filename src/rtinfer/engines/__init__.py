@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from rtinfer.engines.base import Engine, Session
@@ -67,7 +68,7 @@ def load(
     threads: int | None = None,
     *,
     example_inputs: Any = None,
-    warmup: bool = True,
+    warmup: bool | Mapping[str, Any] = True,
     **options: Any,
 ) -> Session:
     """Load ``model`` on ``engine`` with an explicit intra-op thread budget.
@@ -77,8 +78,11 @@ def load(
     ``engine`` defaults to the engine an artifact's manifest records (``deployment.engine``:
     where ``rtinfer optimize`` / ``quantize`` measured it, and where ``rtinfer serve`` runs it),
     else ``onnxruntime``; ``threads`` to the cores this process may use.
-    With ``warmup`` one synthetic batch runs before the session is returned, so the first real
-    request does not pay for lazy initialisation. ``options`` go to the engine (see each
+    With ``warmup`` one batch runs before the session is returned, so the first real request
+    does not pay for lazy initialisation: the inputs given (``warmup={"x": real_batch}``, which
+    must run), else a synthetic batch whose free dimensions are 1 — a model that cannot take
+    that (an average pool larger than a 1-pixel image on OpenVINO) is still returned, with a
+    warning, and its first request pays the start-up. ``options`` go to the engine (see each
     engine's docstring).
     """
     from rtinfer.models import import_model
@@ -97,9 +101,33 @@ def load(
     start = time.perf_counter()
     session = Session(cls(imported, threads, **options), load_seconds=0.0)
     session.load_seconds = time.perf_counter() - start
-    if warmup:
-        session.run(imported.spec.example_inputs(batch=1))
+    try:
+        if isinstance(warmup, Mapping):
+            session.run(dict(warmup))
+        elif warmup:
+            _warm_up(session, imported, name)
+    except BaseException:
+        session.close()
+        raise
     return session
+
+
+def _warm_up(session: Session, imported: Any, name: str) -> None:
+    """One synthetic batch; a model with free dimensions past the batch axis that cannot take
+    size 1 there is not a load failure (a model that fails on any input is)."""
+    try:
+        session.run(imported.spec.example_inputs(batch=1))
+    except Exception as exc:
+        free = any(not isinstance(d, int) for t in imported.spec.inputs for d in t.shape[1:])
+        if not free:
+            raise
+        import logging
+
+        logging.getLogger("rtinfer").warning(
+            "%s on %s: warm-up with a synthetic batch (free dimensions 1) failed (%s: %s); "
+            "the session is ready but its first request pays the start-up. Give real "
+            "inputs to warm it up (load(..., warmup={name: array}))",
+            imported.source.description, name, type(exc).__name__, str(exc)[:200])
 
 
 def deployed_engine(artifact: Any) -> str | None:
