@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from rtinfer.errors import KitNotBuiltError
 from rtinfer.kits.base import SIZES, Kit, KitRecipe, Progress, Split, build_kit, kit_folder
 
 __all__ = ["KIT_NAMES", "SIZES", "Kit", "KitRecipe", "Split", "kit_status", "load", "recipe"]
@@ -37,8 +38,9 @@ def load(name: str, *, size: str = "full", build: bool = True, force: bool = Fal
     """The built kit ``name``; builds it first (or raises, with ``build=False``) if needed."""
     r = recipe(name)
     if not build and not (kit_folder(r, size) / "kit.json").is_file():
-        raise FileNotFoundError(
-            f"kit '{name}' ({size}) is not built yet; run: rtinfer kits build {name}"
+        raise KitNotBuiltError(
+            f"kit '{name}' ({size}) is not built yet; build it once (cached) with: rtinfer kits "
+            f"build {name}" + (" --small" if size == "small" else "")
         )
     return build_kit(r, size, force=force, progress=progress)
 
