@@ -32,7 +32,7 @@ typecheck: $(VENV)/.installed-dev
 
 # pytest exits 5 when it collects nothing; that must fail loudly, never pass.
 test: lint typecheck
-	@$(BIN)/python -m pytest; rc=$$?; \
+	@$(BIN)/python -m pytest -n 2 --dist loadfile; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing the run"; exit 1; fi; \
 	exit $$rc
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +16,28 @@ from rtinfer.models import ImportedModel
 
 @pytest.fixture(scope="session", autouse=True)
 def _cache_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Exports are cached under RTINFER_CACHE; keep that inside pytest's temp folder."""
-    os.environ["RTINFER_CACHE"] = str(tmp_path_factory.mktemp("rtinfer-cache"))
+    """Exports are cached under RTINFER_CACHE; keep that inside pytest's temp folder, one
+    cache shared by the run's worker processes (``make test`` runs two: pytest-xdist)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = tmp_path_factory.getbasetemp().parent / "rtinfer-cache"
+        shared.mkdir(exist_ok=True)
+        os.environ["RTINFER_CACHE"] = str(shared)
+    else:
+        os.environ["RTINFER_CACHE"] = str(tmp_path_factory.mktemp("rtinfer-cache"))
+
+
+@contextmanager
+def _one_builder(name: str) -> Iterator[None]:
+    """One worker builds a kit; the others wait for it and load the build."""
+    import fcntl
+
+    lock = Path(os.environ["RTINFER_CACHE"]) / f".{name}.lock"
+    with lock.open("w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _small_cnn():  # type: ignore[no-untyped-def]
@@ -76,7 +98,8 @@ def minilm_folder() -> Path:
 
 @pytest.fixture(scope="session")
 def minilm(minilm_folder: Path) -> ImportedModel:
-    return rtinfer.import_model(minilm_folder)
+    with _one_builder("minilm"):  # one worker exports, the other reads the cached export
+        return rtinfer.import_model(minilm_folder)
 
 
 @pytest.fixture(scope="session")
@@ -93,18 +116,21 @@ def fraud_kit():  # type: ignore[no-untyped-def]
     """Kits are built at reduced size once per session, inside pytest's temp cache."""
     from rtinfer import kits
 
-    return kits.load("fraud", size="small")
+    with _one_builder("fraud"):
+        return kits.load("fraud", size="small")
 
 
 @pytest.fixture(scope="session")
 def perception_kit():  # type: ignore[no-untyped-def]
     from rtinfer import kits
 
-    return kits.load("perception", size="small")
+    with _one_builder("perception"):
+        return kits.load("perception", size="small")
 
 
 @pytest.fixture(scope="session")
 def intent_kit():  # type: ignore[no-untyped-def]
     from rtinfer import kits
 
-    return kits.load("intent", size="small")
+    with _one_builder("intent"):
+        return kits.load("intent", size="small")
