@@ -32,7 +32,7 @@ from rtinfer.spec import ModelSpec, TensorSpec
 
 if TYPE_CHECKING:
     from rtinfer import kits, metrics, models, optimize
-    from rtinfer.advise import advise
+    from rtinfer.advisor import advise
     from rtinfer.artifact import Artifact, load_artifact, save_artifact
     from rtinfer.bench.compare import compare_engines
     from rtinfer.bench.inprocess import bench_model
@@ -91,7 +91,9 @@ _LAZY = {
     "Quantize": "rtinfer.optimize",
     "ImportedModel": "rtinfer.models",
     "Session": "rtinfer.engines.base",
-    "advise": "rtinfer.advise",
+    # In rtinfer.advisor, not rtinfer.advise: importing a submodule of that name would set
+    # the package attribute to the module and shadow the function.
+    "advise": "rtinfer.advisor",
     "available_engines": "rtinfer.engines",
     "bench_model": "rtinfer.bench.inprocess",
     "compare_engines": "rtinfer.bench.compare",

@@ -66,11 +66,12 @@ def test_bad_input_is_rejected_clearly(engine: str, cnn: ImportedModel) -> None:
 
 
 def _working_threads(session: rtinfer.Session, feeds: dict[str, np.ndarray],
-                     seconds: float = 0.8) -> int:
-    """OS threads of this process that did a real share of the CPU work while running.
+                     seconds: float = 1.5) -> int:
+    """OS threads of this process that did a real share (a tenth of the busiest's) of the CPU
+    work while running.
 
     Unlike cores-busy, this does not depend on the machine being idle: a contended thread
-    still accumulates CPU time, just more slowly.
+    still accumulates CPU time, just more slowly (make test runs two workers side by side).
     """
     proc = psutil.Process()
     session.run(feeds)
@@ -79,7 +80,7 @@ def _working_threads(session: rtinfer.Session, feeds: dict[str, np.ndarray],
     while time.perf_counter() - start < seconds:  # per-thread times tick in 10 ms steps
         session.run(feeds)
     work = [t.user_time + t.system_time - before.get(t.id, 0.0) for t in proc.threads()]
-    return sum(1 for w in work if w >= 0.2 * max(work))
+    return sum(1 for w in work if w >= 0.1 * max(work))
 
 
 @pytest.mark.parametrize("engine", ENGINES)

@@ -34,5 +34,6 @@ def main() -> None:
     try:
         app()
     except (RtinferError, ValueError, TypeError) as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        # One line however narrow the terminal: a path broken mid-name cannot be copied.
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         raise SystemExit(2) from None

@@ -164,7 +164,7 @@ def advise(
     quiet: bool = QuietOpt,
 ) -> None:
     """Measure each available engine at a few thread counts and recommend one."""
-    from rtinfer.advise import advise as run_advise
+    from rtinfer.advisor import advise as run_advise
 
     path, inputs = _model_or_kit(model, kit)
     with _progress(quiet) as say:
