@@ -1,7 +1,13 @@
-"""``rtinfer demo``: build → optimize → serve on loopback → load → summary, end to end."""
+"""``rtinfer demo``: build → optimize → serve on loopback → load → summary, end to end —
+run from the wheel users install, not from the source tree."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import sysconfig
 from pathlib import Path
 from typing import Any
 
@@ -10,11 +16,45 @@ import pytest
 from rtinfer.artifact import load_artifact
 from rtinfer.demo import run_demo
 
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _wheel_venv(tmp: Path) -> Path:
+    """A fresh venv with rtinfer installed from a wheel built here (not editable); the
+    dependencies come from this environment's site-packages, so nothing is downloaded."""
+    dist = tmp / "dist"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
+                    "--no-build-isolation", "--wheel-dir", str(dist), str(ROOT)], check=True)
+    wheel = next(dist.glob("rtinfer-*.whl"))
+    venv = tmp / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install",
+                    "--quiet", "--no-deps", str(wheel)], check=True)
+    site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig."
+                                "get_paths()['purelib'])"], check=True, capture_output=True,
+                               text=True).stdout.strip())
+    # A path listed in a .pth is not itself a site dir: this environment's editable-install
+    # hook is not run, so `import rtinfer` finds the wheel's copy.
+    (site / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    return venv
+
 
 @pytest.mark.slow
-def test_demo_optimizes_serves_and_checks_answers(fraud_kit: Any, tmp_path: Path) -> None:
-    result = run_demo("fraud", out=tmp_path / "repo", size="small", time_budget_s=60,
-                      requests=30)
+def test_demo_runs_from_the_installed_wheel(fraud_kit: Any, tmp_path: Path) -> None:
+    venv = _wheel_venv(tmp_path)
+    where = subprocess.run([str(venv / "bin" / "python"), "-c", "import rtinfer, pathlib; "
+                            "p = pathlib.Path(rtinfer.__file__).parent; "
+                            "print(p, (p / 'py.typed').is_file())"],
+                           check=True, capture_output=True, text=True).stdout.split()
+    assert where[0].startswith(str(venv)) and where[1] == "True"  # the wheel, typed
+    out = tmp_path / "demo.json"
+    run = subprocess.run(
+        [str(venv / "bin" / "rtinfer"), "demo", "--kit", "fraud", "--small", "--time-budget",
+         "60s", "--requests", "30", "--out", str(tmp_path / "repo"), "--json", str(out), "-q"],
+        capture_output=True, text=True, env={**os.environ}, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(out.read_text())
     opt, served = result["optimize"], result["serving"]
     assert Path(opt["report"]).is_file()
     assert load_artifact(opt["artifact"]).name == "fraud-demo"

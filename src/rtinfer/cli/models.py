@@ -267,6 +267,7 @@ def demo(
     out: Path = typer.Option(Path("demo-repo"), "--out", help="Model repository to write."),
     time_budget: str = typer.Option("4m", "--time-budget", help="For the optimize step."),
     requests: int = typer.Option(200, help="Requests sent to the served model."),
+    small: bool = typer.Option(False, "--small", help="The kit's reduced build (quick checks)."),
     json_path: Path | None = JsonOpt,
     quiet: bool = QuietOpt,
 ) -> None:
@@ -276,7 +277,7 @@ def demo(
 
     with _progress(quiet) as say:
         result = run_demo(kit, out=out, time_budget_s=parse_duration(time_budget),
-                          requests=requests, progress=say)
+                          requests=requests, size="small" if small else "full", progress=say)
     _write_json(json_path, result)
     print_optimize(result["optimize"])
     s = result["serving"]
