@@ -197,20 +197,28 @@ class ModelSpec:
                 seen.setdefault(want, (got, spec.name))
 
     def example_inputs(
-        self, batch: int = 1, dims: Mapping[str, int] | None = None, seed: int = 0
+        self, batch: int = 1, dims: Mapping[str, int] | None = None, seed: int = 0,
+        shapes: Mapping[str, Sequence[int]] | None = None,
     ) -> dict[str, np.ndarray]:
         """Synthetic feeds of the right names, dtypes and shapes, e.g. for warm-up and timing.
 
-        Symbolic dimensions take ``dims[symbol]`` (``batch`` takes ``batch``), free ones 1.
+        Symbolic dimensions take ``dims[symbol]`` (``batch`` takes ``batch``), free ones 1;
+        ``shapes`` gives inputs their whole shape (``{"x": (1, 3, 48, 320)}``, as benchmark
+        tools take it: checked by :meth:`check_shapes`; a dynamic first axis takes ``batch``).
         Floats are standard normal; integers are 0 or 1 (valid indices for any embedding table)
         except inputs named ``*mask*``, which are all ones so no position is masked out.
         Runtimes do not care about values for timing; accuracy needs real data.
         """
         rng = np.random.default_rng(seed)
         sizes = {"batch": batch, **(dims or {})}
+        given = self.check_shapes(shapes or {})
         feeds: dict[str, np.ndarray] = {}
         for t in self.inputs:
             shape = t.concrete_shape(sizes, default=1)
+            if t.name in given:
+                shape = given[t.name]
+                if t.shape and not isinstance(t.shape[0], int):
+                    shape = (batch, *shape[1:])
             kind = np.dtype(t.dtype).kind
             if kind == "f":
                 feeds[t.name] = rng.standard_normal(shape).astype(t.dtype)
@@ -223,6 +231,28 @@ class ModelSpec:
             else:
                 feeds[t.name] = np.full(shape, "text", dtype=object)
         return feeds
+
+    def check_shapes(self, shapes: Mapping[str, Sequence[int]]) -> dict[str, tuple[int, ...]]:
+        """``shapes`` checked against the inputs: known names, the rank, and every fixed
+        dimension as the model has it; an error names the input and the dimension."""
+        out = {}
+        by_name = {t.name: t for t in self.inputs}
+        for name, shape in shapes.items():
+            t = by_name.get(name)
+            if t is None:
+                raise InvalidInputError(f"--shape names '{name}', which is not an input; the "
+                                        f"inputs are {list(by_name)}")
+            shape = tuple(int(d) for d in shape)
+            if len(shape) != len(t.shape) or min(shape, default=1) < 1:
+                raise InvalidInputError(f"--shape {name}: {len(shape)} positive dimensions "
+                                        f"given, the input has {len(t.shape)}: "
+                                        f"{_format_shape(t.shape)}")
+            for axis, (want, got) in enumerate(zip(t.shape, shape, strict=True)):
+                if isinstance(want, int) and want != got:
+                    raise InvalidInputError(f"--shape {name}: axis {axis} is fixed at {want} "
+                                            f"in the model, got {got}")
+            out[name] = shape
+        return out
 
     def describe(self) -> str:
         lines = ["inputs:"] + ["  " + t.describe() for t in self.inputs]

@@ -52,3 +52,25 @@ def test_a_failing_synthetic_warmup_is_not_a_load_failure(
     assert "warm-up" not in caplog.text
     with pytest.raises(rtinfer.InvalidInputError):  # real inputs given must run
         rtinfer.load(model, engine, threads=1, warmup={"image": real["image"][:, :1]})
+
+
+def test_bench_model_times_the_shape_given(tmp_path: Path) -> None:
+    """`--shape` as benchmark tools take it: the synthetic batch has the user's image size,
+    the dynamic first axis follows -b, and a shape the model cannot have is refused."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from rtinfer.cli import app
+
+    model = _pooled_model(tmp_path / "m")
+    runner = CliRunner()
+    res = runner.invoke(app, ["bench-model", str(model.path), "-b", "1,2", "--shape",
+                              "image=1,3,48,32", "--window", "0.05", "-t", "1", "--json",
+                              str(tmp_path / "b.json"), "-q"])
+    assert res.exit_code == 0, res.output
+    result = json.loads((tmp_path / "b.json").read_text())
+    assert [r["batch"] for r in result["results"]] == [1, 2]
+    res = runner.invoke(app, ["bench-model", str(model.path), "--shape", "image=1,4,48,32"])
+    assert res.exit_code != 0 and "axis 1 is fixed at 3 in the model, got 4" in str(
+        res.exception)

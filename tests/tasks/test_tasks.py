@@ -320,3 +320,13 @@ def test_overlap_is_found_across_file_formats(tmp_path: Path) -> None:
                     fractions=None, label="digit")
     with pytest.raises(TaskError, match="1 row\\(s\\) of the test split also appear"):
         split_tables(spec, "digit")
+
+
+def test_bench_model_takes_a_task_file_and_times_its_real_rows(
+        digits: Path, tmp_path: Path) -> None:
+    res = runner.invoke(app, ["bench-model", str(digits), "-b", "1,8", "--window", "0.05",
+                              "-t", "1", "--json", str(tmp_path / "b.json"), "-q"])
+    assert res.exit_code == 0, res.output
+    result = json.loads((tmp_path / "b.json").read_text())
+    assert result["model"]["source"]["kind"] == "torch"
+    assert [r["batch"] for r in result["results"]] == [1, 8]

@@ -45,10 +45,12 @@ def batch_feeds(
     batch: int,
     dims: Mapping[str, int] | None = None,
     inputs: Mapping[str, np.ndarray] | None = None,
+    shapes: Mapping[str, Sequence[int]] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Feeds of ``batch`` rows: the rows of ``inputs`` repeated cyclically, else synthetic."""
+    """Feeds of ``batch`` rows: the rows of ``inputs`` repeated cyclically, else synthetic
+    (of ``shapes`` where given)."""
     if inputs is None:
-        return model.spec.example_inputs(batch=batch, dims=dims)
+        return model.spec.example_inputs(batch=batch, dims=dims, shapes=shapes)
     rows = np.arange(batch)
     return {k: np.ascontiguousarray(np.take(v, rows % len(v), axis=0)) for k, v in inputs.items()}
 
@@ -61,6 +63,7 @@ def bench_model(
     batch_sizes: Sequence[int] = (1,),
     dims: Mapping[str, int] | None = None,
     inputs: Mapping[str, np.ndarray] | None = None,
+    shapes: Mapping[str, Sequence[int]] | None = None,
     window_s: float = 1.0,
     stability: float = 0.10,
     max_windows: int = 10,
@@ -77,7 +80,7 @@ def bench_model(
     import_s = time.perf_counter() - t0
     say(f"loading on {engine or 'onnxruntime'}")
     session = load(imported, engine, threads, warmup=False, **engine_options)
-    first = batch_feeds(imported, int(batch_sizes[0]), dims, inputs)
+    first = batch_feeds(imported, int(batch_sizes[0]), dims, inputs, shapes)
     t0 = time.perf_counter()
     session.run(first)
     first_inference_s = time.perf_counter() - t0
@@ -88,7 +91,7 @@ def bench_model(
         peak, peak_source = float(peak_flops), "given by the user"
     rows = []
     for batch in (int(b) for b in batch_sizes):
-        feeds = batch_feeds(imported, batch, dims, inputs)
+        feeds = batch_feeds(imported, batch, dims, inputs, shapes)
         row, _ = measure_batch(session, feeds, window_s=window_s, stability=stability,
                                max_windows=max_windows, peak_flops=peak, progress=say)
         rows.append(row)

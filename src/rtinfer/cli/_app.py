@@ -36,6 +36,9 @@ DimOpt = typer.Option(
     None, "--dim", help="Size of a symbolic dimension, e.g. --dim sequence=128 (repeatable)."
 )
 SeqOpt = typer.Option(None, "--seq-len", help="Shorthand for --dim sequence=L.")
+ShapeOpt = typer.Option(
+    None, "--shape", help="An input's whole shape for synthetic inputs, e.g. --shape "
+    "x=1,3,48,320 (repeatable; a dynamic first axis takes the batch size).")
 KitOpt = typer.Option(None, "--kit", help="Use a kit's float model and real test inputs.")
 DataOpt = typer.Option(None, "--data", help=".npz with arrays named after the inputs (+ optional "
                        "'labels'): half calibrate, half validate.")
@@ -99,10 +102,14 @@ def task_or_kit(model: str | None, kit: str | None) -> tuple[str | None, Any]:
     return model, kit
 
 
-def _model_or_kit(model: str | None, kit: str | None) -> tuple[str, dict[str, Any] | None]:
-    """The model path to use and, for a kit, 64 rows of its real test inputs."""
+def _model_or_kit(model: str | None, kit: str | None) -> tuple[Any, dict[str, Any] | None]:
+    """The model to use and, for a kit or a task file, 64 rows of its real test inputs."""
     if (model is None) == (kit is None):
         raise typer.BadParameter("give either MODEL or --kit NAME (one of them)")
+    _, task = task_or_kit(model, kit)
+    if task is not None and not isinstance(task, str):  # a task file: its model, its data
+        test = task.split("test")
+        return task.original_model(), {k: v[:64] for k, v in test.inputs.items()}
     if kit is None:
         return str(model), None
     from rtinfer import kits
@@ -166,6 +173,18 @@ def _dims(dim: list[str] | None, seq_len: int | None) -> dict[str, int]:
         out[name.strip()] = int(value)
     if seq_len is not None:
         out["sequence"] = seq_len
+    return out
+
+
+def _shapes(items: list[str] | None) -> dict[str, list[int]]:
+    """``--shape x=1,3,48,320`` (repeatable) as {name: dims}."""
+    out: dict[str, list[int]] = {}
+    for item in items or []:
+        name, sep, dims = item.partition("=")
+        if not sep or not name.strip():
+            raise typer.BadParameter(f"--shape takes NAME=D0,D1,... (e.g. x=1,3,48,320), got "
+                                     f"{item!r}")
+        out[name.strip()] = _ints(dims)
     return out
 
 

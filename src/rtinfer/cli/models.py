@@ -15,12 +15,14 @@ from rtinfer.cli._app import (
     ModelArg,
     QuietOpt,
     SeqOpt,
+    ShapeOpt,
     _bytes,
     _dims,
     _ints,
     _model_or_kit,
     _progress,
     _shape,
+    _shapes,
     _write_json,
     app,
     console,
@@ -104,6 +106,7 @@ def bench_model_cmd(
     batch_sizes: str = typer.Option("1", "--batch-sizes", "-b", help="e.g. 1,8,32"),
     dim: list[str] | None = DimOpt,
     seq_len: int | None = SeqOpt,
+    shape: list[str] | None = ShapeOpt,
     window: float = typer.Option(1.0, help="Seconds per measurement window."),
     peak_gflops: float | None = typer.Option(
         None, help="Compute peak for the efficiency column [default: estimated from CPU]."),
@@ -117,7 +120,7 @@ def bench_model_cmd(
     with _progress(quiet) as say:
         result = bench_model(
             path, inputs=inputs, engine=engine, threads=threads, batch_sizes=_ints(batch_sizes),
-            dims=_dims(dim, seq_len), window_s=window,
+            dims=_dims(dim, seq_len), shapes=_shapes(shape), window_s=window,
             peak_flops=peak_gflops * 1e9 if peak_gflops else None, progress=say,
         )
     _write_json(json_path, result)
