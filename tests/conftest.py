@@ -132,5 +132,5 @@ def perception_kit():  # type: ignore[no-untyped-def]
 def intent_kit():  # type: ignore[no-untyped-def]
     from rtinfer import kits
 
-    with _one_builder("intent"):
+    with _one_builder("minilm"), _one_builder("intent"):  # its build exports MiniLM too
         return kits.load("intent", size="small")

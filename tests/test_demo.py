@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -22,9 +23,15 @@ ROOT = Path(__file__).resolve().parent.parent
 def _wheel_venv(tmp: Path) -> Path:
     """A fresh venv with rtinfer installed from a wheel built here (not editable); the
     dependencies come from this environment's site-packages, so nothing is downloaded."""
-    dist = tmp / "dist"
+    dist, tree = tmp / "dist", tmp / "tree"
+    tree.mkdir()  # a copy of what the wheel is made of: never a stale build/ of the checkout
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, tree / name)
+    shutil.copytree(ROOT / "src", tree / "src",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
-                    "--no-build-isolation", "--wheel-dir", str(dist), str(ROOT)], check=True)
+                    "--no-build-isolation", "--no-index", "--disable-pip-version-check",
+                    "--wheel-dir", str(dist), str(tree)], check=True)
     wheel = next(dist.glob("rtinfer-*.whl"))
     venv = tmp / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)

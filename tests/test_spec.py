@@ -121,3 +121,24 @@ def test_from_onnx_reads_names_types_and_symbols() -> None:
     assert spec.input_names == ["x"]
     assert spec.inputs[0] == TensorSpec("x", "float32", ("N", 4))
     assert spec.outputs[0].shape == ("N", 2)
+
+
+def test_given_shapes_size_every_input_that_shares_their_dimensions() -> None:
+    """`--shape input_ids=1,128` sizes attention_mask too; two sizes for one symbol, or a
+    fixed dimension given otherwise, are refused by name."""
+    from rtinfer.errors import InvalidInputError
+    from rtinfer.spec import ModelSpec, TensorSpec
+
+    spec = ModelSpec(inputs=(TensorSpec("input_ids", "int64", ("batch", "sequence")),
+                             TensorSpec("attention_mask", "int64", ("batch", "sequence")),
+                             TensorSpec("image", "float32", ("batch", 3, None))),
+                     outputs=(TensorSpec("y", "float32", ("batch", 2)),))
+    feeds = spec.example_inputs(batch=4, shapes={"input_ids": (1, 128), "image": (1, 3, 48)})
+    assert feeds["input_ids"].shape == feeds["attention_mask"].shape == (4, 128)
+    assert feeds["image"].shape == (4, 3, 48)
+    import pytest
+
+    with pytest.raises(InvalidInputError, match="dimension 'sequence' is 64 here but 128"):
+        spec.example_inputs(shapes={"input_ids": (1, 128), "attention_mask": (1, 64)})
+    with pytest.raises(InvalidInputError, match="axis 1 is fixed at 3 in the model, got 4"):
+        spec.check_shapes({"image": (1, 4, 48)})

@@ -204,21 +204,21 @@ class ModelSpec:
 
         Symbolic dimensions take ``dims[symbol]`` (``batch`` takes ``batch``), free ones 1;
         ``shapes`` gives inputs their whole shape (``{"x": (1, 3, 48, 320)}``, as benchmark
-        tools take it: checked by :meth:`check_shapes`; a dynamic first axis takes ``batch``).
+        tools take it; checked by :meth:`check_shapes`): its symbolic dimensions size every
+        input that shares them, and an axis named ``batch`` still takes ``batch``.
         Floats are standard normal; integers are 0 or 1 (valid indices for any embedding table)
         except inputs named ``*mask*``, which are all ones so no position is masked out.
         Runtimes do not care about values for timing; accuracy needs real data.
         """
         rng = np.random.default_rng(seed)
-        sizes = {"batch": batch, **(dims or {})}
-        given = self.check_shapes(shapes or {})
+        given = self.check_shapes(shapes or {}, dims)
+        sizes = {**self._symbols(given), **(dims or {}), "batch": batch}
         feeds: dict[str, np.ndarray] = {}
         for t in self.inputs:
             shape = t.concrete_shape(sizes, default=1)
-            if t.name in given:
-                shape = given[t.name]
-                if t.shape and not isinstance(t.shape[0], int):
-                    shape = (batch, *shape[1:])
+            if t.name in given:  # unnamed free dimensions as given; symbols as sized above
+                shape = tuple(s if isinstance(d, str) else g
+                              for d, s, g in zip(t.shape, shape, given[t.name], strict=True))
             kind = np.dtype(t.dtype).kind
             if kind == "f":
                 feeds[t.name] = rng.standard_normal(shape).astype(t.dtype)
@@ -232,9 +232,11 @@ class ModelSpec:
                 feeds[t.name] = np.full(shape, "text", dtype=object)
         return feeds
 
-    def check_shapes(self, shapes: Mapping[str, Sequence[int]]) -> dict[str, tuple[int, ...]]:
-        """``shapes`` checked against the inputs: known names, the rank, and every fixed
-        dimension as the model has it; an error names the input and the dimension."""
+    def check_shapes(self, shapes: Mapping[str, Sequence[int]],
+                     dims: Mapping[str, int] | None = None) -> dict[str, tuple[int, ...]]:
+        """``shapes`` checked against the inputs: known names, the rank, every fixed
+        dimension as the model has it, and one size per symbol (across the shapes given and
+        ``dims``); an error names the input and the dimension."""
         out = {}
         by_name = {t.name: t for t in self.inputs}
         for name, shape in shapes.items():
@@ -252,7 +254,24 @@ class ModelSpec:
                     raise InvalidInputError(f"--shape {name}: axis {axis} is fixed at {want} "
                                             f"in the model, got {got}")
             out[name] = shape
+        self._symbols(out, dims)  # raises on two sizes for one symbol
         return out
+
+    def _symbols(self, shapes: Mapping[str, tuple[int, ...]],
+                 dims: Mapping[str, int] | None = None) -> dict[str, int]:
+        """The size each symbolic dimension takes in ``shapes`` (``batch`` excepted)."""
+        seen: dict[str, tuple[int, str]] = {k: (v, "--dim") for k, v in (dims or {}).items()}
+        by_name = {t.name: t for t in self.inputs}
+        for name, shape in shapes.items():
+            for d, size in zip(by_name[name].shape, shape, strict=True):
+                if not isinstance(d, str) or d == "batch":
+                    continue
+                if d in seen and seen[d][0] != size:
+                    raise InvalidInputError(f"--shape {name}: dimension '{d}' is {size} here "
+                                            f"but {seen[d][0]} in {seen[d][1]}; inputs that "
+                                            "share a dimension need one size for it")
+                seen.setdefault(d, (size, f"--shape {name}"))
+        return {k: v for k, (v, _) in seen.items()}
 
     def describe(self) -> str:
         lines = ["inputs:"] + ["  " + t.describe() for t in self.inputs]

@@ -79,6 +79,11 @@ def bench_model(
     imported = import_model(model)
     import_s = time.perf_counter() - t0
     say(f"loading on {engine or 'onnxruntime'}")
+    if shapes:
+        if inputs is not None:
+            raise ValueError("give --shape for synthetic inputs only: with a kit's or a "
+                             "task's real rows, their own shapes are timed")
+        imported.spec.check_shapes(shapes, dims)  # before a long load
     session = load(imported, engine, threads, warmup=False, **engine_options)
     first = batch_feeds(imported, int(batch_sizes[0]), dims, inputs, shapes)
     t0 = time.perf_counter()

@@ -113,20 +113,26 @@ def load(
 
 
 def _warm_up(session: Session, imported: Any, name: str) -> None:
-    """One synthetic batch; a model with free dimensions past the batch axis that cannot take
-    size 1 there is not a load failure (a model that fails on any input is)."""
+    """One synthetic batch, its free dimensions 1; a model that cannot take size 1 there (an
+    unpadded convolution on a 1-row image) is tried again at 32 — a model that fails both is
+    a load failure, one that runs at 32 is warmed up, with a warning that says so."""
     try:
         session.run(imported.spec.example_inputs(batch=1))
     except Exception as exc:
-        free = any(not isinstance(d, int) for t in imported.spec.inputs for d in t.shape[1:])
+        spec = imported.spec
+        free = {d for t in spec.inputs for d in t.shape[1:] if not isinstance(d, int)}
         if not free:
             raise
+        retry = {t.name: tuple(1 if i == 0 and not isinstance(d, int) else
+                               (d if isinstance(d, int) else 32) for i, d in enumerate(t.shape))
+                 for t in spec.inputs}
+        session.run(spec.example_inputs(batch=1, shapes=retry))  # a failure here is real
         import logging
 
         logging.getLogger("rtinfer").warning(
             "%s on %s: warm-up with a synthetic batch (free dimensions 1) failed (%s: %s); "
-            "the session is ready but its first request pays the start-up. Give real "
-            "inputs to warm it up (load(..., warmup={name: array}))",
+            "warmed up at 32 instead, so the session is ready. Give real inputs to warm it "
+            "up at their shapes (load(..., warmup={name: array}))",
             imported.source.description, name, type(exc).__name__, str(exc)[:200])
 
 

@@ -209,12 +209,11 @@ def optimize(
         consider(vid, label, build)
     left = deadline - _reserve(time_budget_s) - time.monotonic()
     train_s = min(300.0, 0.4 * left)
-    if train_s < _MIN_TRAIN_S:  # no time left to train a smaller model well enough to matter
-        skipped += [{"variant": vid, "why": "time budget"}
-                    for vid, _, _ in torch_variants(kit_obj, original, seconds=1.0,
-                                                    progress=say)]
-    for vid, label, build in (torch_variants(kit_obj, original, seconds=train_s, progress=say)
-                              if train_s >= _MIN_TRAIN_S else []):
+    for vid, label, build in torch_variants(kit_obj, original, seconds=max(train_s, 1.0),
+                                            progress=say):
+        if train_s < _MIN_TRAIN_S and vid not in state.variants:  # too little time to train
+            skipped.append({"variant": vid, "why": "time budget"})  # one well enough
+            continue
         consider(vid, label, build)
         if vid not in variants:
             continue

@@ -152,7 +152,12 @@ def torch_variants(kit: Any, original: ImportedModel, *, seconds: float,
         # points of held-out accuracy at 3.14x the teacher's speed after 120 + 40 steps; half
         # the layers alone reached 2.42x (0.22 points) in the same run — at 11 tokens the
         # embeddings and per-call costs it keeps weigh a lot (benchmarks/prune_distill.py).
-        config = Distill(width=0.5, steps=240, finetune_steps=60, max_seconds=seconds)
+        # A small training split needs fewer steps: at most 10 passes over it (224 sentences:
+        # 70 steps), at least 60.
+        batches = -(-len(kit.split("train")) // 32)
+        steps = min(240, max(60, 10 * batches))
+        config = Distill(width=0.5, steps=steps, finetune_steps=steps // 4,
+                         max_seconds=seconds)
         label = "distilled student (half the layers, half the FFN)"
 
         def build_distilled() -> Variant:
