@@ -230,6 +230,8 @@ def triton_config(
     max_batch_size: int = 32,
     threads: int | None = None,
     instances: int = 1,
+    dynamic_batching: bool = True,
+    max_queue_delay_us: int = 0,
 ) -> str:
     """A ``config.pbtxt`` for Triton's ``onnxruntime_onnx`` platform.
 
@@ -247,8 +249,8 @@ def triton_config(
         for t in tensors:
             lines.append(_triton_tensor(kind, t, batching))
     lines.append(f"instance_group [ {{ count: {instances} kind: KIND_CPU }} ]")
-    if batching:
-        lines.append("dynamic_batching { max_queue_delay_microseconds: 0 }")
+    if batching and dynamic_batching:
+        lines.append(f"dynamic_batching {{ max_queue_delay_microseconds: {max_queue_delay_us} }}")
     if threads:
         for key, value in (("intra_op_thread_count", threads), ("inter_op_thread_count", 1)):
             lines.append(f'parameters {{ key: "{key}" value: {{ string_value: "{value}" }} }}')

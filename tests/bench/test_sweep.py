@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 from typer.testing import CliRunner
 
@@ -62,3 +63,20 @@ def test_sweep_writes_a_config_that_meets_the_objective_when_rerun(
     assert rerun["validity"] == "VALID" and rerun["meets_objective"]
     batching = rerun["target"].get("batching")
     assert (batching or {}).get("max_batch_size", 0) == best["config"]["max_batch_size"]
+
+
+def test_written_settings_are_what_serve_reads(tmp_path: Path, cnn: Any) -> None:
+    """One reader: read_config goes through the server's config reader, and a model's
+    rtinfer.json (which outranks config.pbtxt in rtinfer serve) is brought in line."""
+    import rtinfer
+    from rtinfer.serve.config import read_model_config
+
+    art = rtinfer.save_artifact(cnn, tmp_path, "m")
+    (tmp_path / "m" / "rtinfer.json").write_text(json.dumps({"threads": 7, "engine": "openvino"}))
+    cfg = ServingConfig(threads=2, instances=2, max_batch_size=8, max_queue_delay_us=300)
+    write_config(art.path, cfg)
+    assert read_config(art.path) == cfg
+    served = read_model_config(tmp_path / "m")
+    assert (served.threads, served.instances, served.max_batch_size, served.engine) == (
+        2, 2, 8, "openvino")
+    assert served.dynamic_batching and served.max_queue_delay_us == 300

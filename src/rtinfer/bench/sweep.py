@@ -16,7 +16,7 @@ throughput against p99.
 from __future__ import annotations
 
 import itertools
-import re
+import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -140,9 +140,6 @@ def _target(model: str | Path, engine: str | None, cfg: ServingConfig) -> InProc
                            batching=cfg.batching())
 
 
-_DELAY = re.compile(r"dynamic_batching\s*\{[^}]*\}")
-
-
 def write_config(model_dir: str | Path, config: dict[str, Any] | ServingConfig) -> Path:
     """Write ``config`` into the model's ``config.pbtxt`` (Triton's fields: max_batch_size,
     dynamic_batching, instance_group, the ORT backend's thread counts)."""
@@ -154,33 +151,38 @@ def write_config(model_dir: str | Path, config: dict[str, Any] | ServingConfig) 
     batching = cfg.max_batch_size > 1
     text = triton_config(art.name, art.model.spec,
                          max_batch_size=cfg.max_batch_size if batching else 1,
-                         threads=cfg.threads, instances=cfg.instances)
-    block = (f"dynamic_batching {{ max_queue_delay_microseconds: {cfg.max_queue_delay_us} }}"
-             if batching else "")
-    text = _DELAY.sub(block, text)
+                         threads=cfg.threads, instances=cfg.instances,
+                         dynamic_batching=batching, max_queue_delay_us=cfg.max_queue_delay_us)
     path = folder / "config.pbtxt"
     path.write_text(text)
+    # rtinfer.json outranks config.pbtxt in rtinfer serve: the settings it repeats must say
+    # the same, or the server would run its old values.
+    own = folder / "rtinfer.json"
+    if own.is_file():
+        settings = json.loads(own.read_text())
+        stale = {"threads", "instances", "max_batch_size", "max_queue_delay_us",
+                 "preferred_batch_size"} & set(settings)
+        if stale:
+            for key in stale - {"preferred_batch_size"}:
+                settings[key] = getattr(cfg, key)
+            settings.pop("preferred_batch_size", None)
+            own.write_text(json.dumps(settings, indent=2))
     return path
 
 
 def read_config(model_dir: str | Path) -> ServingConfig | None:
-    """The serving settings of a model folder's ``config.pbtxt`` (None without one)."""
+    """The serving settings of a model folder's ``config.pbtxt`` (None without one), read by
+    the server's own reader (:func:`rtinfer.serve.config.read_model_config`: one parser of
+    the text format, and ``rtinfer.json`` layered on top, as ``rtinfer serve`` sees them)."""
+    from rtinfer.serve.config import read_model_config
+
     folder = Path(model_dir)
-    path = next((p / "config.pbtxt" for p in (folder, folder.parent)
-                 if (p / "config.pbtxt").is_file()), None)
-    if path is None:
+    model_folder = next((p for p in (folder, folder.parent)
+                         if (p / "config.pbtxt").is_file()), None)
+    if model_folder is None:
         return None
-    text = path.read_text()
-
-    def number(pattern: str, default: int) -> int:
-        m = re.search(pattern, text)
-        return int(m.group(1)) if m else default
-
-    batching = _DELAY.search(text) is not None
+    config = read_model_config(model_folder)
     return ServingConfig(
-        threads=number(r'"intra_op_thread_count"\s*value:\s*\{\s*string_value:\s*"(\d+)"', 0)
-        or usable_cores(),
-        instances=number(r"instance_group\s*\[\s*\{\s*count:\s*(\d+)", 1),
-        max_batch_size=number(r"max_batch_size:\s*(\d+)", 0) if batching else 0,
-        max_queue_delay_us=number(r"max_queue_delay_microseconds:\s*(\d+)", 0),
-    )
+        threads=config.threads or usable_cores(), instances=config.instances,
+        max_batch_size=config.max_batch_size if config.dynamic_batching else 0,
+        max_queue_delay_us=config.max_queue_delay_us)
