@@ -46,9 +46,7 @@ def preprocess(meta: Mapping[str, Any], raw_items: Sequence[Any]) -> dict[str, n
         raise ValueError("preprocess needs at least one sentence")
     if not all(isinstance(s, str) for s in raw_items):
         raise TypeError("intent kit raw items are sentences (str)")
-    enc = tokenize(minilm_folder(), [s.lower() for s in raw_items])
-    if enc["input_ids"].shape[1] > MAX_TOKENS:
-        enc = tokenize(minilm_folder(), [s.lower() for s in raw_items], seq_len=MAX_TOKENS)
+    enc = tokenize(minilm_folder(), [s.lower() for s in raw_items], max_length=MAX_TOKENS)
     return {k: enc[k] for k in ("input_ids", "token_type_ids", "attention_mask")}
 
 

@@ -29,7 +29,8 @@ from rtinfer.errors import ModelLoadError
 from rtinfer.models.imported import ImportedModel, Source
 from rtinfer.models.onnx_file import load_onnx
 
-__all__ = ["cache_dir", "from_transformers", "is_transformers_folder", "tokenize"]
+__all__ = ["cache_dir", "encode", "from_transformers", "is_transformers_folder",
+           "load_tokenizer", "tokenize"]
 
 # Files that define a model's behaviour; README and the like do not change the export.
 _MODEL_FILE_SUFFIXES = (".json", ".safetensors", ".txt", ".model")
@@ -45,27 +46,40 @@ def is_transformers_folder(path: Path) -> bool:
     )
 
 
-def tokenize(folder: str | Path, texts: Sequence[str], seq_len: int | None = None
-             ) -> dict[str, np.ndarray]:
-    """Tokenize ``texts`` with the folder's tokenizer into int64 arrays.
+def tokenize(folder: str | Path, texts: Sequence[str], seq_len: int | None = None, *,
+             max_length: int | None = None) -> dict[str, np.ndarray]:
+    """Tokenize ``texts`` with the folder's tokenizer into int64 arrays (:func:`encode`)."""
+    return encode(_tokenizer(str(Path(folder).resolve())), texts, seq_len,
+                  max_length=max_length)
+
+
+def encode(tokenizer: Any, texts: Sequence[str], seq_len: int | None = None, *,
+           max_length: int | None = None) -> dict[str, np.ndarray]:
+    """``tokenizer``'s int64 arrays for ``texts``.
 
     With ``seq_len`` every row is padded (or truncated) to exactly that many tokens, the way a
-    fixed-shape benchmark feeds a model; without it, to the longest text.
+    fixed-shape benchmark feeds a model; without it, to the longest text — cut at
+    ``max_length`` tokens when given (one pass: a long request is not tokenized twice).
     """
-    tok = _tokenizer(str(Path(folder).resolve()))
     kwargs: dict[str, Any] = (
-        {"padding": "max_length", "max_length": seq_len, "truncation": True}
-        if seq_len else {"padding": True}
+        {"padding": "max_length", "max_length": seq_len, "truncation": True} if seq_len else
+        {"padding": True, "truncation": True, "max_length": max_length} if max_length else
+        {"padding": True}
     )
-    enc = tok(list(texts), return_tensors="np", **kwargs)
+    enc = tokenizer(list(texts), return_tensors="np", **kwargs)
     return {k: np.asarray(v, dtype=np.int64) for k, v in enc.items()}
+
+
+def load_tokenizer(folder: str | Path) -> Any:
+    """The folder's tokenizer, read from it alone (nothing downloaded)."""
+    transformers = require("transformers", "Tokenizing text for a transformers model")
+    return transformers.AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
 
 
 @lru_cache(maxsize=4)
 def _tokenizer(folder: str) -> Any:
     """Loading a tokenizer reads and parses its files (~0.2 s): do it once per folder."""
-    transformers = require("transformers", "Tokenizing text for a transformers model")
-    return transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    return load_tokenizer(folder)
 
 
 def from_transformers(folder: str | Path, *, use_cache: bool = True) -> ImportedModel:

@@ -144,7 +144,7 @@ def raw_inputs_from(settings: Mapping[str, Any], name: str, model_dir: Path,
     kind, what = settings.get("kind"), f"task '{name}'"
     inputs = settings.get("inputs")
     if kind == "text":
-        from rtinfer._deps import require
+        from rtinfer.models.transformers_folder import encode, load_tokenizer
 
         folder = relative_inside(model_dir, settings.get("tokenizer"),
                                  "rtinfer.json's raw tokenizer folder", root)
@@ -154,17 +154,13 @@ def raw_inputs_from(settings: Mapping[str, Any], name: str, model_dir: Path,
             raise ConfigError(f"model '{name}': rtinfer.json's raw.inputs must list the "
                               "model inputs the tokenizer fills (and max_length a number)")
         # This version's own tokenizer, loaded once: never one cached for another version.
-        tokenizer = require("transformers", "Raw text inputs").AutoTokenizer.from_pretrained(
-            str(folder), local_files_only=True)
+        tokenizer = load_tokenizer(folder)
 
         def text(items: Sequence[Any]) -> dict[str, np.ndarray]:
             if not items:
                 raise ValueError("no sentences")
-            enc = tokenizer(list(items), padding=True, return_tensors="np")
-            if enc["input_ids"].shape[1] > max_length:
-                enc = tokenizer(list(items), padding="max_length", truncation=True,
-                                max_length=max_length, return_tensors="np")
-            return {n: np.asarray(enc[n], dtype=np.int64) for n in inputs}
+            enc = encode(tokenizer, items, max_length=max_length)
+            return {n: enc[n] for n in inputs}
 
         raw = RawInputs(what, ("text",), ("BYTES",),
                         lambda cols: [_text(v) for v in cols["text"]], text)

@@ -221,9 +221,7 @@ def _preprocessor(spec: TaskSpec, names: Sequence[str], dtypes: Mapping[str, str
         def text(_meta: Any, items: Sequence[Any]) -> dict[str, np.ndarray]:
             if len(items) == 0 or not all(isinstance(s, str) for s in items):
                 raise ValueError("text inputs are a non-empty list of strings")
-            enc = tokenize(folder, list(items))
-            if enc["input_ids"].shape[1] > data.max_length:
-                enc = tokenize(folder, list(items), seq_len=data.max_length)
+            enc = tokenize(folder, list(items), max_length=data.max_length)
             missing = [n for n in wanted if n not in enc]
             if missing:
                 raise TaskError(f"{spec.file}: the tokenizer gives {sorted(enc)} but the "
