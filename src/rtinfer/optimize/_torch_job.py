@@ -53,6 +53,8 @@ class TorchTask:
     dynamic_axes: dict[str, dict[int, str]] = field(default_factory=dict)
     original: Any = None  # the original ImportedModel (ONNX), when there is one
     kit: Any = None
+    # The original module as it was, for predictions only (the passes change ``module``).
+    pristine: Any = field(default=None, repr=False)
 
     def split(self, name: str) -> tuple[Arrays, np.ndarray]:
         if name not in self.splits:
@@ -79,20 +81,21 @@ def task_from(model: Any = None, *, kit: Any = None, data: Mapping[str, Any] | N
 
         k = kits.load(kit, size=size, build=False) if isinstance(kit, str) else kit
         original = k.original_model()
-        # A copy: the passes change the module in place, and the original's module (a task's
-        # is held, not reloaded) must stay what was measured as the original.
-        module = model if model is not None else copy.deepcopy(original.load_torch())
-        if module is None:
+        held: Any = original.load_torch() if model is None else None
+        if model is None and held is None:
             raise ValueError(f"'{k.name}' has no PyTorch form of its model (an ONNX file, or "
                              "a kit built without its weights: rtinfer kits build "
                              f"{k.name} --force)")
+        # The passes change ``module`` in place: they get a copy, and the original's own
+        # module (a task holds it, a kit's artifact made it) stays the pristine one.
+        module = model if model is not None else copy.deepcopy(held)
         spec = original.spec
         return TorchTask(
             name=k.name, module=module.eval(),
             splits={s: (k.split(s).inputs, k.split(s).targets) for s in k.split_names},
             metric=kit_metric(k), headline=k.metric, input_names=list(spec.input_names),
             output_names=list(spec.output_names), dynamic_axes=_axes(spec),
-            original=original, kit=k)
+            original=original, kit=k, pristine=held.eval() if held is not None else None)
     torch = _torch()
     if not isinstance(model, torch.nn.Module) or data is None:
         raise ValueError("give a kit (kit='perception'), or a torch.nn.Module together with "
@@ -349,12 +352,11 @@ def task_label(kind: str) -> str:
 
 
 def _original_module(task: TorchTask) -> Any:
-    """A pristine copy of the task's original module, made before anything changes it."""
-    cached = getattr(task, "_pristine", None)
-    if cached is None:
-        cached = copy.deepcopy(task.module).eval()
-        task._pristine = cached  # type: ignore[attr-defined]
-    return cached
+    """The task's original module as it was: kept from the start, else a copy made before
+    anything changes ``task.module``."""
+    if task.pristine is None:
+        task.pristine = copy.deepcopy(task.module).eval()
+    return task.pristine
 
 
 def keep_original(task: TorchTask) -> Any:

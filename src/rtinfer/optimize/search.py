@@ -161,12 +161,7 @@ def optimize(
     peak, _ = estimate_peak_flops(cores=threads)
     variants: dict[str, Variant] = {}
     records: dict[str, dict[str, Any]] = {}
-    skipped: list[dict[str, str]] = [
-        {"variant": technique, "why": why}
-        for technique, why in (getattr(kit_obj, "techniques_skipped", None) or (
-            {} if kit_obj is not None else {
-                t: "needs a torch model and a training split: describe them in a task file"
-                for t in ("pruning", "distillation")})).items()]
+    skipped = [{"variant": t, "why": why} for t, why in _untried_techniques(kit_obj).items()]
 
     def consider(vid: str, label: str, build: Callable[[], Variant],
                  required: bool = False) -> None:
@@ -265,6 +260,14 @@ def optimize(
     return result
 
 
+def _untried_techniques(kit: Any) -> dict[str, str]:
+    """The torch-side techniques this search cannot try, and why."""
+    if kit is None:
+        why = "needs a torch model and a training split: describe them in a task file"
+        return {"pruning": why, "distillation": why}
+    return dict(getattr(kit, "techniques_skipped", {}))
+
+
 def _reserve(budget_s: float) -> float:
     """Time kept back from building variants for the final measurement and the write-up."""
     return min(120.0, 0.25 * budget_s)
@@ -331,7 +334,7 @@ def _measure_final(pairs: list[tuple[str, str]], variants: Mapping[str, Variant]
     sessions: dict[tuple[str, str], Session] = {}
     try:
         for v, e in pairs:
-            try:  # warmed up on the real inputs it is timed on
+            try:  # one real call: a candidate its engine cannot run is left out
                 sessions[(v, e)] = load(variants[v].model, e, threads, warmup=dict(feeds))
             except Exception as exc:  # one engine failing one candidate ends nothing
                 say(f"{v} on {e}: cannot run ({type(exc).__name__}); left out of the final "

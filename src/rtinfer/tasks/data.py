@@ -95,18 +95,11 @@ def split_tables(spec: DataSpec, label: str | None) -> dict[str, Table]:
     source = spec.files["all"]
     table = read_table(source)
     n = len(next(iter(table.values())))
-    if label is not None and label in table:
-        from rtinfer.kits.base import stratified_split
+    from rtinfer.kits.base import stratified_split
 
-        _, strata = np.unique(table[label], return_inverse=True)
-        index = stratified_split(strata, spec.fractions, spec.seed)
-    else:
-        rng = np.random.default_rng(spec.seed)
-        order = rng.permutation(n)
-        cuts = np.round(np.cumsum(list(spec.fractions.values())) / sum(
-            spec.fractions.values()) * n).astype(int)
-        index = {s: np.sort(order[lo:hi]) for s, lo, hi in
-                 zip(spec.fractions, np.r_[0, cuts[:-1]], cuts, strict=True)}
+    strata = (np.unique(table[label], return_inverse=True)[1] if label is not None
+              and label in table else np.zeros(n, np.int64))  # unlabelled: one stratum
+    index = stratified_split(strata, spec.fractions, spec.seed)
     small = [s for s, idx in index.items() if len(idx) == 0]
     if small:
         raise TaskError(f"{source}: {n} rows leave the split(s) {small} empty; give more rows "
