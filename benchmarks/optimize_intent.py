@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 
 from rtinfer import kits
-from rtinfer.artifact import load_artifact
 from rtinfer.bench.interleave import measure_interleaved, ratio
+from rtinfer.deploy.artifact import load_artifact
 from rtinfer.engines import load
 from rtinfer.engines.base import run_in_batches
 from rtinfer.hardware import environment

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from rtinfer.optimize import quantize
-from rtinfer.optimize.qat import finetune
+from rtinfer.optimize.passes.qat import finetune
 
 
 def main() -> None:

@@ -49,8 +49,8 @@ def main() -> None:
 
     sys.path.insert(0, str(ROOT / "src"))
     from rtinfer import kits
-    from rtinfer.artifact import load_artifact
     from rtinfer.bench.targets import wait_until_ready
+    from rtinfer.deploy.artifact import load_artifact
     from rtinfer.serve.inthread import free_port
 
     kit = kits.load(args.kit, build=False)

@@ -12,7 +12,7 @@ from tritonclient.grpc import model_config_pb2
 
 import rtinfer
 from rtinfer import ArtifactError, ArtifactIntegrityError
-from rtinfer.artifact import triton_config
+from rtinfer.deploy.pbtxt import triton_config
 from rtinfer.models import ImportedModel
 
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from rtinfer.artifact import load_artifact
 from rtinfer.demo import run_demo
+from rtinfer.deploy.artifact import load_artifact
 
 ROOT = Path(__file__).resolve().parent.parent
 

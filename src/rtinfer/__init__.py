@@ -33,9 +33,9 @@ from rtinfer.spec import ModelSpec, TensorSpec
 if TYPE_CHECKING:
     from rtinfer import kits, metrics, models, optimize
     from rtinfer.advisor import advise
-    from rtinfer.artifact import Artifact, load_artifact, save_artifact
     from rtinfer.bench.compare import compare_engines
     from rtinfer.bench.inprocess import bench_model
+    from rtinfer.deploy.artifact import Artifact, load_artifact, save_artifact
     from rtinfer.engines import available_engines, engine_names, load
     from rtinfer.engines.base import Session
     from rtinfer.models import ImportedModel, import_model
@@ -85,7 +85,7 @@ __all__ = [
 
 # Public names that live in modules we import only on first use (see the module docstring).
 _LAZY = {
-    "Artifact": "rtinfer.artifact",
+    "Artifact": "rtinfer.deploy.artifact",
     "Distill": "rtinfer.optimize",
     "Prune": "rtinfer.optimize",
     "Quantize": "rtinfer.optimize",
@@ -100,8 +100,8 @@ _LAZY = {
     "engine_names": "rtinfer.engines",
     "import_model": "rtinfer.models",
     "load": "rtinfer.engines",
-    "load_artifact": "rtinfer.artifact",
-    "save_artifact": "rtinfer.artifact",
+    "load_artifact": "rtinfer.deploy.artifact",
+    "save_artifact": "rtinfer.deploy.artifact",
     "summarize": "rtinfer.models.summary",
 }
 

@@ -10,29 +10,37 @@ from typing import Any
 
 from typer.testing import CliRunner
 
-from rtinfer.bench.sweep import ServingConfig, candidates, read_config, write_config
+from rtinfer.bench.sweep import candidates, read_config, swept, write_config
 from rtinfer.cli import app
+from rtinfer.deploy.settings import ModelConfig
 
 runner = CliRunner()
 
 
 def test_candidates_never_oversubscribe_the_cores() -> None:
     got = candidates((1, 2), (1, 2), (1, 8), (0, 2000), cores=2)
-    assert all(c.threads * c.instances <= 2 for c in got)
-    assert ServingConfig(1, 1, 0, 0) in got and ServingConfig(2, 1, 8, 2000) in got
-    assert ServingConfig(1, 1, 0, 2000) not in got  # a queue delay means nothing unbatched
+    rows = [swept(c) for c in got]
+    assert all(isinstance(c, ModelConfig) for c in got)  # the server's own settings type
+    assert all(r["threads"] * r["instances"] <= 2 for r in rows)
+    assert _row(1, 1, 0, 0) in rows and _row(2, 1, 8, 2000) in rows
+    assert _row(1, 1, 0, 2000) not in rows  # a queue delay means nothing unbatched
+
+
+def _row(threads: int, instances: int, batch: int, delay: int) -> dict[str, int]:
+    return {"threads": threads, "instances": instances, "max_batch_size": batch,
+            "max_queue_delay_us": delay}
 
 
 def test_config_round_trips_through_config_pbtxt(chain_repo: Path, tmp_path: Path) -> None:
     repo = shutil.copytree(chain_repo, tmp_path / "repo")
-    cfg = ServingConfig(threads=1, instances=2, max_batch_size=8, max_queue_delay_us=1500)
+    cfg = _row(1, 2, 8, 1500)
     path = write_config(repo / "chain", cfg)
     assert path == repo / "chain" / "config.pbtxt"
     text = path.read_text()
     assert "max_queue_delay_microseconds: 1500" in text and "count: 2" in text
-    assert read_config(repo / "chain") == cfg
-    write_config(repo / "chain", ServingConfig(threads=2))
-    assert read_config(repo / "chain") == ServingConfig(threads=2)
+    assert swept(read_config(repo / "chain")) == cfg
+    write_config(repo / "chain", {"threads": 2})
+    assert swept(read_config(repo / "chain")) == _row(2, 1, 0, 0)
     assert "dynamic_batching" not in (repo / "chain" / "config.pbtxt").read_text()
 
 
@@ -51,7 +59,7 @@ def test_sweep_writes_a_config_that_meets_the_objective_when_rerun(
     best = sweep["best"]
     assert best is not None and best["qps"] > 0 and best["p99_ms"] <= 300
     assert best["qps"] == max(r["qps"] or 0 for r in sweep["rows"])
-    assert read_config(model) == ServingConfig(**best["config"])
+    assert swept(read_config(model)) == best["config"]
     assert (Path(sweep["runs"][0]["logs"]["dir"]) / "mlperf_log_detail.txt").is_file()
 
     # Re-run from the written config alone (no serving options on the command line).
@@ -69,13 +77,14 @@ def test_written_settings_are_what_serve_reads(tmp_path: Path, cnn: Any) -> None
     """One reader: read_config goes through the server's config reader, and a model's
     rtinfer.json (which outranks config.pbtxt in rtinfer serve) is brought in line."""
     import rtinfer
-    from rtinfer.serve.config import read_model_config
+    from rtinfer.deploy.settings import read_model_config
 
     art = rtinfer.save_artifact(cnn, tmp_path, "m")
     (tmp_path / "m" / "rtinfer.json").write_text(json.dumps({"threads": 7, "engine": "openvino"}))
-    cfg = ServingConfig(threads=2, instances=2, max_batch_size=8, max_queue_delay_us=300)
+    cfg = ModelConfig("m", threads=2, instances=2, max_batch_size=8, dynamic_batching=True,
+                      max_queue_delay_us=300)
     write_config(art.path, cfg)
-    assert read_config(art.path) == cfg
+    assert swept(read_config(art.path)) == swept(cfg)
     served = read_model_config(tmp_path / "m")
     assert (served.threads, served.instances, served.max_batch_size, served.engine) == (
         2, 2, 8, "openvino")

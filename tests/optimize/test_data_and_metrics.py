@@ -12,7 +12,7 @@ import pytest
 import rtinfer
 from rtinfer.models import ImportedModel
 from rtinfer.optimize import Quantize, quantize
-from rtinfer.optimize.quantize import as_feeds
+from rtinfer.optimize.passes.quantize import as_feeds
 from rtinfer.optimize.run import run_quantize
 
 

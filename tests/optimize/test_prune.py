@@ -16,7 +16,7 @@ from torch.nn.utils import prune as tprune
 from rtinfer.kits.perception import network
 from rtinfer.optimize import Prune, prune, prune_weights, sparsity_report
 from rtinfer.optimize._torch_job import task_from
-from rtinfer.optimize.structured import prune_structured
+from rtinfer.optimize.passes.structured import prune_structured
 
 
 def _digit_net() -> nn.Module:

@@ -16,7 +16,7 @@ from rtinfer.kits.base import torch_threads
 from rtinfer.metrics import accuracy
 from rtinfer.models import ImportedModel
 from rtinfer.optimize import Budget, Quantize, fidelity, quantize, quantize_within_budget
-from rtinfer.optimize.qat import QAT, finetune
+from rtinfer.optimize.passes.qat import QAT, finetune
 
 _CONFIG = Quantize(compute_inputs_only=True)
 

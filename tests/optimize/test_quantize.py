@@ -12,7 +12,7 @@ from onnx import numpy_helper
 import rtinfer
 from rtinfer.kits import Kit
 from rtinfer.optimize import Quantize, fidelity, quant_params, quantize
-from rtinfer.optimize.quantize import DYNAMIC_GROUP_KEY, preprocessed, seven_bit_weights
+from rtinfer.optimize.passes.quantize import DYNAMIC_GROUP_KEY, preprocessed, seven_bit_weights
 
 
 @pytest.fixture(scope="module")

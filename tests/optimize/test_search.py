@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from rtinfer.artifact import load_artifact
 from rtinfer.cli.optimize import parse_duration
+from rtinfer.deploy.artifact import load_artifact
 from rtinfer.optimize.report import render_html
 from rtinfer.optimize.search import optimize
 

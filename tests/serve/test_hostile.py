@@ -436,10 +436,10 @@ def test_a_server_fault_is_a_logged_500_without_the_payload(
     onnx.save(h.make_model(graph, opset_imports=[h.make_opsetid("", 17)]),
               str(tmp_path / "repo" / "broken" / "1" / "model.onnx"))
     # Its warm-up would fail too, so the version is put together here, unwarmed.
+    from rtinfer.deploy.settings import BatchingConfig, ModelConfig
     from rtinfer.engines import load
     from rtinfer.models import import_model
-    from rtinfer.serve.batcher import Batcher, BatchingConfig
-    from rtinfer.serve.config import ModelConfig
+    from rtinfer.serve.batcher import Batcher
     from rtinfer.serve.model import ServedModel
     from rtinfer.serve.repository import ModelRepository
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from conftest_helpers import TRITON_CONFIG
 
+from rtinfer.deploy.pbtxt import ConfigError
 from rtinfer.hardware import usable_cores
 from rtinfer.serve import ModelConfig, VersionPolicy, read_model_config
-from rtinfer.serve.pbtxt import ConfigError
 
 
 def _folder(tmp_path: Path, pbtxt: str | None = TRITON_CONFIG,

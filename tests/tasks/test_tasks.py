@@ -25,85 +25,6 @@ from rtinfer.errors import TaskError
 
 runner = CliRunner()
 
-NET = '''
-import torch
-
-
-class DigitsNet(torch.nn.Module):
-    def __init__(self, hidden: int = 96) -> None:
-        super().__init__()
-        self.body = torch.nn.Sequential(
-            torch.nn.Linear(64, hidden), torch.nn.ReLU(),
-            torch.nn.Linear(hidden, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, 10))
-
-    def forward(self, pixels):
-        return self.body(pixels)
-
-
-def build(hidden: int = 96) -> DigitsNet:
-    return DigitsNet(hidden)
-'''
-
-TASK = '''
-name = "digits"
-metric = "accuracy"
-
-[model]
-torch = "{module}:build"
-kwargs = {{ hidden = 96 }}
-weights = "net.safetensors"
-
-[data]
-train = "train.csv"
-validation = "validation.csv"
-test = "test.csv"
-label = "digit"
-'''
-
-
-def _write_csv(path: Path, x: np.ndarray, y: np.ndarray) -> None:
-    with path.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow([f"p{i}" for i in range(x.shape[1])] + ["digit"])
-        for row, label in zip(x, y, strict=True):
-            w.writerow([f"{v:.4f}" for v in row] + [int(label)])
-
-
-def _digits_task(folder: Path, module: str) -> Path:
-    """A trained MLP (safetensors), CSV splits and the task file naming them."""
-    import safetensors.torch
-    import torch
-    from sklearn.datasets import load_digits
-
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{module}.py").write_text(NET)
-    x, y = load_digits(return_X_y=True)
-    x = (x / 16.0).astype(np.float32)
-    order = np.random.default_rng(0).permutation(len(y))
-    parts = {"train": order[:1100], "validation": order[1100:1450], "test": order[1450:]}
-    for name, idx in parts.items():
-        _write_csv(folder / f"{name}.csv", x[idx], y[idx])
-    torch.manual_seed(0)
-    ns: dict[str, Any] = {}
-    exec(compile(NET, "net", "exec"), ns)  # the same class the task file's entry point builds
-    net = ns["build"](96)
-    opt = torch.optim.Adam(net.parameters(), 1e-2)
-    xt, yt = torch.from_numpy(x[parts["train"]]), torch.from_numpy(y[parts["train"]])
-    for _ in range(150):
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(net(xt), yt).backward()
-        opt.step()
-    safetensors.torch.save_file(net.state_dict(), str(folder / "net.safetensors"))
-    task = folder / "task.toml"
-    task.write_text(TASK.format(module=module))
-    return task
-
-
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _digits_task(tmp_path_factory.mktemp("digits"), "digits_net_a")
-
-
 def test_a_task_loads_as_a_kit_with_the_users_splits_and_metric(digits: Path) -> None:
     task = tasks.load(digits)
     assert task.name == "digits" and task.metric == "accuracy"
@@ -308,12 +229,12 @@ def test_spec_rules_on_labels(tmp_path: Path) -> None:
         read_task(tmp_path / "t.toml")
 
 
-def test_overlap_is_found_across_file_formats(tmp_path: Path) -> None:
+def test_overlap_is_found_across_file_formats(tmp_path: Path, write_csv: Any) -> None:
     """The same rows as CSV floats in one split and npz integers in another still overlap."""
     from rtinfer.tasks.data import split_tables
     from rtinfer.tasks.spec import DataSpec
 
-    _write_csv(tmp_path / "train.csv", np.arange(12.0).reshape(6, 2), np.arange(6) % 2)
+    write_csv(tmp_path / "train.csv", np.arange(12.0).reshape(6, 2), np.arange(6) % 2)
     np.savez(tmp_path / "test.npz", p0=np.array([4, 100]), p1=np.array([5, 101]),
              digit=np.array([0, 1]))
     spec = DataSpec(files={"train": tmp_path / "train.csv", "test": tmp_path / "test.npz"},

@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,72 +26,55 @@ from rtinfer.bench.inprocess import SCHEMA
 from rtinfer.bench.loadgen import EARLY_STOPPING_MIN, LoadSpec, probe_capacity, run_loadgen
 from rtinfer.bench.samples import Samples
 from rtinfer.bench.targets import InProcessTarget, Target
+from rtinfer.deploy.settings import RTINFER_CONFIG, ModelConfig, read_model_config, write_settings
 from rtinfer.hardware import environment, usable_cores
 
-__all__ = ["ServingConfig", "read_config", "sweep", "write_config"]
+__all__ = ["candidates", "read_config", "sweep", "swept", "write_config"]
 
 FRACTIONS = (0.8, 0.55, 0.35, 0.2)
 
 
-@dataclass(frozen=True)
-class ServingConfig:
-    """Settings a model is served with; ``max_batch_size`` 0 means no dynamic batching."""
-
-    threads: int = 1
-    instances: int = 1
-    max_batch_size: int = 0
-    max_queue_delay_us: int = 0
-
-    def batching(self) -> Any:
-        if self.max_batch_size <= 1:
-            return None
-        from rtinfer.serve.batcher import BatchingConfig
-
-        return BatchingConfig(max_batch_size=self.max_batch_size,
-                              max_queue_delay_us=self.max_queue_delay_us)
-
-    def name(self) -> str:
-        batch = (f"batch {self.max_batch_size}/{self.max_queue_delay_us} µs"
-                 if self.max_batch_size > 1 else "no batching")
-        return f"{self.threads} thr x {self.instances} inst, {batch}"
-
-
 def candidates(threads: Sequence[int], instances: Sequence[int], batch_sizes: Sequence[int],
-               delays_us: Sequence[int], cores: int | None = None) -> list[ServingConfig]:
-    """Every combination whose threads x instances fits ``cores`` (no oversubscription)."""
+               delays_us: Sequence[int], cores: int | None = None,
+               name: str = "model") -> list[ModelConfig]:
+    """Every combination whose threads x instances fits ``cores`` (no oversubscription), as
+    the server's own settings type (batch size 1 or less: no dynamic batching)."""
     cores = cores or usable_cores()
     out = []
     for t, i, b in itertools.product(threads, instances, batch_sizes):
         if t * i > cores:
             continue
         for d in (delays_us if b > 1 else (0,)):
-            out.append(ServingConfig(t, i, b if b > 1 else 0, d))
+            out.append(ModelConfig(name, threads=t, instances=i,
+                                   max_batch_size=b if b > 1 else 0, dynamic_batching=b > 1,
+                                   max_queue_delay_us=d))
     return out
 
 
 def sweep(model: str | Path, samples: Samples, *, slo_p99_ms: float, out_dir: str | Path,
-          configs: Sequence[ServingConfig] | None = None, duration_s: float = 3.0,
+          configs: Sequence[ModelConfig] | None = None, duration_s: float = 3.0,
           engine: str | None = None, fractions: Sequence[float] = FRACTIONS,
           progress: Progress | None = None) -> dict[str, Any]:
     """Find, per configuration, the highest tried QPS that is VALID within ``slo_p99_ms``."""
     say = progress or (lambda _msg: None)
-    configs = list(configs or candidates((1, usable_cores()), (1, 2), (1, 8), (0, 2000)))
+    configs = list(configs or candidates((1, usable_cores()), (1, 2), (1, 8), (0, 2000),
+                                         name=Path(model).name))
     out = Path(out_dir)
     rows: list[dict[str, Any]] = []
     runs: list[dict[str, Any]] = []
 
-    def server_run(target: Target, cfg: ServingConfig, qps: float,
+    def server_run(target: Target, cfg: ModelConfig, qps: float,
                    folder: str) -> dict[str, Any]:
         run = run_loadgen(target, samples, LoadSpec(
             "server", qps=qps, slo_p99_ms=slo_p99_ms,
             duration_s=max(duration_s, 1.1 * EARLY_STOPPING_MIN / qps)),
-            out / folder, series=cfg.name())
-        run["sweep_config"] = asdict(cfg)
+            out / folder, series=cfg.describe())
+        run["sweep_config"] = swept(cfg)
         runs.append(run)
         return run
 
     for k, cfg in enumerate(configs):
-        say(f"config {k + 1}/{len(configs)}: {cfg.name()}")
+        say(f"config {k + 1}/{len(configs)}: {cfg.describe()}")
         with _target(model, engine, cfg) as target:
             capacity = probe_capacity(target, samples)
             best: dict[str, Any] = {"qps": None, "p99_ms": None,
@@ -113,7 +95,7 @@ def sweep(model: str | Path, samples: Samples, *, slo_p99_ms: float, out_dir: st
                 if len(p99s) == 2:
                     best = {"qps": qps, "p99_ms": max(p99s), "validity": "VALID"}
                     break
-        rows.append({"config": asdict(cfg), "name": cfg.name(),
+        rows.append({"config": swept(cfg), "name": cfg.describe(),
                      "capacity_samples_per_s": capacity, **best})
     passing = [r for r in rows if r["qps"]]
     winner = max(passing, key=lambda r: r["qps"]) if passing else None
@@ -135,20 +117,30 @@ def sweep(model: str | Path, samples: Samples, *, slo_p99_ms: float, out_dir: st
     }
 
 
-def _target(model: str | Path, engine: str | None, cfg: ServingConfig) -> InProcessTarget:
-    return InProcessTarget(model, engine=engine, threads=cfg.threads, instances=cfg.instances,
-                           batching=cfg.batching())
+def swept(cfg: ModelConfig) -> dict[str, int]:
+    """The settings a sweep varies, as its result (and ``write_config``) records them."""
+    return {"threads": cfg.thread_budget, "instances": cfg.instances,
+            "max_batch_size": cfg.max_batch_size if cfg.dynamic_batching else 0,
+            "max_queue_delay_us": cfg.max_queue_delay_us}
 
 
-def write_config(model_dir: str | Path, config: dict[str, Any] | ServingConfig) -> Path:
-    """Write ``config`` into the model's ``config.pbtxt`` (Triton's fields: max_batch_size,
-    dynamic_batching, instance_group, the ORT backend's thread counts)."""
-    from rtinfer.artifact import load_artifact, triton_config
+def _target(model: str | Path, engine: str | None, cfg: ModelConfig) -> InProcessTarget:
+    return InProcessTarget(model, engine=engine, threads=cfg.thread_budget,
+                           instances=cfg.instances,
+                           batching=cfg.batching() if cfg.dynamic_batching else None)
 
-    cfg = config if isinstance(config, ServingConfig) else ServingConfig(**config)
+
+def write_config(model_dir: str | Path, config: Mapping[str, Any] | ModelConfig) -> Path:
+    """Write ``config`` (a sweep row's settings, or a :class:`ModelConfig`) into the model's
+    ``config.pbtxt`` (Triton's fields: max_batch_size, dynamic_batching, instance_group, the
+    ORT backend's thread counts)."""
+    from rtinfer.deploy.artifact import load_artifact
+    from rtinfer.deploy.pbtxt import triton_config
+
     art = load_artifact(model_dir)
     folder = art.path.parent
-    batching = cfg.max_batch_size > 1
+    cfg = config if isinstance(config, ModelConfig) else _config(folder.name, config)
+    batching = cfg.dynamic_batching and cfg.max_batch_size > 1
     text = triton_config(art.name, art.model.spec,
                          max_batch_size=cfg.max_batch_size if batching else 1,
                          threads=cfg.threads, instances=cfg.instances,
@@ -157,32 +149,33 @@ def write_config(model_dir: str | Path, config: dict[str, Any] | ServingConfig) 
     path.write_text(text)
     # rtinfer.json outranks config.pbtxt in rtinfer serve: the settings it repeats must say
     # the same, or the server would run its old values.
-    own = folder / "rtinfer.json"
+    own = folder / RTINFER_CONFIG
     if own.is_file():
-        settings = json.loads(own.read_text())
-        stale = {"threads", "instances", "max_batch_size", "max_queue_delay_us",
-                 "preferred_batch_size"} & set(settings)
-        if stale:
-            for key in stale - {"preferred_batch_size"}:
-                settings[key] = getattr(cfg, key)
-            settings.pop("preferred_batch_size", None)
-            own.write_text(json.dumps(settings, indent=2))
+        present = set(json.loads(own.read_text()))
+        row = swept(cfg)
+        write_settings(folder, {k: v for k, v in row.items() if k in present},
+                       drop=("preferred_batch_size",))
     return path
 
 
-def read_config(model_dir: str | Path) -> ServingConfig | None:
-    """The serving settings of a model folder's ``config.pbtxt`` (None without one), read by
-    the server's own reader (:func:`rtinfer.serve.config.read_model_config`: one parser of
-    the text format, and ``rtinfer.json`` layered on top, as ``rtinfer serve`` sees them)."""
-    from rtinfer.serve.config import read_model_config
+def _config(name: str, row: Mapping[str, Any]) -> ModelConfig:
+    unknown = set(row) - {"threads", "instances", "max_batch_size", "max_queue_delay_us"}
+    if unknown:
+        raise ValueError(f"unknown serving setting(s) {sorted(unknown)} in {dict(row)}")
+    batch = int(row.get("max_batch_size", 0))
+    return ModelConfig(name, threads=row.get("threads") or None,
+                       instances=int(row.get("instances", 1)), max_batch_size=batch,
+                       dynamic_batching=batch > 1,
+                       max_queue_delay_us=int(row.get("max_queue_delay_us", 0)))
 
+
+def read_config(model_dir: str | Path) -> ModelConfig | None:
+    """The serving settings of a model folder (None without a ``config.pbtxt``), as
+    ``rtinfer serve`` sees them (:func:`rtinfer.deploy.settings.read_model_config`: one
+    parser of the text format, and ``rtinfer.json`` layered on top)."""
     folder = Path(model_dir)
     model_folder = next((p for p in (folder, folder.parent)
                          if (p / "config.pbtxt").is_file()), None)
     if model_folder is None:
         return None
-    config = read_model_config(model_folder)
-    return ServingConfig(
-        threads=config.threads or usable_cores(), instances=config.instances,
-        max_batch_size=config.max_batch_size if config.dynamic_batching else 0,
-        max_queue_delay_us=config.max_queue_delay_us)
+    return read_model_config(model_folder)

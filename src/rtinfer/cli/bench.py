@@ -120,13 +120,17 @@ def _serving_settings(target: str, threads: int | None, instances: int | None,
     """Explicit options win; else a repository model's config.pbtxt (e.g. a sweep's)."""
     if target.startswith(("http", "grpc://")):
         return {}
-    from rtinfer.bench.sweep import ServingConfig, read_config
+    from rtinfer.bench.sweep import read_config
+    from rtinfer.deploy.settings import ModelConfig
 
     cfg = read_config(target) if Path(target).is_dir() else None
     if cfg is None or any(v is not None for v in (threads, instances, max_batch_size)):
-        cfg = ServingConfig(threads or 0, instances or 1, max_batch_size or 0, delay_us)
-    return {"threads": cfg.threads or None, "instances": cfg.instances,
-            "batching": cfg.batching()}
+        batch = max_batch_size or 0
+        cfg = ModelConfig(Path(target).name or "model", threads=threads or None,
+                          instances=instances or 1, max_batch_size=batch,
+                          dynamic_batching=batch > 1, max_queue_delay_us=delay_us)
+    return {"threads": cfg.threads, "instances": cfg.instances,
+            "batching": cfg.batching() if cfg.dynamic_batching else None}
 
 
 def _sweep(target: str, samples: Any, slo: float, folder: Path, duration: float,

@@ -82,6 +82,46 @@ def optimize(
     print_optimize(result)
 
 
+@app.command()
+def replay(
+    version: Path = typer.Argument(..., help="A version folder, e.g. repo/intent/3."),
+    task: str | None = typer.Option(None, "--task", help="The task file it was made from."),
+    kit: str | None = KitOpt,
+    threads: int | None = typer.Option(None, "--threads", "-t"),
+    json_path: Path | None = JsonOpt,
+    quiet: bool = QuietOpt,
+) -> None:
+    """Rebuild a version from its manifest's recipe and check it is the same model."""
+    from rtinfer.optimize.replay import replay as run_replay
+
+    if (task is None) == (kit is None):
+        raise typer.BadParameter("give the task the version was made from: --task task.toml "
+                                 "or --kit NAME (one of them)")
+    _, loaded = task_or_kit(task, kit)
+    if isinstance(loaded, str):
+        from rtinfer import kits
+
+        loaded = kits.load(loaded, build=False)
+    elif loaded is None:
+        raise typer.BadParameter(f"{task} is not a task file (a .toml with [model] and [data])")
+    with _progress(quiet) as say:
+        result = run_replay(version, loaded, threads=threads, progress=say)
+    _write_json(json_path, result)
+    console.print(f"recipe: {result['describe']}", highlight=False)
+    if "warning" in result:
+        console.print(f"[bold yellow]{result['warning']}[/]", highlight=False)
+    outputs = result["outputs"]
+    worst = min((row["cosine_min"] for row in outputs["fidelity"].values()), default=1.0)
+    console.print(f"same files (sha256): {'yes' if result['same_hash'] else 'no'}; outputs on "
+                  f"the test split ({outputs['samples']} samples, {outputs['engine']}): worst "
+                  f"cosine {worst:.6f}", highlight=False)
+    if not result["equal"]:
+        console.print("[bold red]the rebuilt model differs from the version beyond the "
+                      f"tolerance {outputs['tolerance']}[/]", highlight=False)
+        raise typer.Exit(1)
+    console.print("[bold green]the recipe rebuilds this version[/]", highlight=False)
+
+
 def print_optimize(result: dict[str, Any]) -> None:
     """The candidate table and the verdict (shared with ``rtinfer demo``)."""
     metric = result["budget"]["metric"]

@@ -67,7 +67,7 @@ def quantize(
 ) -> None:
     """Calibrate, quantize to int8 under an accuracy budget, verify, measure, write."""
     from rtinfer.optimize import Quantize
-    from rtinfer.optimize.qat import QAT
+    from rtinfer.optimize.passes.qat import QAT
     from rtinfer.optimize.run import run_quantize
 
     config = Quantize(method=method, engine=engine or "onnxruntime", preset=preset,
@@ -109,7 +109,7 @@ def quantize(
         console.print(f"kept in float: {', '.join(result['kept_in_float'])}", highlight=False)
     if "held_out" in result:
         held = result["held_out"]
-        for label in ("float", "int8"):
+        for label in ("original", "int8"):
             if label in held:
                 console.print(f"{label} on held-out data: " + ", ".join(
                     f"{k} {v:.4f}" for k, v in held[label].items()), highlight=False)
@@ -123,7 +123,7 @@ def quantize(
                           highlight=False)
         perf = result["performance"]
         console.print(f"latency at batch 1 on {perf['engine']}: float "
-                      f"{perf['p50_ms']['float']:.2f} ms, int8 {perf['p50_ms']['int8']:.2f} ms "
+                      f"{perf['p50_ms']['original']:.2f} ms, int8 {perf['p50_ms']['int8']:.2f} ms "
                       f"p50 → {perf['speedup']:.2f}x", highlight=False)
     if "message" in result:
         console.print(f"[bold yellow]{result['message']}[/]", highlight=False)

@@ -137,7 +137,7 @@ def _warm_up(session: Session, imported: Any, name: str) -> None:
 
 
 def deployed_engine(artifact: Any) -> str | None:
-    """The engine an artifact records (:attr:`rtinfer.artifact.Artifact.engine`) when it is
+    """The engine an artifact records (:attr:`rtinfer.deploy.artifact.Artifact.engine`) when it is
     installed here; else None (the default engine), with a warning."""
     engine = artifact.engine
     if engine is not None and engine not in available_engines():
@@ -159,7 +159,7 @@ def _deployed(model: Any) -> tuple[Any, str | None]:
 
     if not isinstance(model, (str, os.PathLike)) or not Path(model).is_dir():
         return model, None
-    from rtinfer.artifact import is_artifact, is_model_folder, load_artifact
+    from rtinfer.deploy.artifact import is_artifact, is_model_folder, load_artifact
 
     folder = Path(model)
     if not (is_artifact(folder) or is_model_folder(folder)):

@@ -114,7 +114,7 @@ class Kit:
     def original_model(self) -> Any:
         """The main float model (an :class:`~rtinfer.ImportedModel`, with its PyTorch form
         when the kit saved one)."""
-        from rtinfer.artifact import load_artifact
+        from rtinfer.deploy.artifact import load_artifact
 
         return load_artifact(self.model_path).model
 

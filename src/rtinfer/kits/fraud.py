@@ -166,7 +166,7 @@ def build(folder: Path, size: str, say: Progress) -> dict[str, Any]:
     import torch
     import xgboost
 
-    from rtinfer.artifact import save_artifact
+    from rtinfer.deploy.artifact import save_artifact
     from rtinfer.models import import_model
 
     n = 200_000 if size == "full" else 60_000

@@ -109,7 +109,7 @@ def _embed(sentences: list[str], say: Progress) -> np.ndarray:
 def build(folder: Path, size: str, say: Progress) -> dict[str, Any]:
     import torch
 
-    from rtinfer.artifact import save_artifact
+    from rtinfer.deploy.artifact import save_artifact
     from rtinfer.kits.intent_data import intent_sentences, split_by_template
     from rtinfer.models import import_model, minilm_folder
 

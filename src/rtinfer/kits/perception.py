@@ -113,7 +113,7 @@ def build(folder: Path, size: str, say: Progress) -> dict[str, Any]:
     import torch
     from sklearn.datasets import load_digits
 
-    from rtinfer.artifact import save_artifact
+    from rtinfer.deploy.artifact import save_artifact
     from rtinfer.models import import_model
 
     digits = load_digits()

@@ -76,7 +76,7 @@ def _is_torch_module(obj: Any) -> bool:
 
 
 def _import_path(path: Path) -> ImportedModel:
-    from rtinfer.artifact import is_artifact, is_model_folder, load_artifact
+    from rtinfer.deploy.artifact import is_artifact, is_model_folder, load_artifact
 
     if not path.exists():
         raise ModelLoadError(f"no model at '{path}'; check the path")

@@ -13,11 +13,11 @@ from typing import Any
 
 from rtinfer.optimize._torch_job import TorchResult
 from rtinfer.optimize.budgeted import QuantizeResult, quantizable_nodes, quantize_within_budget
-from rtinfer.optimize.distill import Distill, derive_student, distill
 from rtinfer.optimize.evaluate import Budget, Evaluation, fidelity, kit_metric
 from rtinfer.optimize.inspect_quant import FORMULA, quant_params
-from rtinfer.optimize.prune import Prune, prune, prune_weights, sparsity_report
-from rtinfer.optimize.quantize import Quantize, quantize
+from rtinfer.optimize.passes.distill import Distill, derive_student, distill
+from rtinfer.optimize.passes.prune import Prune, prune, prune_weights, sparsity_report
+from rtinfer.optimize.passes.quantize import Quantize, quantize
 
 __all__ = ["FORMULA", "Budget", "Distill", "Evaluation", "Prune", "Quantize", "QuantizeResult",
            "TorchResult", "derive_student", "distill", "fidelity", "kit_metric", "prune",

@@ -22,15 +22,8 @@ from typing import Any
 import numpy as np
 
 from rtinfer._progress import Progress
-from rtinfer.bench.interleave import FASTER
 from rtinfer.optimize.augment import varied_inputs
-from rtinfer.optimize.evaluate import (
-    Budget,
-    ExtraSet,
-    beyond_split,
-    evaluate_candidate,
-    kit_metric,
-)
+from rtinfer.optimize.evaluate import Budget, ExtraSet, beyond_split, kit_metric
 
 __all__ = ["TorchResult", "TorchTask", "batches", "finish", "logits_of", "measure_side_by_side",
            "task_from", "to_tensors", "train"]
@@ -64,7 +57,8 @@ class TorchTask:
 
 @dataclass
 class TorchResult:
-    """What :func:`rtinfer.optimize.prune` and :func:`~rtinfer.optimize.distill` return."""
+    """What :func:`~rtinfer.optimize.passes.prune.prune` and
+    :func:`~rtinfer.optimize.passes.distill.distill` return."""
 
     module: Any                    # the pruned / distilled torch module (eval mode)
     model: Any                     # its ONNX export (ImportedModel)
@@ -145,9 +139,10 @@ def logits_of(output: Any) -> Any:
 
 def train(module: Any, step_loss: Callable[[int], Any], *, steps: int, lr: float,
           max_seconds: float | None, what: str, progress: Progress,
-          params: Any = None) -> dict[str, Any]:
+          params: Any = None, stop_at: int | None = None) -> dict[str, Any]:
     """At most ``steps`` AdamW steps of ``step_loss(i)`` (a scalar tensor), stopping early
-    after ``max_seconds``; progress every ~5% as "what i/steps"."""
+    after ``max_seconds`` or after ``stop_at`` steps of the ``steps``-step schedule (a replay
+    of a run its time limit cut short); progress every ~5% as "what i/steps"."""
     torch = _torch()
     if steps <= 0:
         return {"steps": 0, "seconds": 0.0, "stopped_early": False}
@@ -162,7 +157,7 @@ def train(module: Any, step_loss: Callable[[int], Any], *, steps: int, lr: float
     start, losses, done = time.perf_counter(), [], 0
     every = max(1, steps // 20)
     try:
-        for i in range(steps):
+        for i in range(steps if stop_at is None else min(steps, stop_at)):
             loss = step_loss(i)
             opt.zero_grad()
             loss.backward()
@@ -178,7 +173,8 @@ def train(module: Any, step_loss: Callable[[int], Any], *, steps: int, lr: float
     finally:
         module.eval()
     return {"steps": done, "seconds": round(time.perf_counter() - start, 1),
-            "stopped_early": done < steps, "final_loss": median(losses[-every:])}
+            "stopped_early": done < steps,
+            "final_loss": median(losses[-every:]) if losses else None}
 
 
 def predict(task: TorchTask, module: Any, split: str | Arrays, batch: int = 128) -> Arrays:
@@ -218,30 +214,20 @@ def measure_side_by_side(models: Mapping[str, Any], feeds: Arrays, *, threads: i
                          rounds: int = 5, window_s: float = 0.5, engine: str = "onnxruntime",
                          progress: Progress | None = None) -> dict[str, Any]:
     """p50/p99 of each model on ``engine`` at ``threads``, in interleaved rounds
-    (:mod:`rtinfer.bench.interleave`); the speedup of each against the first is the median of
-    per-round p50 ratios."""
-    from rtinfer.bench.interleave import measure_interleaved, ratio
-    from rtinfer.engines import load
+    (:func:`rtinfer.optimize.pipeline.measure`); the speedup of each against the first is the
+    median of per-round p50 ratios."""
+    from rtinfer.optimize import pipeline
 
-    sessions = {name: load(m, engine, threads) for name, m in models.items()}
-    try:
-        out = measure_interleaved(sessions, feeds, rounds=rounds, window_s=window_s,
-                                  progress=progress)
-    finally:
-        for s in sessions.values():
-            s.close()
-    base = next(iter(out))
-    rows = {}
-    for name, row in out.items():
-        lat = row["latency_ms"]
-        rows[name] = {"p50_ms": lat["p50"], "p99_ms": lat["p99"], "n": lat["n"],
-                      "speedup": ratio(out, base, name),
-                      "speedup_per_round": [b / o for b, o in zip(
-                          out[base]["round_p50_ms"], row["round_p50_ms"], strict=True)],
-                      "estimator": lat["estimator"]}
+    out, _ = pipeline.measure({name: (m, engine) for name, m in models.items()}, feeds,
+                              threads=threads, rounds=rounds, window_s=window_s,
+                              progress=progress)
+    rows = {name: {"p50_ms": row["latency_ms"]["p50"], "p99_ms": row["latency_ms"]["p99"],
+                   "n": row["latency_ms"]["n"], "speedup": row["speedup"],
+                   "speedup_per_round": row["speedup_per_round"],
+                   "estimator": row["latency_ms"]["estimator"]} for name, row in out.items()}
     return {"engine": engine, "threads": threads, "rounds": rounds,
             "input_shapes": {k: list(v.shape) for k, v in feeds.items()},
-            "baseline": base, "models": rows,
+            "baseline": next(iter(models)), "models": rows,
             "method": "interleaved rounds, closed loop, one request at a time; speedup = "
                       "median of per-round p50 ratios"}
 
@@ -278,9 +264,10 @@ def finish(task: TorchTask, module: Any, *, kind: str, recipe: list[dict[str, An
     """Export, evaluate against the original on held-out data under ``budget``, measure,
     write the artifact. The user chose the technique and its amount, so an over-budget result
     is still written, with ``status: over_budget`` and the limits it broke."""
-    from rtinfer.artifact import save_artifact
     from rtinfer.hardware import environment
     from rtinfer.models.summary import count_flops
+    from rtinfer.optimize import pipeline
+    from rtinfer.optimize.passes import Recipe
 
     say = progress or (lambda _msg: None)
     say("exporting to ONNX and verifying against PyTorch")
@@ -289,7 +276,7 @@ def finish(task: TorchTask, module: Any, *, kind: str, recipe: list[dict[str, An
     say("evaluating against the original on the held-out test split")
     _, targets = task.split("test")
     ref, got = predict(task, _original_module(task), "test"), predict(task, module, "test")
-    before, after = task.metric(targets, ref), task.metric(targets, got)
+    before = task.metric(targets, ref)
     # Held-out and reported only (prune and distill choose nothing): 500 varied sentences,
     # half the search's, since PyTorch runs both models on them here.
     varied_in = varied_inputs(task.kit, "test", n=500)
@@ -297,51 +284,44 @@ def finish(task: TorchTask, module: Any, *, kind: str, recipe: list[dict[str, An
                                              predict(task, module, varied_in))
     budget = (budget or Budget.from_options(None, headline=task.headline)).resolve(
         list(before), ref, varied=varied is not None)
-    verdict = evaluate_candidate(got, ref, budget, targets=targets, metric=task.metric,
-                                 float_metrics=before, varied=varied)
-    held_out: dict[str, Any] = {"original": before, task_label(kind): after,
-                                "fidelity": verdict.fidelity, "samples": len(targets),
-                                "drop": before[task.headline] - after[task.headline],
-                                "budget": verdict.to_dict()}
+    label = task_label(kind)
     beyond = beyond_split(ExtraSet.of_kit(task.kit),
                           partial(predict, task, _original_module(task)),
                           partial(predict, task, module))
-    if beyond is not None:
-        held_out["beyond_split"] = beyond
+    held_out = pipeline.held_out(ref, got, label=label, budget=budget, targets=targets,
+                                 metric=task.metric, varied=varied, beyond=beyond)
     feeds = latency_feeds(task, image_size)
     dims = _dims(model, feeds)
-    sizes = {label: {"onnx_bytes": m.size_bytes, "parameters": count_parameters(mod),
-                     "flops": count_flops(m, dims)["total"]}
-             for label, m, mod in (("original", original, _original_module(task)),
-                                   (task_label(kind), model, module))}
+    sizes = {name: {"onnx_bytes": m.size_bytes, "parameters": count_parameters(mod),
+                    "flops": count_flops(m, dims)["total"]}
+             for name, m, mod in (("original", original, _original_module(task)),
+                                  (label, model, module))}
     report: dict[str, Any] = {
         "schema": "rtinfer.result/1", "kind": kind, "task": task.name,
-        "status": "ok" if verdict.within_budget else "over_budget",
+        "status": "ok" if held_out["budget"]["within_budget"] else "over_budget",
         "budget": budget.to_dict(),
         "metric": task.headline, "recipe": recipe, **details, "held_out": held_out,
         "size": sizes, "environment": environment()}
     if measure:
         say("measuring the original and the result side by side")
-        perf = measure_side_by_side({"original": original, task_label(kind): model}, feeds,
+        perf = measure_side_by_side({"original": original, label: model}, feeds,
                                     threads=threads, progress=say)
-        speedup = perf["models"][task_label(kind)]["speedup"]
-        perf["faster"] = speedup >= FASTER
+        speedup = perf["models"][label]["speedup"]
+        perf["faster"] = pipeline.faster(speedup)
         report["performance"] = perf
         if not perf["faster"]:
             report["message"] = (
-                f"the {task_label(kind)} model is not faster than the original on this machine "
+                f"the {label} model is not faster than the original on this machine "
                 f"({speedup:.2f}x at batch 1, ONNX Runtime, {threads} threads)"
                 + ("; zeroed weights are still multiplied by dense kernels — use "
                    "structured=True to remove channels" if "sparsity" in details else ""))
     result = TorchResult(module=module, model=model, report=report)
     if out is not None:
-        art = save_artifact(model, out, name or f"{task.name}-{kind}",
-                            recipe={"format_version": 1, "passes": recipe},
-                            measurements={"accuracy": held_out[task_label(kind)],
-                                          "accuracy_original": held_out["original"],
-                                          "fidelity": {"held_out": held_out["fidelity"]},
-                                          "performance": report.get("performance", {}),
-                                          "size": sizes})
+        art = pipeline.write(model, out, name or f"{task.name}-{kind}",
+                             recipe=Recipe.of(recipe), held=held_out, label=label,
+                             performance=report.get("performance", {}),
+                             engine="onnxruntime" if measure else None, threads=threads,
+                             task=task.kit, measurements={"size": sizes})
         result.artifact = art.path
         report["artifact"] = str(art.path)
     return result
@@ -423,11 +403,14 @@ def kd_loss(student: Any, teacher: Any, targets: Any, *, temperature: float, alp
 def fit(task: TorchTask, module: Any, *, teacher: Any, steps: int, lr: float, batch_size: int,
         max_seconds: float | None, seed: int, what: str, progress: Progress,
         temperature: float = 1.0, alpha: float = 0.0, embedding_weight: float = 0.0,
-        unlabeled: Arrays | None = None, unlabeled_share: float = 0.0) -> dict[str, Any]:
-    """``steps`` of :func:`train` on the task's train split with :func:`kd_loss`. With a
-    teacher and ``unlabeled`` inputs, ``unlabeled_share`` of each batch comes from them and
-    is trained on the teacher's soft targets alone (no label exists for it)."""
+        unlabeled: Arrays | None = None, unlabeled_share: float = 0.0,
+        stop_at: int | None = None) -> dict[str, Any]:
+    """``steps`` of :func:`train` on the task's train split with :func:`kd_loss` (at most
+    ``stop_at`` of them). With a teacher and ``unlabeled`` inputs, ``unlabeled_share`` of each
+    batch comes from them and is trained on the teacher's soft targets alone (no label exists
+    for it). ``seed`` fixes the batches and dropout, so the same call trains the same model."""
     torch = _torch()
+    torch.manual_seed(seed)
     inputs, targets = task.split("train")
     n_free = 0
     if teacher is not None and unlabeled is not None and unlabeled_share > 0:
@@ -457,4 +440,4 @@ def fit(task: TorchTask, module: Any, *, teacher: Any, steps: int, lr: float, ba
               for p in m.parameters()}
     params = [p for p in module.parameters() if id(p) not in frozen and p.requires_grad]
     return train(module, step_loss, steps=steps, lr=lr, max_seconds=max_seconds, what=what,
-                 progress=progress, params=params)
+                 progress=progress, params=params, stop_at=stop_at)

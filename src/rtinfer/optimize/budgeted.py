@@ -14,7 +14,7 @@ The loop, in the spirit of NNCF's accuracy control but with explicit budgets:
    least share of any limit used) as the base; still over budget and ``try_dynamic``, try int8
    weights with activations quantized at run time on OpenVINO (no calibrated range to get
    wrong; MatMul models only), accepted when within budget; still over budget and given a
-   ``finetune`` hook (a torch model and training data: :mod:`rtinfer.optimize.qat`),
+   ``finetune`` hook (a torch model and training data: :mod:`rtinfer.optimize.passes.qat`),
    fine-tune under simulated int8 and quantize the fine-tuned weights, which become the base
    when they do better; still over budget, rank the quantizable layers by *sensitivity*:
    quantize one layer alone and measure how far its outputs move from the float model's, on
@@ -49,7 +49,7 @@ from rtinfer.optimize.evaluate import (
     ranked_by_disagreement,
     run_batches,
 )
-from rtinfer.optimize.quantize import (
+from rtinfer.optimize.passes.quantize import (
     QUANTIZABLE_OPS,
     Feeds,
     Quantize,

@@ -10,7 +10,7 @@
 2. Quantize under the budget on the validation split (:func:`quantize_within_budget`): static
    int8 that misses the budget is followed by other calibrations, then OpenVINO's int8 weights
    with run-time activation quantization (``try_dynamic``), then, with a kit and ``qat``,
-   quantization-aware fine-tuning on the kit's training split (:mod:`rtinfer.optimize.qat`)
+   quantization-aware fine-tuning on the kit's training split (:mod:`rtinfer.optimize.passes.qat`)
    before any layer is kept in float.
 3. Report on held-out data (the kit's test split): task metrics and fidelity, float vs int8.
 4. Measure float and int8 latency side by side, in this run, on the engine that will run it;
@@ -27,11 +27,10 @@ from typing import Any
 
 import numpy as np
 
-from rtinfer.artifact import save_artifact
-from rtinfer.bench.interleave import FASTER, measure_interleaved, ratio
 from rtinfer.engines import load
 from rtinfer.hardware import environment
 from rtinfer.models import ImportedModel, import_model
+from rtinfer.optimize import pipeline
 from rtinfer.optimize.augment import varied_inputs
 from rtinfer.optimize.budgeted import Progress, quantize_within_budget
 from rtinfer.optimize.evaluate import (
@@ -39,14 +38,13 @@ from rtinfer.optimize.evaluate import (
     Budget,
     ExtraSet,
     beyond_split,
-    evaluate_candidate,
-    fidelity,
     kit_metric,
     run_batches,
     user_metric,
 )
-from rtinfer.optimize.qat import QAT, finetune
-from rtinfer.optimize.quantize import Quantize
+from rtinfer.optimize.passes import Recipe
+from rtinfer.optimize.passes.qat import QAT, finetune
+from rtinfer.optimize.passes.quantize import Quantize
 
 __all__ = ["Splits", "budget_for", "extra_set", "loaded_kit", "run_quantize", "task_data"]
 
@@ -136,48 +134,38 @@ def run_quantize(
         varied_in = varied_inputs(kit_obj, "test")
         varied = None if varied_in is None else (run_batches(f_s, varied_in),
                                                  run_batches(q_s, varied_in))
-        held_out: dict[str, Any] = {"fidelity": fidelity(f_out, q_out)}
-        if task is not None and test_targets is not None:
-            held_out["float"] = task(test_targets, f_out)
-            held_out["int8"] = task(test_targets, q_out)
-            held_out["budget"] = evaluate_candidate(
-                q_out, f_out, result.budget, targets=test_targets, metric=task,
-                float_metrics=held_out["float"], varied=varied).to_dict()
         beyond = beyond_split(extra, partial(run_batches, f_s), partial(run_batches, q_s))
-        if beyond is not None:
-            held_out["beyond_split"] = beyond
-        say("measuring float and int8 latency side by side, in interleaved rounds")
-        one = {k: v[:1] for k, v in test_inputs.items()}
-        timed = measure_interleaved({"float": f_s, "int8": q_s}, one, rounds=3,
-                                    window_s=0.5, progress=say)
-    speedup = ratio(timed, "float", "int8")
-    report["held_out"] = held_out
+    labelled = task is not None and test_targets is not None
+    held = pipeline.held_out(f_out, q_out, label="int8", budget=result.budget,
+                             targets=test_targets if labelled else None,
+                             metric=task if labelled else None, varied=varied, beyond=beyond)
+    say("measuring float and int8 latency side by side, in interleaved rounds")
+    one = {k: v[:1] for k, v in test_inputs.items()}
+    timed, _ = pipeline.measure({"original": (float_model, runtime),
+                                 "int8": (result.model, runtime)}, one, threads=threads,
+                                progress=say)
+    speedup = timed["int8"]["speedup"]
+    report["held_out"] = held
     report["performance"] = {
-        "engine": runtime, "batch": 1, "rounds": 3,
+        "engine": runtime, "batch": 1, "rounds": pipeline.ROUNDS,
         "p50_ms": {k: v["latency_ms"]["p50"] for k, v in timed.items()},
         "p99_ms": {k: v["latency_ms"]["p99"] for k, v in timed.items()},
-        "speedup": speedup, "faster": speedup >= FASTER,
-        "estimator": timed["float"]["latency_ms"]["estimator"],
+        "speedup": speedup, "faster": pipeline.faster(speedup),
+        "estimator": timed["original"]["latency_ms"]["estimator"],
         "method": "interleaved rounds; speedup = median of per-round p50 ratios"}
-    if speedup < FASTER:
+    if not report["performance"]["faster"]:
         report["message"] = (
             f"int8 is not faster than float on this machine for this model ({speedup:.2f}x at "
             f"batch 1 on {runtime}); the float model remains the better deployment"
         )
     if out is not None:
-        art = save_artifact(
-            result.model, out, name or _default_name(float_model, kit),
-            recipe={"format_version": 1, "passes": (
-                [qat.to_dict()] if qat is not None and result.finetuned else []) + [
-                result.config.to_dict()]},
-            measurements={"accuracy": held_out.get("int8", {}),
-                          "accuracy_original": held_out.get("float", {}),
-                          "fidelity": {"held_out": held_out["fidelity"]},
-                          "performance": report["performance"],
-                          "quantization": {"budget": report["budget"],
-                                           "kept_in_float": result.kept_in_float}},
-            engine=runtime,
-        )
+        passes = ([qat] if qat is not None and result.finetuned else []) + [result.config]
+        art = pipeline.write(
+            result.model, out, name or _default_name(float_model, kit), recipe=Recipe(
+                tuple(passes)), held=held, label="int8", performance=report["performance"],
+            engine=runtime, threads=threads, task=kit_obj,
+            measurements={"quantization": {"budget": report["budget"],
+                                           "kept_in_float": result.kept_in_float}})
         report["artifact"] = str(art.path)
     return report
 

@@ -48,12 +48,13 @@ import numpy as np
 from rtinfer._cache import cache_dir
 from rtinfer._progress import Progress
 from rtinfer.bench.inprocess import SCHEMA, batch_feeds, measure_batch
-from rtinfer.bench.interleave import FASTER, measure_interleaved, ratio
-from rtinfer.engines import Session, available_engines, load
+from rtinfer.bench.interleave import FASTER, ratio
+from rtinfer.engines import available_engines, load
 from rtinfer.errors import OverBudgetError
 from rtinfer.hardware import environment, estimate_peak_flops, usable_cores
 from rtinfer.models import import_model
 from rtinfer.models.imported import ImportedModel
+from rtinfer.optimize import pipeline
 from rtinfer.optimize.augment import varied_inputs
 from rtinfer.optimize.budgeted import quantize_within_budget
 from rtinfer.optimize.evaluate import (
@@ -62,10 +63,10 @@ from rtinfer.optimize.evaluate import (
     ExtraSet,
     beyond_split,
     evaluate_candidate,
-    fidelity,
     run_batches,
 )
-from rtinfer.optimize.quantize import Quantize
+from rtinfer.optimize.passes import Recipe
+from rtinfer.optimize.passes.quantize import Quantize
 from rtinfer.optimize.run import Splits, budget_for, extra_set, loaded_kit, task_data
 from rtinfer.optimize.variants import Variant, quantized_variants, torch_variants
 
@@ -76,7 +77,6 @@ GOALS = ("latency", "throughput")
 # search never reuses a variant built by an older recipe.
 SEARCH_VERSION = 4  # 4: tasks; MLP prune/distill; varied sets capped for small splits
 _FINALISTS = 3          # variants within budget measured in the interleaved final rounds
-_ROUNDS = 3
 _MIN_TRAIN_S = 5.0      # the least training time worth a distilled or pruned candidate
 
 
@@ -242,8 +242,8 @@ def optimize(
     # Fit the final rounds into what is left of the budget (each pair-round takes up to three
     # windows plus a warm-up), but never below 0.1 s windows: a choice needs a measurement.
     left = max(deadline - time.monotonic(), 0.0)
-    final_window = min(window_s * 2, max(0.1, 0.6 * left / (len(finals) * _ROUNDS * 3.5)))
-    final = _measure_final(finals, variants, threads, feeds, final_window, say)
+    final_window = min(window_s * 2, max(0.1, 0.6 * left / (len(finals) * pipeline.ROUNDS * 3.5)))
+    final = _measure_final(finals, variants, threads, feeds, final_window, say, skipped)
     chosen = _choose(final, records, slo_p99_ms)
     result = _result(original, kit_name, budget, goal, batch, threads, slo_p99_ms, float_metrics,
                      variants, records, final, chosen, skipped, state, time_budget_s, start)
@@ -298,7 +298,8 @@ def _mixed_may_pay(records: Mapping[str, dict[str, Any]],
                    default=float("inf"))
 
     original = best(records["fp32"])
-    faster = {v for v, r in records.items() if v != "fp32" and best(r) * FASTER < original}
+    faster = {v for v, r in records.items() if v != "fp32" and best(r) < float("inf")
+              and pipeline.faster(original / best(r))}
     if any(records[v]["validation"]["within_budget"] for v in faster):
         return False
     return any(variants[v].quantized and variants[v].parent == "fp32" for v in faster)
@@ -329,28 +330,18 @@ def _finalists(records: Mapping[str, dict[str, Any]],
 
 
 def _measure_final(pairs: list[tuple[str, str]], variants: Mapping[str, Variant], threads: int,
-                   feeds: Mapping[str, np.ndarray], window_s: float,
-                   say: Progress) -> dict[tuple[str, str], dict[str, Any]]:
-    sessions: dict[tuple[str, str], Session] = {}
-    try:
-        for v, e in pairs:
-            try:  # one real call: a candidate its engine cannot run is left out
-                sessions[(v, e)] = load(variants[v].model, e, threads, warmup=dict(feeds))
-            except Exception as exc:  # one engine failing one candidate ends nothing
-                say(f"{v} on {e}: cannot run ({type(exc).__name__}); left out of the final "
-                    "rounds")
-        if not any(k[0] == "fp32" for k in sessions):
-            raise RuntimeError("the original model runs on none of the engines; nothing "
-                               "can be compared")
-        out = measure_interleaved(sessions, feeds, rounds=_ROUNDS, window_s=window_s,
-                                  progress=say)
-    finally:
-        for s in sessions.values():
-            s.close()
-    base = ("fp32", "onnxruntime") if ("fp32", "onnxruntime") in out else next(
-        k for k in out if k[0] == "fp32")
+                   feeds: Mapping[str, np.ndarray], window_s: float, say: Progress,
+                   skipped: list[dict[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
+    """The finalists in interleaved rounds against the original on ONNX Runtime (else its
+    first engine); a finalist its engine cannot run is left out, with why, in ``skipped``."""
+    base = ("fp32", "onnxruntime") if ("fp32", "onnxruntime") in pairs else pairs[0]
+    out, left_out = pipeline.measure({(v, e): (variants[v].model, e) for v, e in pairs}, feeds,
+                                     threads=threads, baseline=base, rounds=pipeline.ROUNDS,
+                                     window_s=window_s, progress=say)
+    skipped += [{"variant": f"{v}@{e}", "why": f"final rounds: {why}"}
+                for (v, e), why in left_out.items()]
     for key, row in out.items():
-        row["speedup_vs_original_ort"] = ratio(out, base, key)
+        row["speedup_vs_original_ort"] = row.pop("speedup")
         if ("fp32", "torch") in out:
             row["speedup_vs_torch_eager"] = ratio(out, ("fp32", "torch"), key)
     return out
@@ -370,7 +361,7 @@ def _choose(final: Mapping[tuple[str, str], dict[str, Any]],
     best = max(others, key=lambda k: final[k]["speedup_vs_original_ort"], default=None)
     gain = (final[best]["speedup_vs_original_ort"]
              / final[best_original]["speedup_vs_original_ort"]) if best else 0.0
-    if best is not None and gain >= FASTER:
+    if best is not None and pipeline.faster(gain):
         why = (f"fastest within the budget: {gain:.2f}x the original on its fastest engine "
                f"({best_original[1]})")
         key = best
@@ -428,7 +419,7 @@ def _result(original: ImportedModel, kit: str | None, budget: Budget, goal: str,
         "sensitivity": state.extra.get("sensitivity", []),
         "kept_in_float": state.extra.get("kept_in_float", []),
         "measurement": {"quick": "one short stable-window run per candidate",
-                        "final": f"{_ROUNDS} interleaved rounds; speedup = median of "
+                        "final": f"{pipeline.ROUNDS} interleaved rounds; speedup = median of "
                                  "per-round p50 ratios", "loop": "closed, one at a time"},
         "time_budget_s": time_budget_s,
         "elapsed_s": round(time.monotonic() - start, 1),
@@ -455,48 +446,24 @@ def _held_out(original: Variant, chosen: Variant, splits: Splits, task: Any, bud
         varied = None if varied_in is None else (run_batches(s0, varied_in),
                                                  run_batches(s1, varied_in))
         beyond = beyond_split(extra, partial(run_batches, s0), partial(run_batches, s1))
-    out: dict[str, Any] = {"samples": len(next(iter(inputs.values()))),
-                           "fidelity": fidelity(ref, got)}
-    if beyond is not None:
-        out["beyond_split"] = beyond
-    if task is not None and targets is not None:
-        out["original"] = task(targets, ref)
-        out["chosen"] = task(targets, got)
+    labelled = task is not None and targets is not None
     # The same limits, reported on data the choice never saw (not used to choose).
-    out["budget"] = evaluate_candidate(got, ref, budget, targets=targets, metric=task,
-                                       float_metrics=out.get("original"),
-                                       varied=varied).to_dict()
-    return out
+    return pipeline.held_out(ref, got, label="chosen", budget=budget,
+                             targets=targets if labelled else None,
+                             metric=task if labelled else None, varied=varied, beyond=beyond)
 
 
 def _write(result: dict[str, Any], variant: Variant, chosen: Mapping[str, Any],
            out: str | Path, name: str, threads: int, kit: Any = None) -> None:
-    from rtinfer.artifact import save_artifact
     from rtinfer.optimize.report import render_html
 
-    art = save_artifact(
-        variant.model, out, name,
-        recipe={"format_version": 1, "passes": variant.recipe},
-        measurements={"accuracy": result["held_out"].get("chosen", {}),
-                      "accuracy_original": result["held_out"].get("original", {}),
-                      "fidelity": {"held_out": result["held_out"]["fidelity"]},
-                      "performance": {k: v for k, v in result["chosen"].items()
-                                      if k not in ("why",)},
-                      "budget": result["budget"]},
-        threads=threads, engine=str(chosen["engine"]),
-    )
+    art = pipeline.write(
+        variant.model, out, name, recipe=Recipe.of(variant.recipe), held=result["held_out"],
+        label="chosen", performance={k: v for k, v in result["chosen"].items() if k != "why"},
+        engine=str(chosen["engine"]), threads=threads, task=kit,
+        measurements={"budget": result["budget"]})
     result["artifact"] = str(art.path)
     folder = Path(out) / name
-    # rtinfer serve reads this: the engine the choice was measured on, and the kit whose raw
-    # inputs (sentences, records, images) the server may accept and pre-process.
-    settings = {"engine": str(chosen["engine"]), "threads": threads}
-    if kit is not None and hasattr(kit, "raw_settings"):  # a task: its own pre-processing
-        raw = kit.raw_settings(folder)
-        if raw:
-            settings["raw"] = raw
-    elif result["model"]["kit"]:
-        settings.update(kit=result["model"]["kit"], kit_size=result["model"]["kit_size"])
-    (folder / "rtinfer.json").write_text(json.dumps(settings, indent=2))
     result["report"] = str(folder / "report.html")
     (folder / "report.html").write_text(render_html(result))
     (folder / "optimize.json").write_text(json.dumps(result, indent=2, default=str))

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rtinfer.models.imported import ImportedModel
-from rtinfer.optimize.quantize import Feeds, Quantize, quantize
+from rtinfer.optimize.passes.quantize import Feeds, Quantize, quantize
 
 __all__ = ["Variant", "mostly_dense", "op_histogram", "quantized_variants", "torch_variants"]
 
@@ -146,7 +146,7 @@ def torch_variants(kit: Any, original: ImportedModel, *, seconds: float,
         yield from _mlp_variants(kit, seconds=seconds, progress=progress)
         return
     if ops.get("Softmax", 0) and ops.get("MatMul", 0):
-        from rtinfer.optimize.distill import Distill, distill
+        from rtinfer.optimize.passes.distill import Distill, distill
 
         # Half the layers and half the FFN neurons: on the intent kit this student lost 0.36
         # points of held-out accuracy at 3.14x the teacher's speed after 120 + 40 steps; half
@@ -162,10 +162,10 @@ def torch_variants(kit: Any, original: ImportedModel, *, seconds: float,
 
         def build_distilled() -> Variant:
             res = distill(kit=kit, config=config, measure=False, progress=progress)
-            return Variant("distilled", label, [config.to_dict()], res.model, False)
+            return Variant("distilled", label, res.report["recipe"], res.model, False)
         yield "distilled", label, build_distilled
     elif ops.get("Conv", 0) and pruning:
-        from rtinfer.optimize.prune import Prune, prune
+        from rtinfer.optimize.passes.prune import Prune, prune
 
         pconfig = Prune(structured=True, amount=0.5, scope="layer", steps=2,
                         finetune_steps=100, lr=2e-3, max_seconds=seconds)
@@ -173,15 +173,15 @@ def torch_variants(kit: Any, original: ImportedModel, *, seconds: float,
         def build_pruned() -> Variant:
             res = prune(kit=kit, config=pconfig, measure=False, progress=progress)
             return Variant("pruned", "structured pruning (half the channels)",
-                           [pconfig.to_dict()], res.model, False)
+                           res.report["recipe"], res.model, False)
         yield "pruned", "structured pruning (half the channels)", build_pruned
 
 
 def _mlp_variants(kit: Any, *, seconds: float,
                   progress: Any) -> Iterator[tuple[str, str, Callable[[], Variant]]]:
     """Distilled and pruned forms of a fully connected network, each with half the time."""
-    from rtinfer.optimize.distill import Distill, distill
-    from rtinfer.optimize.prune import Prune, prune
+    from rtinfer.optimize.passes.distill import Distill, distill
+    from rtinfer.optimize.passes.prune import Prune, prune
 
     # Small networks train fast: a higher learning rate than a pretrained transformer's.
     dconfig = Distill(layers=1.0, width=0.5, steps=400, finetune_steps=100, lr=1e-3,
@@ -190,7 +190,7 @@ def _mlp_variants(kit: Any, *, seconds: float,
 
     def build_distilled() -> Variant:
         res = distill(kit=kit, config=dconfig, measure=False, progress=progress)
-        return Variant("distilled", dlabel, [dconfig.to_dict()], res.model, False)
+        return Variant("distilled", dlabel, res.report["recipe"], res.model, False)
     yield "distilled", dlabel, build_distilled
 
     pconfig = Prune(structured=True, amount=0.5, scope="layer", steps=2, finetune_steps=150,
@@ -199,5 +199,5 @@ def _mlp_variants(kit: Any, *, seconds: float,
 
     def build_pruned() -> Variant:
         res = prune(kit=kit, config=pconfig, measure=False, progress=progress)
-        return Variant("pruned", plabel, [pconfig.to_dict()], res.model, False)
+        return Variant("pruned", plabel, res.report["recipe"], res.model, False)
     yield "pruned", plabel, build_pruned

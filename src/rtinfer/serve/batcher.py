@@ -29,12 +29,13 @@ from typing import Any
 
 import numpy as np
 
+from rtinfer.deploy.settings import BatchingConfig
 from rtinfer.engines import Session
 from rtinfer.errors import InvalidInputError
 
 _LOG = logging.getLogger("rtinfer.serve")
 
-__all__ = ["Batcher", "BatchingConfig", "ModelUnavailableError", "QueueFullError",
+__all__ = ["Batcher", "ModelUnavailableError", "QueueFullError",
            "QueueTimeoutError", "pad_to_bucket"]
 
 #: Called after each batch: rows in it, each request's seconds in the queue, seconds computing.
@@ -56,24 +57,6 @@ class QueueTimeoutError(Exception):
 
 class ModelUnavailableError(Exception):
     """The model version was unloaded (or is shutting down) before the request could run."""
-
-
-@dataclass(frozen=True)
-class BatchingConfig:
-    max_batch_size: int = 8
-    preferred_batch_size: tuple[int, ...] = ()
-    max_queue_delay_us: int = 0
-    max_queue_size: int = 256
-    default_timeout_us: int = 0  # 0: no timeout
-    length_buckets: tuple[int, ...] = ()  # pad axis 1 of 2-D inputs up to one of these
-
-    def __post_init__(self) -> None:
-        if self.max_batch_size < 1:
-            raise ValueError(f"max_batch_size must be >= 1, got {self.max_batch_size}")
-        if self.max_queue_delay_us < 0 or self.max_queue_size < 1:
-            raise ValueError("max_queue_delay_us must be >= 0 and max_queue_size >= 1")
-        if any(b < 1 for b in self.length_buckets):
-            raise ValueError(f"length_buckets must be lengths >= 1, got {self.length_buckets}")
 
 
 @dataclass(eq=False)  # compared by identity: equality would compare the arrays

@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from rtinfer._paths import files_inside, relative_inside
-from rtinfer.artifact import is_artifact, load_artifact
+from rtinfer.deploy.artifact import is_artifact, load_artifact
+from rtinfer.deploy.settings import ModelConfig
 from rtinfer.engines import Session, deployed_engine, load
 from rtinfer.errors import RtinferError, UnsafePathError
 from rtinfer.models import import_model
 from rtinfer.serve.batcher import Batcher, BatchObserver
-from rtinfer.serve.config import ModelConfig
 from rtinfer.serve.raw import RawInputs, raw_inputs_for, raw_inputs_from
 
 __all__ = ["ServedModel", "load_version", "snapshot"]

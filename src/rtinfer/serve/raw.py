@@ -35,8 +35,8 @@ from typing import Any
 import numpy as np
 
 from rtinfer._paths import files_inside, relative_inside
+from rtinfer.deploy.pbtxt import ConfigError
 from rtinfer.errors import InvalidInputError
-from rtinfer.serve.pbtxt import ConfigError
 
 __all__ = ["RawInputs", "decode_png", "raw_inputs_for", "raw_inputs_from"]
 

@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from rtinfer._paths import check_name, contained
+from rtinfer.deploy.settings import ModelConfig, read_model_config
 from rtinfer.errors import RtinferError, UnsafePathError
 from rtinfer.serve.batcher import BatchObserver
-from rtinfer.serve.config import ModelConfig, read_model_config
 from rtinfer.serve.memory import release_freed_memory
 from rtinfer.serve.model import ServedModel, load_version, snapshot
 

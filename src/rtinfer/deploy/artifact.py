@@ -26,26 +26,20 @@ from typing import Any
 
 from rtinfer._hashing import sha256_file
 from rtinfer._paths import relative_inside
+from rtinfer.deploy.pbtxt import triton_config
 from rtinfer.errors import ArtifactError, ArtifactIntegrityError
 from rtinfer.hardware import environment
 from rtinfer.models.imported import ImportedModel, Source
-from rtinfer.spec import ModelSpec, TensorSpec
+from rtinfer.spec import ModelSpec
 
 __all__ = ["FORMAT_VERSION", "Artifact", "is_artifact", "is_model_folder", "load_artifact",
-           "save_artifact", "triton_config"]
+           "save_artifact"]
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 CONFIG = "config.pbtxt"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
-_TRITON_TYPE = {
-    "bool": "TYPE_BOOL", "uint8": "TYPE_UINT8", "uint16": "TYPE_UINT16",
-    "uint32": "TYPE_UINT32", "uint64": "TYPE_UINT64", "int8": "TYPE_INT8",
-    "int16": "TYPE_INT16", "int32": "TYPE_INT32", "int64": "TYPE_INT64",
-    "float16": "TYPE_FP16", "float32": "TYPE_FP32", "float64": "TYPE_FP64",
-    "object": "TYPE_STRING",
-}
 
 
 @dataclass
@@ -94,6 +88,7 @@ def save_artifact(
     torch_factory: str | None = None,
     torch_kwargs: Mapping[str, Any] | None = None,
     engine: str | None = None,
+    task: Mapping[str, Any] | None = None,
 ) -> Artifact:
     """Write ``model`` as ``<repo>/<name>/<version>/`` (version: next free number by default).
 
@@ -105,7 +100,9 @@ def save_artifact(
     safetensors (no pickle), so the torch engine can run the artifact's original module.
 
     ``engine`` records the engine this version was measured fastest on (``deployment.engine``
-    in the manifest); ``rtinfer serve`` uses it unless told otherwise.
+    in the manifest); ``rtinfer serve`` uses it unless told otherwise. ``task`` records the
+    task or kit the version was made from (its name and fingerprint), which ``rtinfer replay``
+    checks.
     """
     if not isinstance(name, str) or not _NAME.match(name):
         raise ValueError(
@@ -162,6 +159,8 @@ def save_artifact(
             manifest["deployment"] = {"engine": engine, "threads": threads}
         if torch_entry:
             manifest["torch"] = torch_entry
+        if task is not None:
+            manifest["task"] = dict(task)
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, default=_jsonable))
         (model_dir / CONFIG).write_text(
             triton_config(name, model.spec, max_batch_size=max_batch_size, threads=threads,
@@ -221,53 +220,6 @@ def load_artifact(path: str | Path, *, verify: bool = True,
         model.torch_loader = partial(_load_torch, path, entry, bound)
         model.torch_kwargs = entry.get("call", "kwargs") == "kwargs"
     return Artifact(path=path, manifest=manifest, model=model)
-
-
-def triton_config(
-    name: str,
-    spec: ModelSpec,
-    *,
-    max_batch_size: int = 32,
-    threads: int | None = None,
-    instances: int = 1,
-    dynamic_batching: bool = True,
-    max_queue_delay_us: int = 0,
-) -> str:
-    """A ``config.pbtxt`` for Triton's ``onnxruntime_onnx`` platform.
-
-    When every input and output has a leading batch dimension, the model batches: Triton's
-    ``max_batch_size`` is set and the batch axis is left out of ``dims``. Otherwise
-    ``max_batch_size: 0`` and full shapes. Threads go to the ORT backend's own
-    ``intra_op_thread_count`` parameter.
-    """
-    batching = max_batch_size > 0 and all(
-        t.shape and not isinstance(t.shape[0], int) for t in (*spec.inputs, *spec.outputs)
-    )
-    lines = [f'name: "{name}"', 'platform: "onnxruntime_onnx"',
-             f"max_batch_size: {max_batch_size if batching else 0}"]
-    for kind, tensors in (("input", spec.inputs), ("output", spec.outputs)):
-        for t in tensors:
-            lines.append(_triton_tensor(kind, t, batching))
-    lines.append(f"instance_group [ {{ count: {instances} kind: KIND_CPU }} ]")
-    if batching and dynamic_batching:
-        lines.append(f"dynamic_batching {{ max_queue_delay_microseconds: {max_queue_delay_us} }}")
-    if threads:
-        for key, value in (("intra_op_thread_count", threads), ("inter_op_thread_count", 1)):
-            lines.append(f'parameters {{ key: "{key}" value: {{ string_value: "{value}" }} }}')
-    return "\n".join(lines) + "\n"
-
-
-def _triton_tensor(kind: str, t: TensorSpec, batching: bool) -> str:
-    shape = t.shape[1:] if batching else t.shape
-    dims = [d if isinstance(d, int) else -1 for d in shape]
-    reshape = ""
-    if not dims:  # Triton needs at least one dim; [1] reshaped to [] is its idiom for scalars
-        dims, reshape = [1], " reshape: { shape: [ ] }"
-    dtype = _TRITON_TYPE.get(t.dtype)
-    if dtype is None:
-        raise ArtifactError(f"{kind} '{t.name}' has dtype {t.dtype}, which Triton cannot carry")
-    return (f'{kind} [ {{ name: "{t.name}" data_type: {dtype} '
-            f'dims: [ {", ".join(map(str, dims))} ]{reshape} }} ]')
 
 
 def _save_torch(model: ImportedModel, folder: Path, factory: str,

@@ -28,6 +28,7 @@ oversubscription` says when it does not fit.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -35,17 +36,34 @@ from pathlib import Path
 from typing import Any
 
 from rtinfer._paths import check_name
+from rtinfer.deploy.pbtxt import ConfigError, first, parse
 from rtinfer.errors import InvalidInputError
 from rtinfer.hardware import usable_cores
-from rtinfer.serve.batcher import BatchingConfig
-from rtinfer.serve.pbtxt import ConfigError, first, parse
 
-__all__ = ["ModelConfig", "VersionPolicy", "read_model_config"]
+__all__ = ["BatchingConfig", "ModelConfig", "VersionPolicy", "read_model_config", "write_settings"]
 
 RTINFER_CONFIG = "rtinfer.json"
 _OVERRIDABLE = ("engine", "threads", "instances", "max_batch_size", "preferred_batch_size",
                 "max_queue_delay_us", "max_queue_size", "default_timeout_us", "version_policy",
                 "length_buckets", "kit", "kit_size", "raw")
+
+
+@dataclass(frozen=True)
+class BatchingConfig:
+    max_batch_size: int = 8
+    preferred_batch_size: tuple[int, ...] = ()
+    max_queue_delay_us: int = 0
+    max_queue_size: int = 256
+    default_timeout_us: int = 0  # 0: no timeout
+    length_buckets: tuple[int, ...] = ()  # pad axis 1 of 2-D inputs up to one of these
+
+    def __post_init__(self) -> None:
+        if self.max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be >= 1, got {self.max_batch_size}")
+        if self.max_queue_delay_us < 0 or self.max_queue_size < 1:
+            raise ValueError("max_queue_delay_us must be >= 0 and max_queue_size >= 1")
+        if any(b < 1 for b in self.length_buckets):
+            raise ValueError(f"length_buckets must be lengths >= 1, got {self.length_buckets}")
 
 
 @dataclass(frozen=True)
@@ -156,6 +174,12 @@ class ModelConfig:
                 "core(s); they will compete for the CPU (leave the thread count out to share "
                 "the cores)")
 
+    def describe(self) -> str:
+        """One line: threads x instances and the batching (a sweep's row name)."""
+        batch = (f"batch {self.max_batch_size}/{self.max_queue_delay_us} µs"
+                 if self.dynamic_batching and self.max_batch_size > 1 else "no batching")
+        return f"{self.thread_budget} thr x {self.instances} inst, {batch}"
+
     def batching(self) -> BatchingConfig:
         """The batcher's settings; a model without dynamic batching runs requests one by one."""
         size = self.max_batch_size if self.dynamic_batching and self.max_batch_size > 0 else 1
@@ -252,3 +276,40 @@ def _pbtxt_policy(policy: dict[str, list[Any]] | None, path: Path) -> VersionPol
         return VersionPolicy(latest=None)
     raise ConfigError(f"{path}: version_policy must be latest, specific or all; got "
                       f"{sorted(policy)}")
+
+
+def write_settings(folder: Path, settings: Mapping[str, Any], *,
+                   drop: tuple[str, ...] = ()) -> Path:
+    """Merge ``settings`` (``rtinfer.json`` keys; None values are left out) into the model
+    folder's ``rtinfer.json``, dropping the keys in ``drop``; the result is checked as a
+    :class:`ModelConfig` before it is written. A model's raw inputs come from a kit or from a
+    task's pre-processing, never both: setting one removes the other."""
+    path = folder / RTINFER_CONFIG
+    current: dict[str, Any] = {}
+    if path.is_file():
+        with contextlib.suppress(json.JSONDecodeError):
+            loaded = json.loads(path.read_text())
+            current = loaded if isinstance(loaded, dict) else {}
+    given = {k: _jsonable(v) for k, v in settings.items() if v is not None}
+    if "raw" in given:
+        drop = (*drop, "kit", "kit_size")
+    elif "kit" in given:
+        drop = (*drop, "raw")
+    merged = {k: v for k, v in {**current, **given}.items() if k not in drop}
+    ModelConfig(name=folder.name).with_overrides(merged)  # a bad setting fails here
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(merged, indent=2))
+    tmp.replace(path)
+    return path
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, VersionPolicy):
+        return "all" if value.latest is None and not value.specific else (
+            {"specific": list(value.specific)} if value.specific else {"latest": value.latest})
+    if isinstance(value, tuple):
+        return list(value)
+    if isinstance(value, Mapping):
+        return dict(value)
+    return value

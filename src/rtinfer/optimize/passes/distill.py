@@ -22,7 +22,7 @@ are staged and renamed into place).
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,8 @@ from rtinfer._progress import Progress
 
 __all__ = ["CONFIG_VERSION", "Distill", "derive_student", "distill"]
 
-CONFIG_VERSION = 2  # 2: ``augment`` (teacher-labelled variants of the training text)
+CONFIG_VERSION = 3  # 2: ``augment`` (teacher-labelled variants of the training text);
+# 3: ``stopped_at`` (where a time limit cut the training short)
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,9 @@ class Distill:
     max_seconds: float | None = None
     seed: int = 0
     augment: float = 0.5
+    # The steps each phase (distillation, fine-tuning) reached when ``max_seconds`` cut it
+    # short; a replay trains exactly that far. None: both phases ran their full steps.
+    stopped_at: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         if self.temperature <= 0:
@@ -76,6 +80,14 @@ class Distill:
             raise ValueError("Distill.batch_size must be >= 1, lr > 0 and embedding_weight >= 0")
         if self.max_seconds is not None and self.max_seconds <= 0:
             raise ValueError(f"Distill.max_seconds must be > 0 or None, got {self.max_seconds}")
+        if self.stopped_at is not None:
+            done = tuple(int(n) for n in self.stopped_at)
+            if len(done) != 2 or not (0 <= done[0] <= self.steps
+                                      and 0 <= done[1] <= self.finetune_steps):
+                raise ValueError(f"Distill.stopped_at is (distillation steps, fine-tuning "
+                                 f"steps) reached, within ({self.steps}, "
+                                 f"{self.finetune_steps}); got {self.stopped_at}")
+            object.__setattr__(self, "stopped_at", done)
         if not 0.0 <= self.augment < 1.0:
             raise ValueError(f"Distill.augment is the share of each distillation batch drawn "
                              f"from teacher-labelled variants of the training text, in [0, 1) "
@@ -100,7 +112,15 @@ class Distill:
                   and k not in ("teacher", "student")}
         if version < 2:
             fields["augment"] = 0.0  # version 1 trained on the labelled split only
+        if fields.get("stopped_at") is not None:
+            fields["stopped_at"] = tuple(fields["stopped_at"])
         return cls(**fields)
+
+    def as_run(self, reached: tuple[int, int]) -> Distill:
+        """This setting as its run went, for the recipe: no time limit, and the steps each
+        phase ``reached`` when the limit cut it short."""
+        cut = reached != (self.steps, self.finetune_steps)
+        return replace(self, max_seconds=None, stopped_at=reached if cut else None)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"pass": "distill", "version": CONFIG_VERSION}
@@ -108,7 +128,7 @@ class Distill:
             value = getattr(self, name)
             if name in ("teacher", "student"):
                 value = None if value is None else _describe(value)
-            out[name] = value
+            out[name] = list(value) if isinstance(value, tuple) else value
         return out
 
     def describe(self) -> str:
@@ -183,7 +203,11 @@ def distill(
     total = config.steps + config.finetune_steps
 
     def share(n: int) -> float | None:
-        return None if config.max_seconds is None or not total else config.max_seconds * n / total
+        if config.max_seconds is None or config.stopped_at is not None or not total:
+            return None  # a replay trains to the recorded steps, whatever the clock says
+        return config.max_seconds * n / total
+
+    stop = config.stopped_at or (None, None)
 
     unlabeled, details["augment"] = _variants(task, config, say)
     details["training"] = {
@@ -192,13 +216,16 @@ def distill(
                            what="distilling", temperature=config.temperature,
                            alpha=config.alpha, embedding_weight=config.embedding_weight,
                            lr=config.lr, batch_size=config.batch_size, progress=say,
-                           unlabeled=unlabeled, unlabeled_share=config.augment),
+                           unlabeled=unlabeled, unlabeled_share=config.augment,
+                           stop_at=stop[0]),
         "finetune": job.fit(task, student, teacher=None, steps=config.finetune_steps,
                             max_seconds=share(config.finetune_steps), seed=config.seed + 1,
                             what="fine-tuning on labels", lr=config.lr,
-                            batch_size=config.batch_size, progress=say),
+                            batch_size=config.batch_size, progress=say, stop_at=stop[1]),
     }
-    return job.finish(task, student, kind="distill", recipe=[config.to_dict()],
+    ran = config.as_run((details["training"]["distill"]["steps"],
+                         details["training"]["finetune"]["steps"]))
+    return job.finish(task, student, kind="distill", recipe=[ran.to_dict()],
                       details=details, out=out, name=name, threads=threads, measure=measure,
                       budget=budget, progress=say)
 
@@ -225,8 +252,8 @@ def _variants(task: Any, config: Distill, say: Progress) -> tuple[Any, dict[str,
 def _narrow(task: Any, student: Any, config: Distill, say: Progress) -> dict[str, Any]:
     """Remove the least active FFN neurons (mean |activation| on calibration data) so each
     layer keeps ``config.width`` of them; attention and hidden sizes stay."""
-    from rtinfer.optimize.prune import Prune
-    from rtinfer.optimize.structured import prune_structured
+    from rtinfer.optimize.passes.prune import Prune
+    from rtinfer.optimize.passes.structured import prune_structured
 
     return prune_structured(task, Prune(method="activation", structured=True,
                                         amount=1.0 - config.width, scope="layer"),

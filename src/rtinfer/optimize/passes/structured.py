@@ -70,11 +70,13 @@ def prune_structured(task: job.TorchTask, config: Any, *, module: Any = None,
         progress(f"pruning step {step + 1}/{config.steps}: {row['parameters']:,} parameters "
                  f"left of {before:,}")
         if config.finetune_steps:
-            share = None if budget is None else budget / config.steps
+            # A replay trains to the recorded steps, whatever the clock says.
+            stop = None if config.stopped_at is None else config.stopped_at[step]
+            share = None if budget is None or stop is not None else budget / config.steps
             row["finetune"] = job.fit(
                 task, module, teacher=job.keep_original(task) if attention else None,
                 steps=config.finetune_steps, lr=config.lr, batch_size=config.batch_size,
-                max_seconds=share, seed=config.seed + step,
+                max_seconds=share, seed=config.seed + step, stop_at=stop,
                 what=f"fine-tuning after step {step + 1}", progress=progress,
                 embedding_weight=1.0 if attention else 0.0)
         steps.append(row)

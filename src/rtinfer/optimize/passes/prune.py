@@ -27,7 +27,7 @@ hidden size) keep their width, so the outputs keep their shape.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ from rtinfer._progress import Progress
 
 __all__ = ["CONFIG_VERSION", "Prune", "prune", "prune_weights", "sparsity_report"]
 
-CONFIG_VERSION = 1
+CONFIG_VERSION = 2  # 2: ``stopped_at`` (where a time limit cut the fine-tuning short)
 _METHODS = ("magnitude", "activation")
 _SCOPES = ("global", "layer")
 _STATISTICS = ("mean_abs", "zeros")
@@ -65,6 +65,9 @@ class Prune:
     round_to: int = 8                  # keep channel counts multiples of this (SIMD widths)
     max_seconds: float | None = None   # bound on all fine-tuning together
     seed: int = 0
+    # Fine-tuning steps reached after each pruning step when ``max_seconds`` cut them short;
+    # a replay trains exactly that far. None: every step's fine-tuning ran in full.
+    stopped_at: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         for name, value, allowed in (("method", self.method, _METHODS),
@@ -98,21 +101,39 @@ class Prune:
                 raise ValueError(f"Prune.{name} must be >= 1, got {getattr(self, name)}")
         if self.finetune_steps < 0:
             raise ValueError(f"Prune.finetune_steps must be >= 0, got {self.finetune_steps}")
+        if self.stopped_at is not None:
+            done = tuple(int(n) for n in self.stopped_at)
+            if len(done) != self.steps or not all(0 <= n <= self.finetune_steps for n in done):
+                raise ValueError(f"Prune.stopped_at holds the fine-tuning steps reached after "
+                                 f"each of the {self.steps} pruning step(s), each within "
+                                 f"{self.finetune_steps}; got {self.stopped_at}")
+            object.__setattr__(self, "stopped_at", done)
         if self.finetune_steps and not self.structured:
             raise ValueError("fine-tuning after unstructured pruning would regrow the zeroed "
                              "weights; use finetune_steps=0 (or structured=True)")
 
     def to_dict(self) -> dict[str, Any]:
         return {"pass": "prune", "version": CONFIG_VERSION, **asdict(self),
-                "layers": list(self.layers)}
+                "layers": list(self.layers),
+                "stopped_at": None if self.stopped_at is None else list(self.stopped_at)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Prune:
         data = dict(data)
-        if data.pop("pass", "prune") != "prune" or data.pop("version", 1) != CONFIG_VERSION:
-            raise ValueError(f"not a Prune pass of version {CONFIG_VERSION}: {data}")
+        version = data.pop("version", 1)
+        if data.pop("pass", "prune") != "prune" or version not in range(1, CONFIG_VERSION + 1):
+            raise ValueError(f"not a Prune pass of version 1..{CONFIG_VERSION}: {data}")
         data["layers"] = tuple(data.get("layers", ("Conv2d", "Linear")))
+        if data.get("stopped_at") is not None:
+            data["stopped_at"] = tuple(data["stopped_at"])
         return cls(**data)
+
+    def as_run(self, reached: tuple[int, ...]) -> Prune:
+        """This setting as its run went, for the recipe: no time limit, and the fine-tuning
+        steps ``reached`` after each pruning step when the limit cut them short."""
+        planned = (self.finetune_steps,) * self.steps if self.structured else ()
+        cut = reached != planned
+        return replace(self, max_seconds=None, stopped_at=reached if cut else None)
 
     def describe(self) -> str:
         what = (f"threshold {self.threshold:g}" if self.threshold is not None
@@ -192,7 +213,7 @@ def prune(
     ``.model`` (its verified ONNX export), ``.report`` (JSON-ready) and ``.artifact``.
     """
     from rtinfer.optimize import _torch_job as job
-    from rtinfer.optimize.structured import prune_structured
+    from rtinfer.optimize.passes.structured import prune_structured
 
     config = config or Prune()
     if isinstance(model, str) and kit is None:
@@ -203,11 +224,15 @@ def prune(
     job.keep_original(task)
     module = task.module
     details: dict[str, Any] = {}
+    reached: tuple[int, ...] = ()
     if config.structured:
         details["structure"] = prune_structured(task, config, progress=say)
+        reached = tuple(row.get("finetune", {}).get("steps", 0)
+                        for row in details["structure"]["steps"])
     else:
         details["sparsity"] = prune_weights(module, config)
-    return job.finish(task, module, kind="prune", recipe=[config.to_dict()], details=details,
+    ran = config.as_run(reached)
+    return job.finish(task, module, kind="prune", recipe=[ran.to_dict()], details=details,
                       out=out, name=name, threads=threads, image_size=image_size,
                       measure=measure, budget=budget, progress=say)
 

@@ -1,4 +1,7 @@
-"""Read the protobuf text format of Triton's ``config.pbtxt`` into plain dicts.
+"""Triton's ``config.pbtxt``: the one reader (:func:`parse`) and the one writer
+(:func:`triton_config`).
+
+The reader turns the protobuf text format into plain dicts:
 
     parse('max_batch_size: 8 dynamic_batching { preferred_batch_size: [4, 8] }')
     -> {"max_batch_size": [8], "dynamic_batching": [{"preferred_batch_size": [4, 8]}]}
@@ -16,9 +19,10 @@ import contextlib
 import re
 from typing import Any
 
-from rtinfer.errors import RtinferError
+from rtinfer.errors import ArtifactError, RtinferError
+from rtinfer.spec import ModelSpec, TensorSpec
 
-__all__ = ["ConfigError", "first", "parse"]
+__all__ = ["ConfigError", "first", "parse", "triton_config"]
 
 _TOKEN = re.compile(r'\s+|#[^\n]*|"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\''
                     r'|[{}\[\]:,;<>]|[^\s{}\[\]:,;<>"\']+|.')
@@ -94,3 +98,59 @@ def _scalar(tok: str) -> Any:
         with contextlib.suppress(ValueError):
             return kind(tok)
     return {"true": True, "false": False}.get(tok, tok)
+
+
+_TRITON_TYPE = {
+    "bool": "TYPE_BOOL", "uint8": "TYPE_UINT8", "uint16": "TYPE_UINT16",
+    "uint32": "TYPE_UINT32", "uint64": "TYPE_UINT64", "int8": "TYPE_INT8",
+    "int16": "TYPE_INT16", "int32": "TYPE_INT32", "int64": "TYPE_INT64",
+    "float16": "TYPE_FP16", "float32": "TYPE_FP32", "float64": "TYPE_FP64",
+    "object": "TYPE_STRING",
+}
+
+
+def triton_config(
+    name: str,
+    spec: ModelSpec,
+    *,
+    max_batch_size: int = 32,
+    threads: int | None = None,
+    instances: int = 1,
+    dynamic_batching: bool = True,
+    max_queue_delay_us: int = 0,
+) -> str:
+    """A ``config.pbtxt`` for Triton's ``onnxruntime_onnx`` platform.
+
+    When every input and output has a leading batch dimension, the model batches: Triton's
+    ``max_batch_size`` is set and the batch axis is left out of ``dims``. Otherwise
+    ``max_batch_size: 0`` and full shapes. Threads go to the ORT backend's own
+    ``intra_op_thread_count`` parameter.
+    """
+    batching = max_batch_size > 0 and all(
+        t.shape and not isinstance(t.shape[0], int) for t in (*spec.inputs, *spec.outputs)
+    )
+    lines = [f'name: "{name}"', 'platform: "onnxruntime_onnx"',
+             f"max_batch_size: {max_batch_size if batching else 0}"]
+    for kind, tensors in (("input", spec.inputs), ("output", spec.outputs)):
+        for t in tensors:
+            lines.append(_triton_tensor(kind, t, batching))
+    lines.append(f"instance_group [ {{ count: {instances} kind: KIND_CPU }} ]")
+    if batching and dynamic_batching:
+        lines.append(f"dynamic_batching {{ max_queue_delay_microseconds: {max_queue_delay_us} }}")
+    if threads:
+        for key, value in (("intra_op_thread_count", threads), ("inter_op_thread_count", 1)):
+            lines.append(f'parameters {{ key: "{key}" value: {{ string_value: "{value}" }} }}')
+    return "\n".join(lines) + "\n"
+
+
+def _triton_tensor(kind: str, t: TensorSpec, batching: bool) -> str:
+    shape = t.shape[1:] if batching else t.shape
+    dims = [d if isinstance(d, int) else -1 for d in shape]
+    reshape = ""
+    if not dims:  # Triton needs at least one dim; [1] reshaped to [] is its idiom for scalars
+        dims, reshape = [1], " reshape: { shape: [ ] }"
+    dtype = _TRITON_TYPE.get(t.dtype)
+    if dtype is None:
+        raise ArtifactError(f"{kind} '{t.name}' has dtype {t.dtype}, which Triton cannot carry")
+    return (f'{kind} [ {{ name: "{t.name}" data_type: {dtype} '
+            f'dims: [ {", ".join(map(str, dims))} ]{reshape} }} ]')

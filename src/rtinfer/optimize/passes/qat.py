@@ -46,7 +46,7 @@ from rtinfer._deps import require
 from rtinfer._progress import Progress
 from rtinfer.errors import ExportError
 from rtinfer.models.imported import ImportedModel, Source
-from rtinfer.optimize.quantize import Feeds, Quantize
+from rtinfer.optimize.passes.quantize import Feeds, Quantize
 
 __all__ = ["QAT", "finetune"]
 

@@ -1,0 +1,136 @@
+"""The tail every job shares, from a built candidate to a written version.
+
+``quantize``, ``prune``, ``distill`` and ``optimize`` differ in how they make candidates; from
+there on they go through the same steps, defined once here:
+
+1. :func:`held_out`: the candidate against the original on the held-out test split, under the
+   job's budget (every declared metric, the guards), with fidelity and the set from outside
+   the split, reported;
+2. :func:`measure`: the original and the candidates timed in interleaved rounds
+   (:mod:`rtinfer.bench.interleave`), each on its engine; a candidate an engine cannot run is
+   left out with the reason, never the end of the job;
+3. :func:`faster`: the one rule for "faster than noise";
+4. :func:`write`: the version (:func:`rtinfer.deploy.artifact.save_artifact`) with its recipe
+   (:class:`~rtinfer.optimize.passes.Recipe`), the held-out figures, the timing, the task it
+   came from, and the serving settings ``rtinfer serve`` reads beside it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from rtinfer._progress import Progress
+from rtinfer.bench.interleave import FASTER, measure_interleaved, ratio
+from rtinfer.optimize.evaluate import Budget, Metric, evaluate_candidate, fidelity
+from rtinfer.optimize.passes import Recipe
+
+__all__ = ["ROUNDS", "faster", "held_out", "measure", "write"]
+
+Outputs = Mapping[str, np.ndarray]
+ROUNDS = 3  # interleaved rounds of a job's final measurement
+K = TypeVar("K", bound=Hashable)
+
+
+def faster(speedup: float) -> bool:
+    """Whether a measured speedup is more than measurement noise (:data:`FASTER`)."""
+    return speedup >= FASTER
+
+
+def held_out(reference: Outputs, candidate: Outputs, *, label: str, budget: Budget,
+             targets: np.ndarray | None, metric: Metric | None,
+             varied: tuple[Outputs, Outputs] | None = None,
+             beyond: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The held-out report: ``original`` and ``label`` metrics (with labels), the drop of the
+    budget metric, fidelity, and the budget's verdict on data the choice never saw."""
+    out: dict[str, Any] = {"samples": len(next(iter(reference.values()))),
+                           "fidelity": fidelity(reference, candidate)}
+    if metric is not None and targets is not None:
+        out["original"] = metric(targets, reference)
+        out[label] = metric(targets, candidate)
+        if budget.metric in out["original"] and budget.metric in out[label]:
+            out["drop"] = out["original"][budget.metric] - out[label][budget.metric]
+    out["budget"] = evaluate_candidate(candidate, reference, budget, targets=targets,
+                                       metric=metric, float_metrics=out.get("original"),
+                                       varied=varied).to_dict()
+    if beyond is not None:
+        out["beyond_split"] = dict(beyond)
+    return out
+
+
+def measure(candidates: Mapping[K, tuple[Any, str]], feeds: Mapping[str, np.ndarray], *,
+            threads: int | None, baseline: K | None = None, rounds: int = ROUNDS,
+            window_s: float = 0.5, progress: Progress | None = None
+            ) -> tuple[dict[K, dict[str, Any]], dict[K, str]]:
+    """Time ``{key: (model, engine)}`` in interleaved rounds on ``feeds``; returns each row
+    (:func:`~rtinfer.bench.interleave.measure_interleaved`'s, plus ``speedup`` against
+    ``baseline`` — the first key by default — as the median of per-round p50 ratios, and the
+    per-round ratios) and the keys left out with why (an engine that cannot load or run one).
+    The baseline must run."""
+    from rtinfer.engines import Session, load
+
+    say = progress or (lambda _msg: None)
+    base = next(iter(candidates)) if baseline is None else baseline
+    sessions: dict[K, Session] = {}
+    left_out: dict[K, str] = {}
+    try:
+        for key, (model, engine) in candidates.items():
+            try:  # one real call: a candidate its engine cannot run is left out
+                sessions[key] = load(model, engine, threads, warmup=dict(feeds))
+            except Exception as exc:  # one engine failing one candidate ends nothing
+                left_out[key] = f"cannot run on {engine}: {type(exc).__name__}: {exc}"
+                say(f"{key}: {left_out[key]}; left out of the measurement")
+        if base not in sessions:
+            raise RuntimeError(f"the baseline {base} {left_out.get(base, 'did not load')}; "
+                               "nothing can be compared")
+        rows = measure_interleaved(sessions, dict(feeds), rounds=rounds, window_s=window_s,
+                                   progress=say)
+    finally:
+        for s in sessions.values():
+            s.close()
+    for key, row in rows.items():
+        row["speedup"] = ratio(rows, base, key)
+        row["speedup_per_round"] = [b / o for b, o in zip(
+            rows[base]["round_p50_ms"], row["round_p50_ms"], strict=True)]
+    return rows, left_out
+
+
+def write(model: Any, out: str | Path, name: str, *, recipe: Recipe, held: Mapping[str, Any],
+          label: str, performance: Mapping[str, Any], engine: str | None,
+          threads: int | None, task: Any = None,
+          measurements: Mapping[str, Any] | None = None) -> Any:
+    """Write ``model`` as the next version of ``out/name`` with what the job found, and the
+    model folder's serving settings (``rtinfer.json``: its engine and threads, and how to
+    pre-process a task's or kit's raw inputs). Returns the
+    :class:`~rtinfer.deploy.artifact.Artifact`.
+    """
+    from rtinfer.deploy.artifact import save_artifact
+    from rtinfer.deploy.settings import write_settings
+
+    art = save_artifact(
+        model, out, name, recipe=recipe.to_dict(),
+        measurements={"accuracy": held.get(label, {}),
+                      "accuracy_original": held.get("original", {}),
+                      "fidelity": {"held_out": held["fidelity"]},
+                      "performance": dict(performance), **(measurements or {})},
+        threads=threads, engine=engine, task=_provenance(task))
+    folder = Path(out) / name
+    settings: dict[str, Any] = {"engine": engine, "threads": threads}
+    if hasattr(task, "raw_settings"):  # a task file: its own pre-processing, if any
+        settings["raw"] = task.raw_settings(folder) or None
+    elif task is not None:  # a built-in kit: the server pre-processes its raw inputs
+        settings.update(kit=task.name, kit_size=task.meta.get("size", "full"))
+    write_settings(folder, settings)
+    return art
+
+
+def _provenance(task: Any) -> dict[str, Any] | None:
+    """What the manifest records of the task a version came from (``rtinfer replay`` checks
+    it): its name, and its fingerprint when it has one (a task file's)."""
+    if task is None:
+        return None
+    return {"name": getattr(task, "name", None),
+            "fingerprint": getattr(task, "fingerprint", None)}
