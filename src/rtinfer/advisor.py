@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from rtinfer.bench.inprocess import Progress, bench_model
+from rtinfer.bench.inprocess import SCHEMA, Progress, bench_model
 from rtinfer.engines import available_engines, resolve_engine
 from rtinfer.errors import EngineError
 from rtinfer.hardware import cpu_info, environment, gpu_names, usable_cores
@@ -90,7 +90,7 @@ def advise(
     best = ranked[0]
     reasons = _reasons(imported.source.kind, best, ranked, goal, slo_ms, bool(eligible))
     return {
-        "schema": "rtinfer.result/1",
+        "schema": SCHEMA,
         "kind": "advise",
         "goal": goal,
         "slo_ms": slo_ms,

@@ -47,6 +47,27 @@ _KSERVE_DATATYPE = {
 }
 
 
+#: The tensor datatypes of the KServe v2 / Triton protocols and the numpy dtype each carries:
+#: the one table the wire protocol, the gRPC model config and ``config.pbtxt`` read.
+DATATYPES: dict[str, Any] = {
+    "BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32,
+    "UINT64": np.uint64, "INT8": np.int8, "INT16": np.int16, "INT32": np.int32,
+    "INT64": np.int64, "FP16": np.float16, "FP32": np.float32, "FP64": np.float64,
+    "BYTES": np.object_,
+}
+_DATATYPE_OF_DTYPE = {np.dtype(v).name: k for k, v in DATATYPES.items()}
+
+
+def datatype_of_dtype(dtype: str) -> str | None:
+    """The protocol datatype of a numpy dtype name (``float32`` -> ``FP32``); None if none."""
+    return _DATATYPE_OF_DTYPE.get(dtype)
+
+
+def triton_type(datatype: str) -> str:
+    """Triton's model-config enum for a protocol datatype (``BYTES`` is ``TYPE_STRING``)."""
+    return "TYPE_STRING" if datatype == "BYTES" else f"TYPE_{datatype}"
+
+
 def _format_shape(shape: Sequence[Dim]) -> str:
     return "(" + ", ".join("?" if d is None else str(d) for d in shape) + ")"
 

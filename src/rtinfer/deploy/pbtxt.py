@@ -20,7 +20,7 @@ import re
 from typing import Any
 
 from rtinfer.errors import ArtifactError, RtinferError
-from rtinfer.spec import ModelSpec, TensorSpec
+from rtinfer.spec import ModelSpec, TensorSpec, datatype_of_dtype, triton_type
 
 __all__ = ["ConfigError", "first", "parse", "triton_config"]
 
@@ -100,13 +100,6 @@ def _scalar(tok: str) -> Any:
     return {"true": True, "false": False}.get(tok, tok)
 
 
-_TRITON_TYPE = {
-    "bool": "TYPE_BOOL", "uint8": "TYPE_UINT8", "uint16": "TYPE_UINT16",
-    "uint32": "TYPE_UINT32", "uint64": "TYPE_UINT64", "int8": "TYPE_INT8",
-    "int16": "TYPE_INT16", "int32": "TYPE_INT32", "int64": "TYPE_INT64",
-    "float16": "TYPE_FP16", "float32": "TYPE_FP32", "float64": "TYPE_FP64",
-    "object": "TYPE_STRING",
-}
 
 
 def triton_config(
@@ -149,8 +142,8 @@ def _triton_tensor(kind: str, t: TensorSpec, batching: bool) -> str:
     reshape = ""
     if not dims:  # Triton needs at least one dim; [1] reshaped to [] is its idiom for scalars
         dims, reshape = [1], " reshape: { shape: [ ] }"
-    dtype = _TRITON_TYPE.get(t.dtype)
-    if dtype is None:
+    datatype = datatype_of_dtype(t.dtype)
+    if datatype is None:
         raise ArtifactError(f"{kind} '{t.name}' has dtype {t.dtype}, which Triton cannot carry")
-    return (f'{kind} [ {{ name: "{t.name}" data_type: {dtype} '
+    return (f'{kind} [ {{ name: "{t.name}" data_type: {triton_type(datatype)} '
             f'dims: [ {", ".join(map(str, dims))} ]{reshape} }} ]')

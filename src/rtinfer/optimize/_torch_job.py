@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from rtinfer._progress import Progress
+from rtinfer.bench.inprocess import SCHEMA
 from rtinfer.optimize.augment import varied_inputs
 from rtinfer.optimize.evaluate import Budget, ExtraSet, beyond_split, kit_metric
 
@@ -297,7 +298,7 @@ def finish(task: TorchTask, module: Any, *, kind: str, recipe: list[dict[str, An
              for name, m, mod in (("original", original, _original_module(task)),
                                   (label, model, module))}
     report: dict[str, Any] = {
-        "schema": "rtinfer.result/1", "kind": kind, "task": task.name,
+        "schema": SCHEMA, "kind": kind, "task": task.name,
         "status": "ok" if held_out["budget"]["within_budget"] else "over_budget",
         "budget": budget.to_dict(),
         "metric": task.headline, "recipe": recipe, **details, "held_out": held_out,

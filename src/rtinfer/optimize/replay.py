@@ -19,6 +19,7 @@ from typing import Any
 
 from rtinfer._hashing import sha256_file
 from rtinfer._progress import Progress
+from rtinfer.bench.inprocess import SCHEMA
 from rtinfer.models.imported import ImportedModel
 from rtinfer.optimize.passes import Recipe
 from rtinfer.optimize.passes.distill import Distill
@@ -99,7 +100,7 @@ def replay(version: str | Path, task: Any, *, threads: int | None = None,
     recorded = art.manifest.get("task") or {}
     fingerprint = getattr(task, "fingerprint", None)
     report: dict[str, Any] = {
-        "schema": "rtinfer.result/1", "kind": "replay", "version": str(art.path),
+        "schema": SCHEMA, "kind": "replay", "version": str(art.path),
         "recipe": recipe.to_dict(), "describe": recipe.describe(),
         "task": {"given": fingerprint, "recorded": recorded.get("fingerprint")}}
     if recorded.get("fingerprint") and fingerprint and recorded["fingerprint"] != fingerprint:

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from rtinfer.bench.inprocess import SCHEMA
 from rtinfer.engines import load
 from rtinfer.hardware import environment
 from rtinfer.models import ImportedModel, import_model
@@ -113,7 +114,7 @@ def run_quantize(
     if any(s["what"].startswith("QAT") for s in result.steps):
         qat_note = ("used: the quantized model starts from the fine-tuned weights"
                     if result.finetuned else "tried: it did not reduce the drop; not used")
-    report: dict[str, Any] = {"schema": "rtinfer.result/1", "kind": "quantize",
+    report: dict[str, Any] = {"schema": SCHEMA, "kind": "quantize",
                               **result.to_dict(), "environment": environment()}
     report["qat"] = {"config": qat.to_dict() if qat else None, "outcome": qat_note}
     if result.model is None:

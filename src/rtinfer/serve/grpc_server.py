@@ -39,7 +39,6 @@ from rtinfer.serve.app import check_api_key, presented_key
 from rtinfer.serve.handler import Failure, classify, refused, run, timeout_param
 from rtinfer.serve.protocol import (
     DECODE_INLINE_BYTES,
-    DTYPE_OF,
     EXTENSIONS,
     ProtocolError,
     check_outputs,
@@ -50,6 +49,7 @@ from rtinfer.serve.protocol import (
     wire_tensor,
 )
 from rtinfer.serve.repository import ModelNotFoundError, ModelRepository
+from rtinfer.spec import DATATYPES, triton_type
 
 __all__ = ["GrpcServer", "decode_model_infer"]
 
@@ -59,11 +59,6 @@ _CONTENTS = {"BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_cont
              "INT32": "int_contents", "INT64": "int64_contents", "UINT8": "uint_contents",
              "UINT16": "uint_contents", "UINT32": "uint_contents", "UINT64": "uint64_contents",
              "FP32": "fp32_contents", "FP64": "fp64_contents", "BYTES": "bytes_contents"}
-_TRITON_TYPE = {"BOOL": "TYPE_BOOL", "UINT8": "TYPE_UINT8", "UINT16": "TYPE_UINT16",
-                "UINT32": "TYPE_UINT32", "UINT64": "TYPE_UINT64", "INT8": "TYPE_INT8",
-                "INT16": "TYPE_INT16", "INT32": "TYPE_INT32", "INT64": "TYPE_INT64",
-                "FP16": "TYPE_FP16", "FP32": "TYPE_FP32", "FP64": "TYPE_FP64",
-                "BYTES": "TYPE_STRING"}
 
 
 def _protos() -> tuple[Any, Any, Any]:
@@ -108,9 +103,9 @@ def decode_model_infer(request: Any, spec: Any, raw: Any = None
             if field is None:
                 raise ProtocolError(f"input '{tensor.name}': datatype {tensor.datatype!r} "
                                     "has no typed contents; send it in raw_input_contents"
-                                    if tensor.datatype in DTYPE_OF else
+                                    if tensor.datatype in DATATYPES else
                                     f"input '{tensor.name}' has datatype {tensor.datatype!r}; "
-                                    f"expected one of {sorted(DTYPE_OF)}")
+                                    f"expected one of {sorted(DATATYPES)}")
             item["data"] = list(getattr(tensor.contents, field))
         name, array, _ = decode_tensor(item, memoryview(blob), dtypes)
         if name in feeds:
@@ -361,8 +356,9 @@ def _servicer(stubs: Any, pb: Any, mc: Any, front: GrpcServer) -> Any:
 
             def io(kind: Any, t: dict[str, Any]) -> Any:
                 dims = t["shape"][1:] if batching else t["shape"]
+                known = t["datatype"] in DATATYPES
                 return kind(name=t["name"], data_type=mc.DataType.Value(
-                    _TRITON_TYPE.get(t["datatype"], "TYPE_INVALID")), dims=dims)
+                    triton_type(t["datatype"]) if known else "TYPE_INVALID"), dims=dims)
 
             config = mc.ModelConfig(
                 name=served.name, platform=meta["platform"],

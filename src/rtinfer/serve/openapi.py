@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from rtinfer import __version__
-from rtinfer.serve.protocol import DTYPE_OF
+from rtinfer.spec import DATATYPES
 
 __all__ = ["openapi"]
 
@@ -80,7 +80,7 @@ def _schemas() -> dict[str, Any]:
         "Error": _object(("error",), error=_STRING),
         "InferInput": _object(tensor, name=_STRING,
                               shape=_array({"type": "integer", "minimum": 0}),
-                              datatype={"type": "string", "enum": sorted(DTYPE_OF)},
+                              datatype={"type": "string", "enum": sorted(DATATYPES)},
                               parameters=_PARAMETERS, data=_DATA),
         "InferRequestedOutput": _object(("name",), name=_STRING, parameters=_PARAMETERS),
         "InferRequest": _object(("inputs",), id=_STRING, parameters=_PARAMETERS,

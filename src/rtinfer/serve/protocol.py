@@ -28,22 +28,15 @@ from rtinfer.serve.tensors import (
     object_array,
     text_elements,
 )
-from rtinfer.spec import ModelSpec
+from rtinfer.spec import DATATYPES, ModelSpec, datatype_of_dtype
 
 if TYPE_CHECKING:
     from rtinfer.serve.raw import RawInputs
 
-__all__ = ["DECODE_INLINE_BYTES", "DTYPE_OF", "EXTENSIONS", "ProtocolError", "check_outputs",
+__all__ = ["DECODE_INLINE_BYTES", "EXTENSIONS", "ProtocolError", "check_outputs",
            "datatype_of", "decode_infer_request", "decode_tensor", "encode_infer_response",
            "header_length", "input_dtypes", "prepare_feeds", "wire_tensor"]
 
-DTYPE_OF = {
-    "BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32,
-    "UINT64": np.uint64, "INT8": np.int8, "INT16": np.int16, "INT32": np.int32,
-    "INT64": np.int64, "FP16": np.float16, "FP32": np.float32, "FP64": np.float64,
-    "BYTES": np.object_,
-}
-_DATATYPE_OF = {np.dtype(v).name: k for k, v in DTYPE_OF.items()}
 
 
 #: What this server speaks beyond the required API (``GET /v2``, gRPC ServerMetadata).
@@ -181,12 +174,12 @@ def decode_tensor(item: Any, blobs: memoryview, dtypes: Mapping[str, np.dtype[An
         raise ProtocolError('each input must be an object with a "name" string')
     name = item["name"]
     datatype, shape = item.get("datatype"), item.get("shape")
-    if not isinstance(datatype, str) or datatype not in DTYPE_OF:
+    if not isinstance(datatype, str) or datatype not in DATATYPES:
         raise ProtocolError(f"input '{name}' has datatype {datatype!r}; expected one of "
-                            f"{sorted(DTYPE_OF)}")
+                            f"{sorted(DATATYPES)}")
     wanted = dtypes.get(name)
-    if wanted is not None and np.dtype(DTYPE_OF[datatype]) != wanted:
-        expected = _DATATYPE_OF.get(wanted.name, wanted.name)
+    if wanted is not None and np.dtype(DATATYPES[datatype]) != wanted:
+        expected = datatype_of_dtype(wanted.name) or wanted.name
         raise ProtocolError(f"input '{name}' is {expected} for this model; the request sends "
                             f"{datatype}")
     if not isinstance(shape, list) or not all(
@@ -211,7 +204,7 @@ def decode_tensor(item: Any, blobs: memoryview, dtypes: Mapping[str, np.dtype[An
         if datatype == "BYTES":
             flat = _split_bytes(raw, name)
         else:
-            dtype = np.dtype(DTYPE_OF[datatype]).newbyteorder("<")
+            dtype = np.dtype(DATATYPES[datatype]).newbyteorder("<")
             if size != count * dtype.itemsize:
                 raise ProtocolError(f"input '{name}': {size} bytes for shape {shape} of "
                                     f"{datatype} ({count * dtype.itemsize} expected)")
@@ -223,7 +216,7 @@ def decode_tensor(item: Any, blobs: memoryview, dtypes: Mapping[str, np.dtype[An
         if datatype == "BYTES":
             flat = _json_strings(name, data)
         else:
-            flat = from_json(name, data, np.dtype(DTYPE_OF[datatype]), datatype).ravel()
+            flat = from_json(name, data, np.dtype(DATATYPES[datatype]), datatype).ravel()
     if flat.size != count:
         raise ProtocolError(f"input '{name}' has {flat.size} elements but shape {shape} needs "
                             f"{count}")
@@ -251,7 +244,7 @@ def datatype_of(array: np.ndarray) -> str:
     """The protocol's datatype of an output array; strings and bytes are BYTES."""
     if array.dtype.kind in "OSU":
         return "BYTES"
-    return _DATATYPE_OF.get(array.dtype.name, "BYTES")
+    return datatype_of_dtype(array.dtype.name) or "BYTES"
 
 
 def wire_tensor(array: np.ndarray) -> bytes:
