@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 from typer.testing import CliRunner
 
 from rtinfer.cli import app
@@ -30,15 +29,8 @@ def test_kits_build_small_prints_quality(fraud_kit: Kit) -> None:
     assert str(fraud_kit.path) in res.output.replace("\n", "")
 
 
-def test_bench_model_with_a_kit_uses_its_real_inputs(perception_kit: Kit, tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    from rtinfer import kits
-
-    # --kit resolves the full-size build; in a private cache, point it at the small one.
-    monkeypatch.setenv("RTINFER_CACHE", str(tmp_path / "cache"))
-    full = kits.kit_folder(kits.recipe("perception"), "full")
-    full.parent.mkdir(parents=True)
-    full.symlink_to(perception_kit.path)
+def test_bench_model_with_a_kit_uses_its_real_inputs(perception_as_full: Kit,
+                                                     tmp_path: Path) -> None:
     out = tmp_path / "b.json"
     res = runner.invoke(app, ["bench-model", "--kit", "perception", "-t", "1", "--window",
                               "0.05", "--quiet", "--json", str(out)])

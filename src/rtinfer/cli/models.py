@@ -37,20 +37,34 @@ def inspect(
     kit: str | None = KitOpt,
     dim: list[str] | None = DimOpt,
     seq_len: int | None = SeqOpt,
+    shape: list[str] | None = typer.Option(
+        None, "--shape", help="An input's whole shape to count FLOPs at, e.g. --shape "
+        "x=1,3,48,320 (repeatable) [default: the shape of a task's or kit's real test rows; "
+        "else free dims = 1]."),
     quant: bool = typer.Option(False, "--quant", help="List each quantized tensor's n, scale, "
                                "zero-point, x_min/x_max and how they map to Q(x)."),
     json_path: Path | None = JsonOpt,
 ) -> None:
-    """Inputs/outputs, parameters, size, op histogram, opsets and FLOPs per sample."""
+    """Inputs/outputs, parameters, size, op histogram, opsets and FLOPs per sample (at a
+    task's or kit's real data shapes, or at --shape / --dim)."""
     from rtinfer.models import import_model
     from rtinfer.models.summary import summarize
 
-    dims = _dims(dim, seq_len)
-    path, _ = _model_or_kit(model, kit)
+    dims, shapes = _dims(dim, seq_len), _shapes(shape)
+    path, rows = _model_or_kit(model, kit)
     if quant:
         _inspect_quant(import_model(path), json_path)
         return
-    info = summarize(import_model(path), dims)
+    if shapes or dims:
+        counted_at = " and ".join(o for o, given in (("--shape", shapes), ("--dim", dims))
+                                  if given)
+    elif rows is not None:  # a real row's shape: the data's sequence length, image size
+        shapes = {k: [1, *v.shape[1:]] for k, v in rows.items()}
+        counted_at = f"the shape of the {'task' if kit is None else 'kit'}'s test rows"
+    else:
+        counted_at = "free dims = 1 (give --shape or --dim)"
+    info = summarize(import_model(path), dims, shapes)
+    info["flops"]["counted_at"] = counted_at
     _write_json(json_path, info)
     table = Table(title=f"{info['source']['description']}", show_header=False)
     for t in info["inputs"]:
@@ -65,8 +79,9 @@ def inspect(
     table.add_row("ops", ", ".join(f"{op} {n}" for op, n in ops[:12])
                   + (f", … {len(ops) - 12} more types" if len(ops) > 12 else ""))
     flops = info["flops"]
-    shapes = ", ".join(f"{k}{tuple(v)}" for k, v in flops["input_shapes"].items())
-    table.add_row("FLOPs / sample", f"{flops['per_sample'] / 1e9:.4g} GFLOP at {shapes}"
+    at = ", ".join(f"{k}{tuple(v)}" for k, v in flops["input_shapes"].items())
+    table.add_row("FLOPs / sample", f"{flops['per_sample'] / 1e9:.4g} GFLOP at {at}, "
+                  f"from {counted_at}"
                   + (f" ({flops['unresolved_nodes']} nodes unresolved)"
                      if flops["unresolved_nodes"] else ""))
     console.print(table)
@@ -260,6 +275,21 @@ def kits_build(
         console.print(f"model {model_name}: {path}", highlight=False)
     console.print(f"built in {kit.meta['build_seconds']} s; cached at {kit.path}",
                   highlight=False)
+
+
+@kits_app.command("show")
+def kits_show(
+    name: str = typer.Argument(..., help="Kit name (see rtinfer kits list)."),
+    size: str = typer.Option("full", "--size", help="full, or small (the --small build)."),
+) -> None:
+    """Print the built kit as a task file (TOML), described as your own task would be:
+    rtinfer kits show fraud > fraud.toml; rtinfer optimize fraud.toml ..."""
+    from rtinfer import kits
+
+    if size not in kits.SIZES:
+        raise typer.BadParameter(f"--size is one of {list(kits.SIZES)}, got {size!r}")
+    # Plain text: rich would read "[model]" as markup.
+    typer.echo(kits.task_file(kits.load(name, size=size, build=False)), nl=False)
 
 
 

@@ -6,6 +6,8 @@
     session = rtinfer.load(kit.model_path)
     kit.evaluate_session(session, "test")      # {"roc_auc": …, "pr_auc": …, …}
 
+    print(rtinfer.kits.task_file(kit))         # the kit as a task file (rtinfer kits show)
+
 Kits: ``fraud`` (financial risk), ``intent`` (customer service), ``perception`` (vision).
 Each builds deterministically from fixed seeds into ``$RTINFER_CACHE/kits/`` (see
 :mod:`rtinfer.kits.base`).
@@ -18,8 +20,10 @@ from typing import Any
 
 from rtinfer.errors import KitNotBuiltError
 from rtinfer.kits.base import SIZES, Kit, KitRecipe, Progress, Split, build_kit, kit_folder
+from rtinfer.kits.task_file import task_file
 
-__all__ = ["KIT_NAMES", "SIZES", "Kit", "KitRecipe", "Split", "kit_status", "load", "recipe"]
+__all__ = ["KIT_NAMES", "SIZES", "Kit", "KitRecipe", "Split", "kit_status", "load", "recipe",
+           "task_file"]
 
 _MODULES = {"fraud": "rtinfer.kits.fraud", "intent": "rtinfer.kits.intent",
             "perception": "rtinfer.kits.perception"}

@@ -52,6 +52,9 @@ class KitRecipe:
     # kit. Reported next to the held-out split, never used to choose; made on demand (cheap),
     # so it is not part of the build or its key.
     beyond: Callable[[Kit], tuple[str, dict[str, np.ndarray], np.ndarray] | None] | None = None
+    # ``evaluate`` as a task file names its metric: a "package.module:function" called as
+    # function(targets, outputs), named like the headline (``rtinfer kits show`` prints it).
+    task_metric: str | None = None
 
     def key(self, size: str) -> str:
         versions = {}

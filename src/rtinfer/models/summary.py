@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rtinfer._deps import require
@@ -25,14 +25,16 @@ _COUNTED = ("MatMul", "Gemm", "Conv", "ConvTranspose", "MatMulInteger", "QLinear
             "QLinearConv")
 
 
-def summarize(model: ImportedModel, dims: Mapping[str, int] | None = None) -> dict[str, Any]:
-    """A JSON-ready description of ``model``; FLOPs are per sample at batch 1 and ``dims``."""
+def summarize(model: ImportedModel, dims: Mapping[str, int] | None = None,
+              shapes: Mapping[str, Sequence[int]] | None = None) -> dict[str, Any]:
+    """A JSON-ready description of ``model``; FLOPs are per sample at batch 1, at ``shapes``
+    and ``dims`` (see :func:`count_flops`)."""
     onnx = require("onnx", "Inspecting ONNX models")
     proto = onnx.load(str(model.path), load_external_data=False)
     params = sum(math.prod(init.dims) for init in proto.graph.initializer)
     params += sum(_constant_elements(node) for node in proto.graph.node)
     params += sum(_ml_attribute_elements(node) for node in proto.graph.node)
-    flops = count_flops(model, dims)
+    flops = count_flops(model, dims, shapes=shapes)
     return {
         "source": model.source.to_dict(),
         "path": str(model.path),
@@ -48,8 +50,11 @@ def summarize(model: ImportedModel, dims: Mapping[str, int] | None = None) -> di
 
 
 def count_flops(model: ImportedModel, dims: Mapping[str, int] | None = None,
-                batch: int = 1) -> dict[str, Any]:
-    """FLOPs of one inference at ``batch`` and ``dims`` (symbol -> size; free dims take 1).
+                batch: int = 1, shapes: Mapping[str, Sequence[int]] | None = None,
+                ) -> dict[str, Any]:
+    """FLOPs of one inference at ``batch``, ``shapes`` (input -> whole shape, as ``--shape
+    x=1,3,48,320`` gives it: its symbols size the inputs that share them) and ``dims`` (symbol
+    -> size); free dims take 1. A symbolic first axis (``batch``, ``N``) takes ``batch``.
 
     Shapes are inferred at a batch of at least 2 and the count scaled back: shape inference
     trips over size-1 axes that exporters broadcast (MiniLM with a head: 49 MatMuls unresolved
@@ -58,8 +63,7 @@ def count_flops(model: ImportedModel, dims: Mapping[str, int] | None = None,
     onnx = require("onnx", "Counting FLOPs")
     proto = onnx.load(str(model.path), load_external_data=False)
     infer_batch = max(batch, 2)
-    sizes = {**(dims or {}), "batch": infer_batch}  # the batch argument wins over dims
-    feed_shapes = {t.name: t.concrete_shape(sizes, default=1) for t in model.spec.inputs}
+    feed_shapes = _feed_shapes(model, dims or {}, shapes or {}, infer_batch)
     graph = proto.graph
     # Drop the exporter's symbolic shapes so inference recomputes them from concrete inputs.
     del graph.value_info[:]
@@ -72,20 +76,20 @@ def count_flops(model: ImportedModel, dims: Mapping[str, int] | None = None,
             for size in feed_shapes[inp.name]:
                 shape.dim.add().dim_value = size
     inferred = _infer_shapes(onnx, proto).graph
-    shapes: dict[str, list[int] | None] = {}
+    known: dict[str, list[int] | None] = {}  # tensor -> inferred shape (None: not concrete)
     for vi in (*inferred.input, *inferred.value_info, *inferred.output):
         if vi.type.HasField("tensor_type") and vi.type.tensor_type.HasField("shape"):
             d = [x.dim_value if x.HasField("dim_value") else -1
                  for x in vi.type.tensor_type.shape.dim]
-            shapes[vi.name] = d if all(v >= 0 for v in d) else None
+            known[vi.name] = d if all(v >= 0 for v in d) else None
     for init in inferred.initializer:
-        shapes[init.name] = list(init.dims)
+        known[init.name] = list(init.dims)
 
     total, per_op, unresolved = 0, Counter[str](), 0
     for node in inferred.node:
         if node.op_type not in _COUNTED:
             continue
-        f = _node_flops(node, shapes)
+        f = _node_flops(node, known)
         if f is None:
             unresolved += 1
             continue
@@ -98,14 +102,38 @@ def count_flops(model: ImportedModel, dims: Mapping[str, int] | None = None,
         "total": int(per_sample * batch),
         "per_sample": int(per_sample),
         "input_shapes": shapes_at_batch,
-        "by_op": dict(per_op),
+        "by_op": {op: int(f // infer_batch * batch) for op, f in per_op.items()},
         "counted_ops": list(_COUNTED),
         "unresolved_nodes": unresolved,
     }
 
 
+def _feed_shapes(model: ImportedModel, dims: Mapping[str, int],
+                 shapes: Mapping[str, Sequence[int]], batch: int) -> dict[str, list[int]]:
+    """Each input's concrete shape at ``batch``: as ``shapes`` gives it, else its symbols
+    sized by ``shapes`` and ``dims`` (checked: one size per symbol), free dims 1."""
+    given = model.spec.check_shapes(shapes, dims)
+    sizes = dict(dims)
+    for t in model.spec.inputs:
+        for d, size in zip(t.shape, given.get(t.name, ()), strict=False):
+            if isinstance(d, str):
+                sizes.setdefault(d, size)
+    for t in model.spec.inputs:  # the batch axis wins over dims and shapes
+        if _batched(model, t.name) and isinstance(t.shape[0], str):
+            sizes[t.shape[0]] = batch
+    out = {}
+    for t in model.spec.inputs:
+        shape = list(given.get(t.name) or t.concrete_shape(sizes, default=1))
+        if _batched(model, t.name):
+            shape[0] = batch
+        out[t.name] = shape
+    return out
+
+
 def _batched(model: ImportedModel, name: str) -> bool:
-    return any(t.name == name and t.shape and t.shape[0] == "batch" for t in model.spec.inputs)
+    """Axis 0 is the batch when it is not fixed (``batch``, ``N``, unnamed)."""
+    return any(t.name == name and t.shape and not isinstance(t.shape[0], int)
+               for t in model.spec.inputs)
 
 
 def _infer_shapes(onnx: Any, proto: Any) -> Any:

@@ -30,12 +30,14 @@ from rtinfer.errors import TaskError
 from rtinfer.kits.base import Kit, KitRecipe, Split
 from rtinfer.models.imported import ImportedModel
 from rtinfer.tasks.data import (
+    Table,
     class_names,
     encode_labels,
+    input_columns,
     split_tables,
     table_inputs,
 )
-from rtinfer.tasks.spec import SPLITS, TaskSpec, read_task
+from rtinfer.tasks.spec import SPLITS, DataSpec, TaskSpec, read_task
 
 __all__ = ["Task", "TaskSpec", "is_task_file", "load", "read_task"]
 
@@ -151,7 +153,7 @@ def load(path: str | Path) -> Task:
     if imported is None:
         module = task_model.build_module(spec)
         names = task_model.forward_inputs(module)
-        dtypes = {n: "int64" if data.text else "float32" for n in names}
+        dtypes = _module_dtypes(next(iter(tables.values())), data, names)
     else:
         names = list(imported.spec.input_names)
         dtypes = {t.name: t.dtype for t in imported.spec.inputs}
@@ -191,6 +193,20 @@ def load(path: str | Path) -> Task:
             "task_file": str(spec.file)}
     return Task(recipe=recipe, path=spec.folder, meta=meta, spec=spec,
                 splits={s: splits[s] for s in order}, model=imported)
+
+
+def _module_dtypes(table: Table, data: DataSpec, names: Sequence[str]) -> dict[str, str]:
+    """A torch entry point's input dtypes: int64 for token ids (text, or an input fed by
+    signed-integer arrays such as an .npz's ``input_ids``), float32 for the rest (features,
+    pixels: a CSV's numbers and uint8 images included)."""
+    if data.text:
+        return {n: "int64" for n in names}
+    out = {}
+    for n in names:
+        kinds = {table[c].dtype.kind for c in input_columns(table, data, n, data.label)
+                 if c in table}
+        out[n] = "int64" if kinds == {"i"} else "float32"
+    return out
 
 
 def _raw(table: Mapping[str, np.ndarray], spec: TaskSpec,

@@ -2,7 +2,9 @@
 
 A *table* is ``{column: array}`` with one row per sample; a ``.npz`` may also hold arrays of
 any rank named after the model's inputs (images, token ids). Splits come from the task file
-(one file each) or from one file and a seeded rule, stratified by label. Labels become
+(one file each), from one file and a seeded rule, stratified by label, or from one ``.npz``
+that stores them (``split = "stored"``: arrays ``train/x``, ``train/label``, ``test/x``, …; the
+layout the kits' ``data.npz`` has). Labels become
 integers in the order of ``data.classes`` (or the sorted classes of the training data); a
 class the training data never shows, rows of a held-out split file repeated in a training or
 validation file, and ragged CSV rows are errors that name the file and the fix.
@@ -21,8 +23,8 @@ import numpy as np
 from rtinfer.errors import TaskError
 from rtinfer.tasks.spec import DataSpec
 
-__all__ = ["Table", "class_names", "encode_labels", "read_table", "split_tables",
-           "table_inputs"]
+__all__ = ["Table", "class_names", "encode_labels", "input_columns", "read_stored_splits",
+           "read_table", "split_tables", "table_inputs"]
 
 Table = dict[str, np.ndarray]
 
@@ -31,12 +33,7 @@ def read_table(path: Path) -> Table:
     """The columns of a CSV (header row), Parquet or ``.npz`` file."""
     suffix = path.suffix.lower()
     if suffix == ".npz":
-        try:
-            with np.load(path, allow_pickle=False) as f:
-                table = {k: f[k] for k in f.files}
-        except (OSError, ValueError) as exc:  # object arrays need pickle: refused
-            raise TaskError(f"{path}: cannot read it as .npz ({exc}); store plain numeric "
-                            "or string arrays") from None
+        table = _read_npz(path)
     elif suffix == ".parquet":
         from rtinfer._deps import require
 
@@ -49,10 +46,49 @@ def read_table(path: Path) -> Table:
                  for name in arrow.column_names}
     else:
         table = _read_csv(path)
-    lengths = {k: len(v) for k, v in table.items()}
-    if not table or len(set(lengths.values())) != 1 or not next(iter(lengths.values())):
-        raise TaskError(f"{path}: needs columns of one common, non-zero length; got {lengths}")
+    _check_lengths(table, str(path))
     return table
+
+
+def read_stored_splits(path: Path) -> dict[str, Table]:
+    """The splits an ``.npz`` stores as ``<split>/<name>`` arrays, each a table of ``<name>``
+    columns (``train/inputs/x`` is column ``inputs/x`` of the train split)."""
+    from rtinfer.tasks.spec import SPLITS
+
+    tables: dict[str, Table] = {}
+    outside = []
+    for key, value in _read_npz(path).items():
+        split, _, name = key.partition("/")
+        if split in SPLITS and name:
+            tables.setdefault(split, {})[name] = value
+        else:
+            outside.append(key)
+    if outside:
+        raise TaskError(f"{path}: data.split = \"stored\" reads arrays named <split>/<name> "
+                        f"with a split among {list(SPLITS)}; {sorted(outside)[:5]} are not: "
+                        "rename them, or give one file per split")
+    for needed in ("validation", "test"):
+        if needed not in tables:
+            raise TaskError(f"{path}: no '{needed}/...' arrays; data.split = \"stored\" needs "
+                            f"a validation and a test split (it has {sorted(tables)})")
+    for split, table in tables.items():
+        _check_lengths(table, f"{path} ({split}/...)")
+    return {s: tables[s] for s in SPLITS if s in tables}
+
+
+def _read_npz(path: Path) -> Table:
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return {k: f[k] for k in f.files}
+    except (OSError, ValueError) as exc:  # object arrays need pickle: refused
+        raise TaskError(f"{path}: cannot read it as .npz ({exc}); store plain numeric "
+                        "or string arrays") from None
+
+
+def _check_lengths(table: Table, where: str) -> None:
+    lengths = {k: len(v) if v.ndim else 0 for k, v in table.items()}
+    if not table or len(set(lengths.values())) != 1 or not next(iter(lengths.values())):
+        raise TaskError(f"{where}: needs columns of one common, non-zero length; got {lengths}")
 
 
 def _read_csv(path: Path) -> Table:
@@ -88,6 +124,10 @@ def _column(values: Sequence[Any], path: Path, name: str) -> np.ndarray:
 
 def split_tables(spec: DataSpec, label: str | None) -> dict[str, Table]:
     """The split tables the task file describes; see the module docstring."""
+    if spec.stored:
+        tables = read_stored_splits(spec.files["all"])
+        _no_overlap(tables, spec)
+        return tables
     if spec.fractions is None:
         tables = {s: read_table(f) for s, f in spec.files.items()}
         _no_overlap(tables, spec)
@@ -119,9 +159,15 @@ def _no_overlap(tables: Mapping[str, Table], spec: DataSpec) -> None:
             continue
         shared = np.isin(_row_hashes(tables[b], common), _row_hashes(tables[a], common)).sum()
         if shared:
-            raise TaskError(f"{spec.files[b]}: {shared} row(s) of the {b} split also appear "
-                            f"in the {a} split ({spec.files[a]}); the {b} split must be "
-                            "unseen data: remove them from one of the files")
+            raise TaskError(f"{_file(spec, b)}: {shared} row(s) of the {b} split also appear "
+                            f"in the {a} split ({_file(spec, a)}); the {b} split must be "
+                            "unseen data: remove them from one of the "
+                            + ("splits" if spec.stored else "files"))
+
+
+def _file(spec: DataSpec, split: str) -> str:
+    """Where ``split`` is read from, for messages."""
+    return f"{spec.files['all']} ({split}/...)" if spec.stored else str(spec.files[split])
 
 
 def _row_hashes(table: Table, columns: Sequence[str]) -> np.ndarray:
@@ -193,7 +239,8 @@ def table_inputs(table: Table, file: str, spec: DataSpec, names: Sequence[str],
                  dtypes: Mapping[str, str], label: str | None) -> dict[str, np.ndarray]:
     """Model inputs (``names``, cast to ``dtypes``) from a non-text table: ``data.inputs``,
     ``data.features`` (one input), arrays named after the inputs, or (one input) every column
-    but the label."""
+    but the label. An input's columns are joined along axis 1; a single column of rank >= 2
+    (an image array) is the input as it is."""
     if spec.inputs is not None:
         mapping = dict(spec.inputs)
         wrong = sorted(set(mapping) ^ set(names))
@@ -218,9 +265,27 @@ def table_inputs(table: Table, file: str, spec: DataSpec, names: Sequence[str],
         if text:
             raise TaskError(f"{file}: column(s) {text} hold text, not numbers; a feature "
                             "column must be numeric (encode categories first)")
-        out[name] = _cast(np.stack([table[c] for c in columns], axis=1), dtypes[name], file,
-                          name)
+        out[name] = _cast(_join([table[c] for c in columns]), dtypes[name], file, name)
     return out
+
+
+def input_columns(table: Table, spec: DataSpec, name: str, label: str | None) -> list[str]:
+    """The columns of ``table`` that feed model input ``name`` (as :func:`table_inputs` reads
+    them; empty for text)."""
+    if spec.text:
+        return []
+    if spec.inputs is not None:
+        return list(spec.inputs.get(name, ()))
+    if name in table:
+        return [name]
+    return list(spec.features or (c for c in table if c != label))
+
+
+def _join(columns: Sequence[np.ndarray]) -> np.ndarray:
+    if len(columns) == 1 and columns[0].ndim >= 2:
+        return columns[0]                                    # (N, ...) as stored
+    n = len(columns[0])
+    return np.concatenate([c.reshape(n, -1) for c in columns], axis=1)  # (N, columns)
 
 
 def _cast(values: np.ndarray, dtype: str, file: str, name: str) -> np.ndarray:

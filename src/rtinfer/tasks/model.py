@@ -6,8 +6,9 @@ it, so the user chose to run it (the task file's folder is importable while it i
 a project root is; a module of that name beside the task file is always imported afresh).
 Its weights load from a safetensors file only, strictly: a missing, unexpected or mis-shaped
 tensor is an error that lists them. The module is exported to ONNX with a dynamic batch axis
-(and sequence axis for token inputs), verified against PyTorch, and keeps its module, so the
-torch-side passes (pruning, distillation, QAT) can train it.
+(the sequence axis of text inputs and the task's ``model.dynamic_axes`` too, and its outputs
+named by ``model.outputs``), verified against PyTorch, and keeps its module, so the torch-side
+passes (pruning, distillation, QAT) can train it.
 """
 
 from __future__ import annotations
@@ -131,8 +132,9 @@ def forward_inputs(module: Any) -> list[str]:
 
 def export_module(spec: TaskSpec, module: Any, example: Mapping[str, np.ndarray], *,
                   classifier: bool, text: bool) -> ImportedModel:
-    """Export ``module`` (called with ``example`` as keywords) to ONNX, verified; a single
-    output of a classifier is named ``logits`` (what the agreement guard reads)."""
+    """Export ``module`` (called with ``example`` as keywords) to ONNX, verified; outputs are
+    named by ``model.outputs``, else a classifier's single output ``logits`` (what the
+    agreement guard reads)."""
     import torch
 
     from rtinfer.models.imported import Source
@@ -142,12 +144,18 @@ def export_module(spec: TaskSpec, module: Any, example: Mapping[str, np.ndarray]
     with torch.no_grad():
         out = module(**feeds)
     single = isinstance(out, torch.Tensor) or (isinstance(out, tuple | list) and len(out) == 1)
+    names = spec.model.outputs or (["logits"] if classifier and single else None)
+    axes: dict[str, dict[int, str]] = {k: {1: "sequence"} for k in feeds} if text else {}
+    for name, given in spec.model.dynamic_axes.items():
+        axes[name] = {**axes.get(name, {}), **given}
     try:
         return from_torch(
-            module, feeds, output_names=["logits"] if classifier and single else None,
-            dynamic_axes={k: {1: "sequence"} for k in feeds} if text else None,
+            module, feeds, output_names=names, dynamic_axes=axes or None,
             source=Source("torch", f"{spec.model.entry} from task {spec.file.name}",
                           state_hash(module)))
     except RtinferError as exc:
         raise TaskError(f"{spec.file}: model.torch: exporting {spec.model.entry} to ONNX "
                         f"failed: {exc}") from None
+    except ValueError as exc:  # output names or dynamic axes that do not fit the module
+        field = "model.outputs" if "output_names" in str(exc) else "model.dynamic_axes"
+        raise TaskError(f"{spec.file}: {field}: {exc}") from None

@@ -8,6 +8,11 @@
     torch = "digits_net:build"            # an entry point returning a torch.nn.Module, called
     kwargs = { hidden = 64 }              #   with these keyword arguments; the task file's
     weights = "net.safetensors"           #   folder is importable; weights: safetensors only
+    outputs = ["probabilities"]           #   its outputs' names [default: a classifier's one
+                                          #   output is "logits", a dict's keys name them]
+    dynamic_axes = { image = { 2 = "height", 3 = "width" } }  # axes past the batch that vary
+                                          #   (as torch.onnx.export takes them) [default: the
+                                          #   sequence axis of token inputs]
     transformers = "classifier/"          # config.json + model.safetensors + tokenizer files
 
     [data]
@@ -17,21 +22,26 @@
     path = "all.csv"                      # ... or one file and a seeded, stratified rule
     split = { train = 0.7, calibration = 0.1, validation = 0.1, test = 0.1 }
     seed = 0
+    path = "data.npz"                     # ... or one .npz that holds every split, its arrays
+    split = "stored"                      #   named <split>/<name>: train/x, train/label, ...
     label = "label"                       # the label column (class names or integers);
                                           #   false: no labels (a user metric judges)
     classes = ["neg", "pos"]              # optional: the class order of the model's outputs
     text = "sentence"                     # a text column, tokenized with the folder's tokenizer
     features = ["f0", "f1"]               # columns of a single-input model, in order [default:
                                           #   every column but the label]
-    inputs = { x = ["f0", "f1"] }         # several inputs: columns per model input
+    inputs = { x = ["f0", "f1"] }         # several inputs: columns per model input (one
+                                          #   column of rank >= 2, an .npz array such as
+                                          #   images (N, 3, 32, 32), is the input as it is)
     max_length = 128                      # tokens, for text
 
     [objective]
     p99_ms = 10.0
     goal = "latency"                      # or "throughput"
 
-Paths are relative to the task file. Every mistake is a :class:`~rtinfer.errors.TaskError`
-naming the file, the field and the fix, raised before any long work starts.
+Paths are relative to the task file (or absolute). Every mistake is a
+:class:`~rtinfer.errors.TaskError` naming the file, the field and the fix, raised before any
+long work starts.
 """
 
 from __future__ import annotations
@@ -51,6 +61,7 @@ BUILTIN_METRICS = ("accuracy", "macro_f1", "roc_auc", "pr_auc")
 _MODEL_KINDS = ("onnx", "torch", "transformers")
 _DATA_SUFFIXES = (".csv", ".parquet", ".npz")
 _GOALS = ("latency", "throughput")
+_TORCH_ONLY = ("weights", "kwargs", "outputs", "dynamic_axes")
 
 
 @dataclass(frozen=True)
@@ -62,6 +73,8 @@ class ModelSpecRef:
     entry: str | None = None           # torch: "package.module:function"
     weights: Path | None = None        # torch: a safetensors file
     kwargs: dict[str, Any] = field(default_factory=dict)
+    outputs: tuple[str, ...] | None = None           # torch: the exported outputs' names
+    dynamic_axes: dict[str, dict[int, str]] = field(default_factory=dict)  # torch: past axis 0
 
 
 @dataclass(frozen=True)
@@ -69,7 +82,7 @@ class DataSpec:
     """Where the task's data comes from and how its columns become model inputs."""
 
     files: dict[str, Path]             # split -> file, or {"all": file} with ``fractions``
-    fractions: dict[str, float] | None
+    fractions: dict[str, float] | None  #   or ``stored`` (the file's own splits)
     seed: int = 0
     label: str | None = "label"
     classes: tuple[str, ...] | None = None
@@ -77,6 +90,7 @@ class DataSpec:
     features: tuple[str, ...] | None = None
     inputs: dict[str, tuple[str, ...]] | None = None
     max_length: int = 128
+    stored: bool = False               # {"all": an .npz} whose arrays are <split>/<name>
 
 
 @dataclass(frozen=True)
@@ -129,14 +143,16 @@ def read_task(path: str | Path) -> TaskSpec:
 
 def _model(doc: Mapping[str, Any], where: _Where) -> ModelSpecRef:
     table = where.table(doc, "model")
-    where.only(table, "[model]", (*_MODEL_KINDS, "weights", "kwargs"))
+    where.only(table, "[model]", (*_MODEL_KINDS, *_TORCH_ONLY))
     kinds = [k for k in _MODEL_KINDS if k in table]
     if len(kinds) != 1:
         raise where.error("model", f"name exactly one of {list(_MODEL_KINDS)}; it names "
                           f"{kinds or 'none'}")
     kind = kinds[0]
-    if kind != "torch" and ("weights" in table or "kwargs" in table):
-        raise where.error("model.weights", "weights and kwargs belong to a torch entry point")
+    extra = [k for k in _TORCH_ONLY if k in table]
+    if kind != "torch" and extra:
+        raise where.error(f"model.{extra[0]}", f"{', '.join(extra)} belong to a torch entry "
+                          f"point (model.torch), not to model.{kind}")
     if kind == "torch":
         entry = table["torch"]
         module, _, func = str(entry).partition(":")
@@ -153,7 +169,9 @@ def _model(doc: Mapping[str, Any], where: _Where) -> ModelSpecRef:
                                   "file; rtinfer never unpickles weights (.pt/.pth/.bin). Save "
                                   "them with safetensors.torch.save_file(module.state_dict(), "
                                   "...)")
-        return ModelSpecRef("torch", entry=entry, weights=weights, kwargs=dict(kwargs))
+        return ModelSpecRef("torch", entry=entry, weights=weights, kwargs=dict(kwargs),
+                            outputs=_output_names(table, where),
+                            dynamic_axes=_dynamic_axes(table, where))
     path = where.path(table[kind], f"model.{kind}")
     if kind == "onnx" and not path.is_file():
         raise where.error("model.onnx", f"'{path}' is not a file")
@@ -163,12 +181,42 @@ def _model(doc: Mapping[str, Any], where: _Where) -> ModelSpecRef:
     return ModelSpecRef(kind, path=path)
 
 
+def _output_names(table: Mapping[str, Any], where: _Where) -> tuple[str, ...] | None:
+    names = table.get("outputs")
+    if names is None:
+        return None
+    if (not isinstance(names, list) or not names or len(set(names)) != len(names)
+            or not all(isinstance(n, str) and n for n in names)):
+        raise where.error("model.outputs", f"must list distinct output names, one per output "
+                          f"of the module, e.g. [\"logits\"]; got {names!r}")
+    return tuple(names)
+
+
+def _dynamic_axes(table: Mapping[str, Any], where: _Where) -> dict[str, dict[int, str]]:
+    """``{ image = { 2 = "height", 3 = "width" } }``: TOML keys are strings, axes integers."""
+    value = table.get("dynamic_axes", {})
+    example = '{ image = { 2 = "height", 3 = "width" } }'
+    if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+        raise where.error("model.dynamic_axes", f"must map inputs to {{ axis = \"name\" }}, "
+                          f"e.g. {example}; got {value!r}")
+    out: dict[str, dict[int, str]] = {}
+    for name, axes in value.items():
+        for axis, symbol in axes.items():
+            if not axis.isdigit() or int(axis) < 1 or not isinstance(symbol, str) or not symbol:
+                raise where.error(f"model.dynamic_axes.{name}", f"{axis} = {symbol!r}: give "
+                                  "an axis >= 1 (axis 0 is always the batch) and a name, e.g. "
+                                  f"{example}")
+        out[str(name)] = {int(axis): symbol for axis, symbol in axes.items()}
+    return out
+
+
 def _data(doc: Mapping[str, Any], where: _Where) -> DataSpec:
     table = where.table(doc, "data")
     where.only(table, "[data]", (*SPLITS, "path", "split", "seed", "label", "classes", "text",
                                  "features", "inputs", "max_length"))
     explicit = {s: where.path(table[s], f"data.{s}") for s in SPLITS if s in table}
     fractions = None
+    stored = False
     if "path" in table:
         if explicit:
             raise where.error("data.path", f"give one file with a split rule or files per "
@@ -176,15 +224,23 @@ def _data(doc: Mapping[str, Any], where: _Where) -> DataSpec:
         files = {"all": where.path(table["path"], "data.path")}
         rule = table.get("split", {"train": 0.7, "calibration": 0.1, "validation": 0.1,
                                    "test": 0.1})
-        if not isinstance(rule, dict) or not rule or any(
+        stored = rule == "stored"
+        if stored:
+            if files["all"].suffix.lower() != ".npz":
+                raise where.error("data.split", f"'stored' splits are read from an .npz "
+                                  f"(arrays named <split>/<name>); '{files['all'].name}' is "
+                                  "not one: give a split rule such as { train = 0.8, "
+                                  "validation = 0.1, test = 0.1 }")
+        elif not isinstance(rule, dict) or not rule or any(
                 s not in SPLITS or not isinstance(v, int | float) or v < 0
                 for s, v in rule.items()):
-            raise where.error("data.split", f"must map splits {list(SPLITS)} to shares >= 0, "
-                              f"got {rule!r}")
-        fractions = {s: float(v) for s, v in rule.items() if v > 0}
-        for needed in ("validation", "test"):
-            if needed not in fractions:
-                raise where.error("data.split", f"needs a '{needed}' share")
+            raise where.error("data.split", f"must map splits {list(SPLITS)} to shares >= 0 "
+                              f"(or be \"stored\": the .npz's own splits), got {rule!r}")
+        else:
+            fractions = {s: float(v) for s, v in rule.items() if v > 0}
+            for needed in ("validation", "test"):
+                if needed not in fractions:
+                    raise where.error("data.split", f"needs a '{needed}' share")
     else:
         if "split" in table:
             raise where.error("data.split", "a split rule needs one file in data.path")
@@ -234,7 +290,7 @@ def _data(doc: Mapping[str, Any], where: _Where) -> DataSpec:
         classes=tuple(map(str, classes)) if classes else None, text=text,
         features=tuple(map(str, features)) if features else None,
         inputs={str(k): tuple(map(str, v)) for k, v in inputs.items()} if inputs else None,
-        max_length=max_length)
+        max_length=max_length, stored=stored)
 
 
 class _Where:
