@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 
 from rtinfer.bench.stats import ESTIMATOR, latency_summary
-from rtinfer.bench.targets import TargetError, wait_until_ready
+from rtinfer.bench.targets import wait_until_ready
+from rtinfer.errors import TargetError
 
 
 @contextmanager

@@ -142,3 +142,19 @@ def test_given_shapes_size_every_input_that_shares_their_dimensions() -> None:
         spec.example_inputs(shapes={"input_ids": (1, 128), "attention_mask": (1, 64)})
     with pytest.raises(InvalidInputError, match="axis 1 is fixed at 3 in the model, got 4"):
         spec.check_shapes({"image": (1, 4, 48)})
+
+
+def test_the_leading_axis_takes_the_batch_whatever_its_name() -> None:
+    """A third-party model's batch axis is often ``N`` or unnamed: it still takes ``batch``,
+    unless a size was given for it; a model with a fixed leading axis keeps it."""
+    spec = ModelSpec((TensorSpec("x", "float32", ("N", 3, None, "w")),),
+                     (TensorSpec("y", "float32", ("N", 10)),))
+    assert spec.example_inputs(batch=4)["x"].shape == (4, 3, 1, 1)
+    assert spec.example_inputs(batch=4, dims={"w": 320})["x"].shape == (4, 3, 1, 320)
+    assert spec.example_inputs(batch=4, dims={"N": 2})["x"].shape == (2, 3, 1, 1)
+    unnamed = ModelSpec((TensorSpec("x", "float32", (None, 8)),),
+                        (TensorSpec("y", "float32", (None, 2)),))
+    assert unnamed.example_inputs(batch=3)["x"].shape == (3, 8)
+    mixed = ModelSpec((TensorSpec("a", "float32", ("N", 8)), TensorSpec("b", "float32", (1, 8))),
+                      (TensorSpec("y", "float32", ("N", 2)),))
+    assert mixed.example_inputs(batch=3)["a"].shape == (1, 8)  # no batch axis on every input

@@ -16,7 +16,16 @@
     │                                     the folder that bounds it
     ├── OverBudgetError                   no optimized model kept every limit of the budget
     ├── KitNotBuiltError (FileNotFoundError)  a kit is used before it is built
-    └── TaskError (ValueError)            a task file, its data or its model is unusable
+    ├── TaskError (ValueError)            a task file, its data or its model is unusable
+    ├── ConfigError                       a model's serving settings (config.pbtxt,
+    │                                     rtinfer.json) cannot be read or are invalid
+    ├── ServingError                      a request the server could not run as asked
+    │   ├── ModelNotFoundError (LookupError)  no such model, or no ready version of it
+    │   ├── ModelUnavailableError         the version was unloaded before the request ran
+    │   ├── QueueFullError                the model's queue is full (503: retry later)
+    │   ├── QueueTimeoutError             the request waited past its timeout
+    │   └── BodyTooLargeError             the request body is over the server's limit
+    └── TargetError                       a load test's target failed a request
 
 Wrong *kinds* of values raise plain ``TypeError`` and plainly bad argument values raise
 ``ValueError``; the classes above are for failures in rtinfer's own domain.
@@ -27,6 +36,8 @@ from __future__ import annotations
 __all__ = [
     "ArtifactError",
     "ArtifactIntegrityError",
+    "BodyTooLargeError",
+    "ConfigError",
     "EngineError",
     "EngineUnavailableError",
     "ExportError",
@@ -35,8 +46,14 @@ __all__ = [
     "KitNotBuiltError",
     "MissingExtraError",
     "ModelLoadError",
+    "ModelNotFoundError",
+    "ModelUnavailableError",
     "OverBudgetError",
+    "QueueFullError",
+    "QueueTimeoutError",
     "RtinferError",
+    "ServingError",
+    "TargetError",
     "TaskError",
     "UnknownEngineError",
     "UnsafePathError",
@@ -116,3 +133,35 @@ class TaskError(RtinferError, ValueError):
 
 class KitNotBuiltError(RtinferError, FileNotFoundError):
     """A kit was asked for without building it; the message carries the build command."""
+
+
+class ConfigError(RtinferError):
+    """A model configuration that cannot be read or holds an invalid setting."""
+
+
+class ServingError(RtinferError):
+    """A request the server could not run as asked (each maps to its own status code)."""
+
+
+class ModelNotFoundError(ServingError, LookupError):
+    """No such model, or no such ready version of it."""
+
+
+class ModelUnavailableError(ServingError):
+    """The model version was unloaded (or is shutting down) before the request could run."""
+
+
+class QueueFullError(ServingError):
+    """The model's queue is at ``max_queue_size``: retry later."""
+
+
+class QueueTimeoutError(ServingError):
+    """The request waited in the queue past its timeout."""
+
+
+class BodyTooLargeError(ServingError):
+    """The request body is over the server's limit."""
+
+
+class TargetError(RtinferError):
+    """A load test's target failed a request (HTTP error status, engine failure)."""

@@ -223,7 +223,8 @@ class ModelSpec:
     ) -> dict[str, np.ndarray]:
         """Synthetic feeds of the right names, dtypes and shapes, e.g. for warm-up and timing.
 
-        Symbolic dimensions take ``dims[symbol]`` (``batch`` takes ``batch``), free ones 1;
+        Symbolic dimensions take ``dims[symbol]`` (``batch`` takes ``batch``, as does every
+        input's leading axis when all are free, whatever its name), other free ones 1;
         ``shapes`` gives inputs their whole shape (``{"x": (1, 3, 48, 320)}``, as benchmark
         tools take it; checked by :meth:`check_shapes`): its symbolic dimensions size every
         input that shares them, and an axis named ``batch`` still takes ``batch``.
@@ -233,10 +234,17 @@ class ModelSpec:
         """
         rng = np.random.default_rng(seed)
         given = self.check_shapes(shapes or {}, dims)
-        sizes = {**self._symbols(given), **(dims or {}), "batch": batch}
+        fixed = {**self._symbols(given), **(dims or {})}
+        sizes = {**fixed, "batch": batch}
+        # When every input's leading axis is free, that axis is the batch whatever its name
+        # (``N``, ``batch_size`` or none), unless a size was given for it.
+        batched = all(t.shape and not isinstance(t.shape[0], int) for t in self.inputs)
         feeds: dict[str, np.ndarray] = {}
         for t in self.inputs:
             shape = t.concrete_shape(sizes, default=1)
+            lead = t.shape[0] if t.shape else None
+            if batched and t.name not in given and not (isinstance(lead, str) and lead in fixed):
+                shape = (batch, *shape[1:])
             if t.name in given:  # unnamed free dimensions as given; symbols as sized above
                 shape = tuple(s if isinstance(d, str) else g
                               for d, s, g in zip(t.shape, shape, given[t.name], strict=True))

@@ -22,13 +22,8 @@ from starlette.routing import Route
 import rtinfer
 from rtinfer.bench.loadgen import LoadSpec, run_loadgen
 from rtinfer.bench.samples import load_samples
-from rtinfer.bench.targets import (
-    KServeTarget,
-    Target,
-    TargetError,
-    TFServingTarget,
-    open_target,
-)
+from rtinfer.bench.targets import KServeTarget, Target, TFServingTarget, open_target
+from rtinfer.errors import TargetError
 from rtinfer.models import ImportedModel
 from rtinfer.serve import create_app, load_repository
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from rtinfer.optimize import Distill, derive_student, distill
-from rtinfer.optimize._torch_job import kd_loss
+from rtinfer.optimize.training import kd_loss
 
 
 def _tiny_bert(layers: int = 6):  # type: ignore[no-untyped-def]

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from rtinfer.errors import TargetError
 from rtinfer.serve.inthread import serve_in_thread
 
 KEY = "test-key"  # the API key of the shared server fixture
@@ -56,7 +57,7 @@ def serve_process(*args: str, env: dict[str, str] | None = None
 
 def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 120) -> None:
     """Poll ``url``'s readiness until 200; fail with the server's stderr if it never is."""
-    from rtinfer.bench.targets import TargetError, wait_until_ready
+    from rtinfer.bench.targets import wait_until_ready
 
     try:
         wait_until_ready(f"http://{url}", timeout_s, alive=lambda: proc.poll() is None)

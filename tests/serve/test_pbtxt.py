@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from conftest_helpers import TRITON_CONFIG
 
-from rtinfer.deploy.pbtxt import ConfigError, first, parse
+from rtinfer.deploy.pbtxt import first, parse
+from rtinfer.errors import ConfigError
 
 
 def test_fields_messages_lists_and_repeats() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from conftest_helpers import TRITON_CONFIG
 
-from rtinfer.deploy.pbtxt import ConfigError
+from rtinfer.errors import ConfigError
 from rtinfer.hardware import usable_cores
 from rtinfer.serve import ModelConfig, VersionPolicy, read_model_config
 

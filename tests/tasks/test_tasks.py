@@ -132,7 +132,7 @@ def _edit(task: Path, old: str, new: str) -> Path:
 
 @pytest.mark.parametrize(("old", "new", "message"), [
     ('label = "digit"', 'label = "kind"', r"no label column 'kind'.*data\.label"),
-    ('torch = "digits_net_a:build"', 'torch = "no_such_pkg.models:build"',
+    ('torch = "', 'torch = "no_such_pkg.models:build"  # was "',
      r"model\.torch: cannot import 'no_such_pkg\.models'"),
     ("hidden = 96", "hidden = 32", r"model\.weights: 'net\.safetensors' does not fit.*shapes"),
     ('weights = "net.safetensors"', 'weights = "net.pt"', r"never unpickles"),

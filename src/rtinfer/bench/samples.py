@@ -21,7 +21,7 @@ import numpy as np
 
 from rtinfer.spec import ModelSpec
 
-__all__ = ["Samples", "load_samples", "samples_from_arrays"]
+__all__ = ["Samples", "load_samples", "real_batches", "samples_from_arrays"]
 
 MASK = "attention_mask"
 
@@ -39,6 +39,26 @@ class Samples:
 
     def describe(self) -> dict[str, Any]:
         return {"source": self.source, "count": len(self.items), **self.details}
+
+
+def real_batches(arrays: Mapping[str, np.ndarray], batch: int,
+                 count: int = 64) -> list[dict[str, np.ndarray]]:
+    """Up to ``count`` batches of ``batch`` consecutive real rows (cycling when the data is
+    short), text cut to each batch's longest sentence: latency at the data's own shapes, not
+    at the padded width of the split. Without an ``attention_mask``: one batch."""
+    n = len(next(iter(arrays.values())))
+    mask = arrays.get(MASK)
+    groups = [np.arange(i * batch, (i + 1) * batch) % n
+              for i in range(count if mask is not None and mask.ndim == 2 else 1)]
+    out = []
+    for rows in groups:
+        feeds = {k: np.take(v, rows, axis=0) for k, v in arrays.items()}
+        if mask is not None and mask.ndim == 2:
+            used = max(int(feeds[MASK].sum(axis=1).max()), 1)
+            feeds = {k: v[:, :used] if v.ndim == 2 and v.shape[1] == mask.shape[1] else v
+                     for k, v in feeds.items()}
+        out.append({k: np.ascontiguousarray(v) for k, v in feeds.items()})
+    return out
 
 
 def samples_from_arrays(arrays: Mapping[str, np.ndarray], source: str,

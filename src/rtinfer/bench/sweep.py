@@ -127,7 +127,7 @@ def swept(cfg: ModelConfig) -> dict[str, int]:
 def _target(model: str | Path, engine: str | None, cfg: ModelConfig) -> InProcessTarget:
     return InProcessTarget(model, engine=engine, threads=cfg.thread_budget,
                            instances=cfg.instances,
-                           batching=cfg.batching() if cfg.dynamic_batching else None)
+                           batching=cfg.batching() if _batches(cfg) else None)
 
 
 def write_config(model_dir: str | Path, config: Mapping[str, Any] | ModelConfig) -> Path:
@@ -140,7 +140,7 @@ def write_config(model_dir: str | Path, config: Mapping[str, Any] | ModelConfig)
     art = load_artifact(model_dir)
     folder = art.path.parent
     cfg = config if isinstance(config, ModelConfig) else _config(folder.name, config)
-    batching = cfg.dynamic_batching and cfg.max_batch_size > 1
+    batching = _batches(cfg)
     text = triton_config(art.name, art.model.spec,
                          max_batch_size=cfg.max_batch_size if batching else 1,
                          threads=cfg.threads, instances=cfg.instances,
@@ -152,10 +152,16 @@ def write_config(model_dir: str | Path, config: Mapping[str, Any] | ModelConfig)
     own = folder / RTINFER_CONFIG
     if own.is_file():
         present = set(json.loads(own.read_text()))
-        row = swept(cfg)
+        row = {**swept(cfg), "threads": cfg.threads}  # None: the cores are shared, no pin
         write_settings(folder, {k: v for k, v in row.items() if k in present},
-                       drop=("preferred_batch_size",))
+                       drop=("preferred_batch_size",
+                             *(("threads",) if cfg.threads is None else ())))
     return path
+
+
+def _batches(cfg: ModelConfig) -> bool:
+    """Whether a setting batches requests dynamically (a batch of one does not)."""
+    return cfg.dynamic_batching and cfg.max_batch_size > 1
 
 
 def _config(name: str, row: Mapping[str, Any]) -> ModelConfig:

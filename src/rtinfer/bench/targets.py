@@ -31,15 +31,11 @@ from typing import Any
 
 import numpy as np
 
-from rtinfer.errors import RtinferError
+from rtinfer.errors import TargetError
 from rtinfer.spec import ModelSpec, TensorSpec
 
 __all__ = ["GrpcTarget", "InProcessTarget", "KServeTarget", "TFServingTarget", "Target",
-           "TargetError", "open_target", "wait_until_ready"]
-
-
-class TargetError(RtinferError):
-    """The target failed a request (HTTP error status, engine failure)."""
+           "open_target", "wait_until_ready"]
 
 
 class Target(ABC):

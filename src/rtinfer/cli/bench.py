@@ -130,7 +130,8 @@ def _serving_settings(target: str, threads: int | None, instances: int | None,
                           instances=instances or 1, max_batch_size=batch,
                           dynamic_batching=batch > 1, max_queue_delay_us=delay_us)
     return {"threads": cfg.threads, "instances": cfg.instances,
-            "batching": cfg.batching() if cfg.dynamic_batching else None}
+            "batching": cfg.batching() if cfg.dynamic_batching and cfg.max_batch_size > 1
+            else None}
 
 
 def _sweep(target: str, samples: Any, slo: float, folder: Path, duration: float,

@@ -86,7 +86,8 @@ def optimize(
 def replay(
     version: Path = typer.Argument(..., help="A version folder, e.g. repo/intent/3."),
     task: str | None = typer.Option(None, "--task", help="The task file it was made from."),
-    kit: str | None = KitOpt,
+    kit: str | None = typer.Option(None, "--kit", help="The kit it was made from (at the "
+                                   "size its manifest records)."),
     threads: int | None = typer.Option(None, "--threads", "-t"),
     json_path: Path | None = JsonOpt,
     quiet: bool = QuietOpt,
@@ -98,10 +99,12 @@ def replay(
         raise typer.BadParameter("give the task the version was made from: --task task.toml "
                                  "or --kit NAME (one of them)")
     _, loaded = task_or_kit(task, kit)
-    if isinstance(loaded, str):
+    if isinstance(loaded, str):  # a kit, at the size the version was made from
         from rtinfer import kits
+        from rtinfer.deploy.artifact import load_artifact
 
-        loaded = kits.load(loaded, build=False)
+        made_from = load_artifact(version).manifest.get("task") or {}
+        loaded = kits.load(loaded, size=made_from.get("size") or "full", build=False)
     elif loaded is None:
         raise typer.BadParameter(f"{task} is not a task file (a .toml with [model] and [data])")
     with _progress(quiet) as say:

@@ -162,8 +162,9 @@ def _render(report: dict[str, Any], title: str, json_path: Path | None) -> None:
                       f"{row['p50_ms']:.2f}" if row else "-",
                       f"{row['speedup']:.2f}x" if row else "-")
     console.print(table)
-    console.print(f"held-out {metric} drop: {100 * held['drop']:.2f} points on "
-                  f"{held['samples']:,} test samples", highlight=False)
+    if "drop" in held:
+        console.print(f"held-out {metric} drop: {100 * held['drop']:.2f} points on "
+                      f"{held['samples']:,} test samples", highlight=False)
     print_checks(held["budget"]["checks"], "the budget on the held-out test split: "
                  + ("every limit holds" if report["status"] == "ok" else "OVER BUDGET"))
     print_beyond(held.get("beyond_split"), label)

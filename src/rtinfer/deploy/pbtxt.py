@@ -19,17 +19,13 @@ import contextlib
 import re
 from typing import Any
 
-from rtinfer.errors import ArtifactError, RtinferError
+from rtinfer.errors import ArtifactError, ConfigError
 from rtinfer.spec import ModelSpec, TensorSpec, datatype_of_dtype, triton_type
 
-__all__ = ["ConfigError", "first", "parse", "triton_config"]
+__all__ = ["first", "parse", "triton_config"]
 
 _TOKEN = re.compile(r'\s+|#[^\n]*|"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\''
                     r'|[{}\[\]:,;<>]|[^\s{}\[\]:,;<>"\']+|.')
-
-
-class ConfigError(RtinferError):
-    """A model configuration that cannot be read or holds an invalid setting."""
 
 
 def parse(text: str) -> dict[str, list[Any]]:
@@ -98,8 +94,6 @@ def _scalar(tok: str) -> Any:
         with contextlib.suppress(ValueError):
             return kind(tok)
     return {"true": True, "false": False}.get(tok, tok)
-
-
 
 
 def triton_config(

@@ -28,19 +28,21 @@ oversubscription` says when it does not fit.
 
 from __future__ import annotations
 
-import contextlib
 import json
+import os
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from rtinfer._paths import check_name
-from rtinfer.deploy.pbtxt import ConfigError, first, parse
-from rtinfer.errors import InvalidInputError
+from rtinfer.deploy.pbtxt import first, parse
+from rtinfer.errors import ConfigError, InvalidInputError
 from rtinfer.hardware import usable_cores
 
-__all__ = ["BatchingConfig", "ModelConfig", "VersionPolicy", "read_model_config", "write_settings"]
+__all__ = ["BatchingConfig", "ModelConfig", "VersionPolicy", "merge_settings", "read_model_config",
+           "write_settings"]
 
 RTINFER_CONFIG = "rtinfer.json"
 _OVERRIDABLE = ("engine", "threads", "instances", "max_batch_size", "preferred_batch_size",
@@ -220,16 +222,22 @@ def read_model_config(folder: Path, overrides: dict[str, Any] | None = None) -> 
     pbtxt = folder / "config.pbtxt"
     if pbtxt.is_file():
         config = _from_pbtxt(config, parse(pbtxt.read_text()), pbtxt)
-    own = folder / RTINFER_CONFIG
-    if own.is_file():
-        try:
-            settings = json.loads(own.read_text())
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{own} is not valid JSON: {exc}") from None
-        if not isinstance(settings, dict):
-            raise ConfigError(f"{own} must hold a JSON object of settings")
-        config = config.with_overrides(settings)
+    config = config.with_overrides(_read_settings(folder / RTINFER_CONFIG))
     return config.with_overrides(overrides or {})
+
+
+def _read_settings(path: Path) -> dict[str, Any]:
+    """A model folder's ``rtinfer.json`` as a dict ({} without one); refused unless it holds
+    a JSON object."""
+    if not path.is_file():
+        return {}
+    try:
+        settings = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path} is not valid JSON ({exc}); fix or remove it") from None
+    if not isinstance(settings, dict):
+        raise ConfigError(f"{path} must hold a JSON object of settings; fix or remove it")
+    return settings
 
 
 def _from_pbtxt(config: ModelConfig, msg: dict[str, list[Any]], path: Path) -> ModelConfig:
@@ -278,18 +286,13 @@ def _pbtxt_policy(policy: dict[str, list[Any]] | None, path: Path) -> VersionPol
                       f"{sorted(policy)}")
 
 
-def write_settings(folder: Path, settings: Mapping[str, Any], *,
-                   drop: tuple[str, ...] = ()) -> Path:
-    """Merge ``settings`` (``rtinfer.json`` keys; None values are left out) into the model
-    folder's ``rtinfer.json``, dropping the keys in ``drop``; the result is checked as a
-    :class:`ModelConfig` before it is written. A model's raw inputs come from a kit or from a
-    task's pre-processing, never both: setting one removes the other."""
-    path = folder / RTINFER_CONFIG
-    current: dict[str, Any] = {}
-    if path.is_file():
-        with contextlib.suppress(json.JSONDecodeError):
-            loaded = json.loads(path.read_text())
-            current = loaded if isinstance(loaded, dict) else {}
+def merge_settings(folder: Path, settings: Mapping[str, Any], *,
+                   drop: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The model folder's ``rtinfer.json`` with ``settings`` merged in (None values left out)
+    and the keys in ``drop`` removed, checked as a :class:`ModelConfig`; nothing is written.
+    A model's raw inputs come from a kit or from a task's pre-processing, never both: setting
+    one removes the other. An existing file that is not a JSON object is refused."""
+    current = _read_settings(folder / RTINFER_CONFIG)
     given = {k: _jsonable(v) for k, v in settings.items() if v is not None}
     if "raw" in given:
         drop = (*drop, "kit", "kit_size")
@@ -297,10 +300,22 @@ def write_settings(folder: Path, settings: Mapping[str, Any], *,
         drop = (*drop, "raw")
     merged = {k: v for k, v in {**current, **given}.items() if k not in drop}
     ModelConfig(name=folder.name).with_overrides(merged)  # a bad setting fails here
+    return merged
+
+
+def write_settings(folder: Path, settings: Mapping[str, Any], *,
+                   drop: tuple[str, ...] = ()) -> Path:
+    """Merge ``settings`` into the model folder's ``rtinfer.json`` (:func:`merge_settings`)
+    and write it atomically; no file is created for no settings."""
+    path = folder / RTINFER_CONFIG
+    merged = merge_settings(folder, settings, drop=drop)
+    if not merged and not path.is_file():
+        return path
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(merged, indent=2))
-    tmp.replace(path)
+    fd, tmp = tempfile.mkstemp(prefix=".rtinfer-", suffix=".json", dir=folder)
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps(merged, indent=2))
+    os.replace(tmp, path)
     return path
 
 

@@ -17,7 +17,7 @@ there on they go through the same steps, defined once here:
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,9 +26,9 @@ import numpy as np
 from rtinfer._progress import Progress
 from rtinfer.bench.interleave import FASTER, measure_interleaved, ratio
 from rtinfer.optimize.evaluate import Budget, Metric, evaluate_candidate, fidelity
-from rtinfer.optimize.passes import Recipe
+from rtinfer.optimize.passes import RECIPE_FORMAT, Recipe
 
-__all__ = ["ROUNDS", "faster", "held_out", "measure", "write"]
+__all__ = ["ROUNDS", "faster", "held_out", "measure", "provenance", "write"]
 
 Outputs = Mapping[str, np.ndarray]
 ROUNDS = 3  # interleaved rounds of a job's final measurement
@@ -61,32 +61,37 @@ def held_out(reference: Outputs, candidate: Outputs, *, label: str, budget: Budg
     return out
 
 
-def measure(candidates: Mapping[K, tuple[Any, str]], feeds: Mapping[str, np.ndarray], *,
-            threads: int | None, baseline: K | None = None, rounds: int = ROUNDS,
+def measure(candidates: Mapping[K, tuple[Any, str]],
+            feeds: Mapping[str, np.ndarray] | Sequence[Mapping[str, np.ndarray]], *,
+            threads: int | None, baseline: K | None = None, fallbacks: Sequence[K] = (),
+            rounds: int = ROUNDS,
             window_s: float = 0.5, progress: Progress | None = None
             ) -> tuple[dict[K, dict[str, Any]], dict[K, str]]:
-    """Time ``{key: (model, engine)}`` in interleaved rounds on ``feeds``; returns each row
+    """Time ``{key: (model, engine)}`` in interleaved rounds on ``feeds`` (one batch, or a
+    list used in turn: real text lengths); returns each row
     (:func:`~rtinfer.bench.interleave.measure_interleaved`'s, plus ``speedup`` against
-    ``baseline`` — the first key by default — as the median of per-round p50 ratios, and the
-    per-round ratios) and the keys left out with why (an engine that cannot load or run one).
-    The baseline must run."""
+    ``baseline`` — the first key by default; when it cannot run, the first of ``fallbacks``
+    that can — as the median of per-round p50 ratios, and the per-round ratios) and the keys
+    left out with why (an engine that cannot load or run one). A baseline must run."""
     from rtinfer.engines import Session, load
 
     say = progress or (lambda _msg: None)
-    base = next(iter(candidates)) if baseline is None else baseline
+    bases = [next(iter(candidates)) if baseline is None else baseline, *fallbacks]
+    batches = [dict(feeds)] if isinstance(feeds, Mapping) else [dict(f) for f in feeds]
     sessions: dict[K, Session] = {}
     left_out: dict[K, str] = {}
     try:
         for key, (model, engine) in candidates.items():
             try:  # one real call: a candidate its engine cannot run is left out
-                sessions[key] = load(model, engine, threads, warmup=dict(feeds))
+                sessions[key] = load(model, engine, threads, warmup=batches[0])
             except Exception as exc:  # one engine failing one candidate ends nothing
                 left_out[key] = f"cannot run on {engine}: {type(exc).__name__}: {exc}"
                 say(f"{key}: {left_out[key]}; left out of the measurement")
-        if base not in sessions:
-            raise RuntimeError(f"the baseline {base} {left_out.get(base, 'did not load')}; "
-                               "nothing can be compared")
-        rows = measure_interleaved(sessions, dict(feeds), rounds=rounds, window_s=window_s,
+        base = next((b for b in bases if b in sessions), None)
+        if base is None:
+            why = "; ".join(f"{b}: {left_out.get(b)}" for b in bases)
+            raise RuntimeError(f"no baseline runs ({why}); nothing can be compared")
+        rows = measure_interleaved(sessions, batches, rounds=rounds, window_s=window_s,
                                    progress=say)
     finally:
         for s in sessions.values():
@@ -98,39 +103,51 @@ def measure(candidates: Mapping[K, tuple[Any, str]], feeds: Mapping[str, np.ndar
     return rows, left_out
 
 
-def write(model: Any, out: str | Path, name: str, *, recipe: Recipe, held: Mapping[str, Any],
-          label: str, performance: Mapping[str, Any], engine: str | None,
-          threads: int | None, task: Any = None,
-          measurements: Mapping[str, Any] | None = None) -> Any:
-    """Write ``model`` as the next version of ``out/name`` with what the job found, and the
-    model folder's serving settings (``rtinfer.json``: its engine and threads, and how to
-    pre-process a task's or kit's raw inputs). Returns the
-    :class:`~rtinfer.deploy.artifact.Artifact`.
+def write(model: Any, out: str | Path, name: str, *,
+          recipe: Recipe | Sequence[Mapping[str, Any]], held: Mapping[str, Any], label: str,
+          performance: Mapping[str, Any], engine: str | None, threads: int | None,
+          task: Any = None, measurements: Mapping[str, Any] | None = None) -> Any:
+    """Write ``model`` as the next version of ``out/name`` with what the job found; returns
+    the :class:`~rtinfer.deploy.artifact.Artifact`.
+
+    ``engine`` and ``threads`` are the version's own (its manifest's ``deployment`` and its
+    ``config.pbtxt``; None threads: serving shares the cores). The model folder's
+    ``rtinfer.json`` gets how to pre-process raw inputs — a task's recorded pre-processing or
+    a kit's name and size, else none — and loses any folder-wide ``engine`` or ``threads``,
+    which would override every version's own. ``recipe``: a :class:`Recipe`, or pass dicts
+    as a job recorded them (a distillation into a given student is recorded, not replayable).
     """
     from rtinfer.deploy.artifact import save_artifact
-    from rtinfer.deploy.settings import write_settings
+    from rtinfer.deploy.settings import merge_settings, write_settings
 
-    art = save_artifact(
-        model, out, name, recipe=recipe.to_dict(),
-        measurements={"accuracy": held.get(label, {}),
-                      "accuracy_original": held.get("original", {}),
-                      "fidelity": {"held_out": held["fidelity"]},
-                      "performance": dict(performance), **(measurements or {})},
-        threads=threads, engine=engine, task=_provenance(task))
     folder = Path(out) / name
-    settings: dict[str, Any] = {"engine": engine, "threads": threads}
+    settings: dict[str, Any] = {}
     if hasattr(task, "raw_settings"):  # a task file: its own pre-processing, if any
         settings["raw"] = task.raw_settings(folder) or None
     elif task is not None:  # a built-in kit: the server pre-processes its raw inputs
         settings.update(kit=task.name, kit_size=task.meta.get("size", "full"))
-    write_settings(folder, settings)
+    unset = tuple(k for k in ("raw", "kit", "kit_size") if settings.get(k) is None)
+    drop = ("engine", "threads", *unset)
+    merge_settings(folder, settings, drop=drop)  # a bad settings file fails before the write
+    entries = recipe.to_dict() if isinstance(recipe, Recipe) else {
+        "format_version": RECIPE_FORMAT, "passes": [dict(p) for p in recipe]}
+    art = save_artifact(
+        model, out, name, recipe=entries,
+        measurements={"accuracy": held.get(label, {}),
+                      "accuracy_original": held.get("original", {}),
+                      "fidelity": {"held_out": held["fidelity"]},
+                      "performance": dict(performance), **(measurements or {})},
+        threads=threads, engine=engine, task=provenance(task))
+    write_settings(folder, settings, drop=drop)
     return art
 
 
-def _provenance(task: Any) -> dict[str, Any] | None:
+def provenance(task: Any) -> dict[str, Any] | None:
     """What the manifest records of the task a version came from (``rtinfer replay`` checks
-    it): its name, and its fingerprint when it has one (a task file's)."""
+    it): its name, a task file's fingerprint, a kit's size and build key."""
     if task is None:
         return None
+    meta = getattr(task, "meta", {})
     return {"name": getattr(task, "name", None),
-            "fingerprint": getattr(task, "fingerprint", None)}
+            "fingerprint": getattr(task, "fingerprint", None),
+            "size": meta.get("size"), "key": meta.get("key")}

@@ -21,6 +21,7 @@ from rtinfer._hashing import sha256_file
 from rtinfer._progress import Progress
 from rtinfer.bench.inprocess import SCHEMA
 from rtinfer.models.imported import ImportedModel
+from rtinfer.optimize import pipeline
 from rtinfer.optimize.passes import Recipe
 from rtinfer.optimize.passes.distill import Distill
 from rtinfer.optimize.passes.prune import Prune
@@ -98,13 +99,15 @@ def replay(version: str | Path, task: Any, *, threads: int | None = None,
     art = load_artifact(version)
     recipe = Recipe.from_dict(art.manifest["recipe"])
     recorded = art.manifest.get("task") or {}
-    fingerprint = getattr(task, "fingerprint", None)
+    given = pipeline.provenance(task) or {}
     report: dict[str, Any] = {
         "schema": SCHEMA, "kind": "replay", "version": str(art.path),
         "recipe": recipe.to_dict(), "describe": recipe.describe(),
-        "task": {"given": fingerprint, "recorded": recorded.get("fingerprint")}}
-    if recorded.get("fingerprint") and fingerprint and recorded["fingerprint"] != fingerprint:
-        report["warning"] = ("the version was made from another task (its fingerprint "
+        "task": {"given": given, "recorded": recorded}}
+    differs = [k for k in ("fingerprint", "key", "size")
+               if recorded.get(k) and given.get(k) and recorded[k] != given[k]]
+    if differs:
+        report["warning"] = (f"the version was made from another task (its {differs[0]} "
                              "differs): a different model or data gives a different result")
     rebuilt = rebuild(recipe, task, threads=threads, progress=progress)
     hashes = {str(f.relative_to(rebuilt.path.parent)): sha256_file(f) for f in rebuilt.files}

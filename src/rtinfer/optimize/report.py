@@ -8,6 +8,7 @@ when mixed precision ran; the machine and library versions.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from html import escape
 from typing import Any
@@ -15,8 +16,15 @@ from typing import Any
 import numpy as np
 
 from rtinfer._svg import Chart
+from rtinfer.bench.inprocess import SCHEMA
+from rtinfer.hardware import environment
+from rtinfer.models.imported import ImportedModel
+from rtinfer.optimize.evaluate import Budget
+from rtinfer.optimize.pipeline import ROUNDS
+from rtinfer.optimize.state import SearchState
+from rtinfer.optimize.variants import Variant
 
-__all__ = ["render_html"]
+__all__ = ["pareto", "render_html", "search_result"]
 
 _CSS = """
 body{font-family:sans-serif;margin:24px;max-width:1100px;color:#222}
@@ -230,3 +238,64 @@ def _machine(env: Mapping[str, Any]) -> str:
     rows += [(k, str(v)) for k, v in sorted(env.get("versions", {}).items())]
     return "<table>" + "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>"
                                for k, v in rows) + "</table>"
+
+
+def search_result(original: ImportedModel, kit: str | None, budget: Budget, goal: str,
+                  batch: int, threads: int, slo: float | None,
+                  float_metrics: Mapping[str, float], variants: Mapping[str, Variant],
+                  records: Mapping[str, dict[str, Any]],
+                  final: Mapping[tuple[str, str], dict[str, Any]], chosen: dict[str, Any],
+                  skipped: list[dict[str, str]], state: SearchState, time_budget_s: float,
+                  start: float) -> dict[str, Any]:
+    """The JSON-ready result of a search (``kind: optimize``): every candidate row, the Pareto
+    front, the choice with its final figures, what was skipped and why."""
+    rows = []
+    for vid, rec in records.items():
+        v = variants[vid]
+        engines = rec["quick"] or {"-": {}}
+        for engine, quick in engines.items():
+            fin = final.get((vid, engine))
+            rows.append({
+                "id": f"{vid}@{engine}", "variant": vid, "label": v.label, "engine": engine,
+                "recipe": v.recipe, "size_bytes": v.model.size_bytes,
+                "validation": rec["validation"], "quick": quick,
+                "final": {k: x for k, x in fin.items() if k != "samples_ms"} if fin else None,
+                "chosen": (vid, engine) == (chosen["variant"], chosen["engine"]),
+            })
+    chosen_id = f"{chosen['variant']}@{chosen['engine']}"
+    orig_key = ("fp32", chosen["original_engine"])
+    return {
+        "schema": SCHEMA, "kind": "optimize",
+        "model": {"source": original.source.to_dict(), "kit": kit,
+                  "size_bytes": original.size_bytes},
+        "budget": budget.to_dict(),
+        "goal": goal, "batch": batch, "threads": threads, "slo_p99_ms": slo,
+        "float_metrics": dict(float_metrics),
+        "candidates": rows,
+        "pareto": pareto(rows),
+        "chosen": {**chosen, "id": chosen_id,
+                   **{k: v for k, v in final[(chosen["variant"], chosen["engine"])].items()
+                      if k != "samples_ms"}},
+        "latency_samples_ms": {"original": final[orig_key]["samples_ms"],
+                               "chosen": final[(chosen["variant"], chosen["engine"])][
+                                   "samples_ms"]},
+        "original_engine": orig_key[1],
+        "skipped": skipped,
+        "sensitivity": state.extra.get("sensitivity", []),
+        "kept_in_float": state.extra.get("kept_in_float", []),
+        "measurement": {"quick": "one short stable-window run per candidate",
+                        "final": f"{ROUNDS} interleaved rounds; speedup = median of "
+                                 "per-round p50 ratios", "loop": "closed, one at a time"},
+        "time_budget_s": time_budget_s,
+        "elapsed_s": round(time.monotonic() - start, 1),
+        "resumed_variants": state.resumed,
+        "environment": environment(),
+    }
+
+
+def pareto(rows: list[dict[str, Any]]) -> list[str]:
+    """Ids of candidates no other beats on both p50 latency and the budget metric's drop."""
+    points = [(r["quick"]["p50_ms"], r["validation"]["drop"], r["id"]) for r in rows
+              if r["quick"].get("p50_ms") is not None]
+    return [i for p, d, i in points
+            if not any((p2 <= p and d2 <= d) and (p2 < p or d2 < d) for p2, d2, _ in points)]

@@ -15,7 +15,9 @@
 3. Report on held-out data (the kit's test split): task metrics and fidelity, float vs int8.
 4. Measure float and int8 latency side by side, in this run, on the engine that will run it;
    when int8 is not faster, say so.
-5. Write the artifact (recipe + measurements in its manifest), unless over budget.
+5. Write the artifact through :func:`rtinfer.optimize.pipeline.write` (recipe, figures,
+   engine and task in its manifest; the kit's pre-processing in the folder's ``rtinfer.json``),
+   unless over budget.
 """
 
 from __future__ import annotations

@@ -34,9 +34,7 @@ after an interrupt continues where it stopped.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import shutil
 import time
 from collections.abc import Callable, Mapping
 from functools import partial
@@ -45,14 +43,12 @@ from typing import Any
 
 import numpy as np
 
-from rtinfer._cache import cache_dir
 from rtinfer._progress import Progress
-from rtinfer.bench.inprocess import SCHEMA, batch_feeds, measure_batch
-from rtinfer.bench.interleave import FASTER, ratio
+from rtinfer.bench.interleave import FASTER, measure_interleaved, ratio
+from rtinfer.bench.samples import real_batches
 from rtinfer.engines import available_engines, load
 from rtinfer.errors import OverBudgetError
-from rtinfer.hardware import environment, estimate_peak_flops, usable_cores
-from rtinfer.models import import_model
+from rtinfer.hardware import usable_cores
 from rtinfer.models.imported import ImportedModel
 from rtinfer.optimize import pipeline
 from rtinfer.optimize.augment import varied_inputs
@@ -67,15 +63,14 @@ from rtinfer.optimize.evaluate import (
 )
 from rtinfer.optimize.passes import Recipe
 from rtinfer.optimize.passes.quantize import Quantize
+from rtinfer.optimize.report import search_result
 from rtinfer.optimize.run import Splits, budget_for, extra_set, loaded_kit, task_data
+from rtinfer.optimize.state import SearchState
 from rtinfer.optimize.variants import Variant, quantized_variants, torch_variants
 
 __all__ = ["optimize"]
 
 GOALS = ("latency", "throughput")
-# Part of the saved state's key: bump when the variants a search builds change, so a resumed
-# search never reuses a variant built by an older recipe.
-SEARCH_VERSION = 4  # 4: tasks; MLP prune/distill; varied sets capped for small splits
 _FINALISTS = 3          # variants within budget measured in the interleaved final rounds
 _MIN_TRAIN_S = 5.0      # the least training time worth a distilled or pruned candidate
 
@@ -130,7 +125,7 @@ def optimize(
         raise ValueError(f"engine(s) {missing} are not installed here; available: {usable}")
     threads = threads or usable_cores()
     batch = 1 if goal == "latency" else 32
-    state = _State.open(original, getattr(kit_obj, "fingerprint", getattr(kit, "path", kit)),
+    state = SearchState.open(original, getattr(kit_obj, "fingerprint", getattr(kit, "path", kit)),
                         data, budget, goal, batch, threads, resume, chosen_engines)
 
     calibration = splits["calibration"][0]
@@ -157,8 +152,9 @@ def optimize(
                                 float_metrics=float_metrics, varied=varied)
         return {**ev.to_dict(), "evaluated_on": runtime}
 
-    feeds = batch_feeds(original, batch, None, splits["test"][0])
-    peak, _ = estimate_peak_flops(cores=threads)
+    # Latency at the data's own shapes: real test rows, text cut to each batch's longest
+    # sentence (one sentence padded to the split's width would favour int8 unfairly).
+    feeds = real_batches(splits["test"][0], batch)
     variants: dict[str, Variant] = {}
     records: dict[str, dict[str, Any]] = {}
     skipped = [{"variant": t, "why": why} for t, why in _untried_techniques(kit_obj).items()]
@@ -193,7 +189,7 @@ def optimize(
             for engine in runs_on:
                 say(f"{label}: quick latency on {engine}")
                 record["quick"][engine] = _quick(variant.model, engine, threads, feeds,
-                                                 window_s, peak)
+                                                 window_s)
             state.save(variant, record)
         variants[vid] = variant
         records[vid] = record
@@ -245,8 +241,13 @@ def optimize(
     final_window = min(window_s * 2, max(0.1, 0.6 * left / (len(finals) * pipeline.ROUNDS * 3.5)))
     final = _measure_final(finals, variants, threads, feeds, final_window, say, skipped)
     chosen = _choose(final, records, slo_p99_ms)
-    result = _result(original, kit_name, budget, goal, batch, threads, slo_p99_ms, float_metrics,
-                     variants, records, final, chosen, skipped, state, time_budget_s, start)
+    result = search_result(original, kit_name, budget, goal, batch, threads, slo_p99_ms,
+                           float_metrics, variants, records, final, chosen, skipped, state,
+                           time_budget_s, start)
+    result["measurement"]["inputs"] = {
+        "what": "real test rows; text cut to each batch's longest sentence",
+        "batches": len(feeds),
+        "shapes": sorted({f"{k}{list(v.shape)}" for f in feeds for k, v in f.items()})[:8]}
     if kit_obj is not None:
         result["model"]["kit_size"] = kit_obj.meta.get("size", "full")
     say("held-out evaluation of the original and the chosen model")
@@ -273,17 +274,17 @@ def _reserve(budget_s: float) -> float:
     return min(120.0, 0.25 * budget_s)
 
 
-def _quick(model: ImportedModel, engine: str, threads: int, feeds: Mapping[str, np.ndarray],
-           window_s: float, peak: float) -> dict[str, Any]:
+def _quick(model: ImportedModel, engine: str, threads: int,
+           feeds: list[dict[str, np.ndarray]], window_s: float) -> dict[str, Any]:
+    """One short measurement (up to three stable windows) on the real-shape batches."""
     try:
-        with load(model, engine, threads, warmup=False) as s:
-            row, _ = measure_batch(s, dict(feeds), window_s=window_s, max_windows=3,
-                                   peak_flops=peak)
+        with load(model, engine, threads, warmup=feeds[0]) as s:
+            row = measure_interleaved({engine: s}, feeds, rounds=1, window_s=window_s,
+                                      max_windows=3)[engine]
     except Exception as exc:  # an engine that cannot run a variant is a finding, not a crash
         return {"error": f"{type(exc).__name__}: {exc}"}
     lat = row["latency_ms"]
-    return {"p50_ms": lat["p50"], "p99_ms": lat["p99"],
-            "samples_per_s": row["throughput"]["samples_per_s"]}
+    return {"p50_ms": lat["p50"], "p99_ms": lat["p99"], "samples_per_s": row["samples_per_s"]}
 
 
 def _mixed_may_pay(records: Mapping[str, dict[str, Any]],
@@ -330,13 +331,14 @@ def _finalists(records: Mapping[str, dict[str, Any]],
 
 
 def _measure_final(pairs: list[tuple[str, str]], variants: Mapping[str, Variant], threads: int,
-                   feeds: Mapping[str, np.ndarray], window_s: float, say: Progress,
+                   feeds: list[dict[str, np.ndarray]], window_s: float, say: Progress,
                    skipped: list[dict[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
     """The finalists in interleaved rounds against the original on ONNX Runtime (else its
     first engine); a finalist its engine cannot run is left out, with why, in ``skipped``."""
-    base = ("fp32", "onnxruntime") if ("fp32", "onnxruntime") in pairs else pairs[0]
+    originals = sorted((p for p in pairs if p[0] == "fp32"), key=lambda p: p[1] != "onnxruntime")
     out, left_out = pipeline.measure({(v, e): (variants[v].model, e) for v, e in pairs}, feeds,
-                                     threads=threads, baseline=base, rounds=pipeline.ROUNDS,
+                                     threads=threads, baseline=originals[0],
+                                     fallbacks=originals[1:], rounds=pipeline.ROUNDS,
                                      window_s=window_s, progress=say)
     skipped += [{"variant": f"{v}@{e}", "why": f"final rounds: {why}"}
                 for (v, e), why in left_out.items()]
@@ -378,64 +380,6 @@ def _choose(final: Mapping[tuple[str, str], dict[str, Any]],
             "original_engine": best_original[1]}
 
 
-def _result(original: ImportedModel, kit: str | None, budget: Budget, goal: str, batch: int,
-            threads: int, slo: float | None, float_metrics: Mapping[str, float],
-            variants: Mapping[str, Variant], records: Mapping[str, dict[str, Any]],
-            final: Mapping[tuple[str, str], dict[str, Any]], chosen: dict[str, Any],
-            skipped: list[dict[str, str]], state: _State, time_budget_s: float,
-            start: float) -> dict[str, Any]:
-    rows = []
-    for vid, rec in records.items():
-        v = variants[vid]
-        engines = rec["quick"] or {"-": {}}
-        for engine, quick in engines.items():
-            fin = final.get((vid, engine))
-            rows.append({
-                "id": f"{vid}@{engine}", "variant": vid, "label": v.label, "engine": engine,
-                "recipe": v.recipe, "size_bytes": v.model.size_bytes,
-                "validation": rec["validation"], "quick": quick,
-                "final": {k: x for k, x in fin.items() if k != "samples_ms"} if fin else None,
-                "chosen": (vid, engine) == (chosen["variant"], chosen["engine"]),
-            })
-    chosen_id = f"{chosen['variant']}@{chosen['engine']}"
-    orig_key = ("fp32", chosen["original_engine"])
-    return {
-        "schema": SCHEMA, "kind": "optimize",
-        "model": {"source": original.source.to_dict(), "kit": kit,
-                  "size_bytes": original.size_bytes},
-        "budget": budget.to_dict(),
-        "goal": goal, "batch": batch, "threads": threads, "slo_p99_ms": slo,
-        "float_metrics": dict(float_metrics),
-        "candidates": rows,
-        "pareto": _pareto(rows),
-        "chosen": {**chosen, "id": chosen_id,
-                   **{k: v for k, v in final[(chosen["variant"], chosen["engine"])].items()
-                      if k != "samples_ms"}},
-        "latency_samples_ms": {"original": final[orig_key]["samples_ms"],
-                               "chosen": final[(chosen["variant"], chosen["engine"])][
-                                   "samples_ms"]},
-        "original_engine": orig_key[1],
-        "skipped": skipped,
-        "sensitivity": state.extra.get("sensitivity", []),
-        "kept_in_float": state.extra.get("kept_in_float", []),
-        "measurement": {"quick": "one short stable-window run per candidate",
-                        "final": f"{pipeline.ROUNDS} interleaved rounds; speedup = median of "
-                                 "per-round p50 ratios", "loop": "closed, one at a time"},
-        "time_budget_s": time_budget_s,
-        "elapsed_s": round(time.monotonic() - start, 1),
-        "resumed_variants": state.resumed,
-        "environment": environment(),
-    }
-
-
-def _pareto(rows: list[dict[str, Any]]) -> list[str]:
-    """Ids of candidates no other beats on both p50 latency and the budget metric's drop."""
-    points = [(r["quick"]["p50_ms"], r["validation"]["drop"], r["id"]) for r in rows
-              if r["quick"].get("p50_ms") is not None]
-    return [i for p, d, i in points
-            if not any((p2 <= p and d2 <= d) and (p2 < p or d2 < d) for p2, d2, _ in points)]
-
-
 def _held_out(original: Variant, chosen: Variant, splits: Splits, task: Any, budget: Budget,
               threads: int, extra: ExtraSet | None, kit: Any) -> dict[str, Any]:
     inputs, targets = splits["test"]
@@ -467,62 +411,3 @@ def _write(result: dict[str, Any], variant: Variant, chosen: Mapping[str, Any],
     result["report"] = str(folder / "report.html")
     (folder / "report.html").write_text(render_html(result))
     (folder / "optimize.json").write_text(json.dumps(result, indent=2, default=str))
-
-
-class _State:
-    """Finished steps of one search, keyed by everything that changes their outcome."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.variants: dict[str, dict[str, Any]] = {}
-        self.extra: dict[str, Any] = {}
-        self.resumed: list[str] = []
-        index = folder / "state.json"
-        if index.is_file():
-            saved = json.loads(index.read_text())
-            self.variants, self.extra = saved["variants"], saved.get("extra", {})
-
-    @classmethod
-    def open(cls, model: ImportedModel, kit: Any, data: Any, budget: Budget, goal: str,
-             batch: int, threads: int, resume: bool, engines: list[str]) -> _State:
-        # The engines decide which variants exist (NNCF's need OpenVINO): part of the key.
-        key = hashlib.sha256(json.dumps(
-            [SEARCH_VERSION, model.source.sha256, kit, str(data), budget.to_dict()["limits"],
-             budget.metric, goal, batch, threads, sorted(engines)],
-            default=str).encode()).hexdigest()[:16]
-        folder = cache_dir() / "optimize" / key
-        if not resume and folder.exists():
-            shutil.rmtree(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        return cls(folder)
-
-    def save(self, variant: Variant, record: dict[str, Any]) -> None:
-        if variant.id != "fp32":
-            target = self.folder / f"{variant.id}.onnx"
-            shutil.copyfile(variant.model.path, target)
-        self.variants[variant.id] = {"label": variant.label, "recipe": variant.recipe,
-                                     "quantized": variant.quantized, "parent": variant.parent,
-                                     "record": record}
-        self._flush()
-
-    def restore(self, vid: str, build: Callable[[], Variant]) -> tuple[Variant, dict[str, Any]]:
-        """A finished variant and its record; the original has no saved file (its builder
-        returns it as given, torch module included)."""
-        saved = self.variants[vid]
-        self.resumed.append(vid)
-        if vid == "fp32":
-            return build(), saved["record"]
-        variant = Variant(vid, saved["label"], saved["recipe"],
-                          import_model(self.folder / f"{vid}.onnx"), saved["quantized"],
-                          saved["parent"])
-        return variant, saved["record"]
-
-    def finish(self, result: Mapping[str, Any]) -> None:
-        self.extra["last_result"] = {"chosen": result["chosen"]["id"]}
-        self._flush()
-
-    def _flush(self) -> None:
-        tmp = self.folder / "state.json.tmp"
-        tmp.write_text(json.dumps({"variants": self.variants, "extra": self.extra},
-                                  default=str))
-        tmp.replace(self.folder / "state.json")

@@ -31,12 +31,16 @@ import numpy as np
 
 from rtinfer.deploy.settings import BatchingConfig
 from rtinfer.engines import Session
-from rtinfer.errors import InvalidInputError
+from rtinfer.errors import (
+    InvalidInputError,
+    ModelUnavailableError,
+    QueueFullError,
+    QueueTimeoutError,
+)
 
 _LOG = logging.getLogger("rtinfer.serve")
 
-__all__ = ["Batcher", "ModelUnavailableError", "QueueFullError",
-           "QueueTimeoutError", "pad_to_bucket"]
+__all__ = ["Batcher", "pad_to_bucket"]
 
 #: Called after each batch: rows in it, each request's seconds in the queue, seconds computing.
 BatchObserver = Callable[[int, list[float], float], None]
@@ -45,18 +49,6 @@ BatchObserver = Callable[[int, list[float], float], None]
 # A model whose batches take less than this runs on the event loop itself: handing a call to a
 # worker thread and back costs about 50-100 us in CPython, more than such a model computes.
 INLINE_BELOW_S = 100e-6
-
-
-class QueueFullError(Exception):
-    """The model's queue is at ``max_queue_size``: retry later."""
-
-
-class QueueTimeoutError(Exception):
-    """The request waited in the queue past its timeout."""
-
-
-class ModelUnavailableError(Exception):
-    """The model version was unloaded (or is shutting down) before the request could run."""
 
 
 @dataclass(eq=False)  # compared by identity: equality would compare the arrays

@@ -34,7 +34,7 @@ import numpy as np
 
 from rtinfer import __version__
 from rtinfer._deps import require
-from rtinfer.errors import InvalidInputError, RtinferError
+from rtinfer.errors import InvalidInputError, ModelNotFoundError, RtinferError
 from rtinfer.serve.app import check_api_key, presented_key
 from rtinfer.serve.handler import Failure, classify, refused, run, timeout_param
 from rtinfer.serve.protocol import (
@@ -48,7 +48,7 @@ from rtinfer.serve.protocol import (
     prepare_feeds,
     wire_tensor,
 )
-from rtinfer.serve.repository import ModelNotFoundError, ModelRepository
+from rtinfer.serve.repository import ModelRepository
 from rtinfer.spec import DATATYPES, triton_type
 
 __all__ = ["GrpcServer", "decode_model_infer"]

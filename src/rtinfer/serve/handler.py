@@ -17,19 +17,22 @@ from typing import Any
 
 import numpy as np
 
-from rtinfer.errors import InvalidInputError, RtinferError, UnsafePathError
-from rtinfer.serve.batcher import ModelUnavailableError, QueueFullError, QueueTimeoutError
+from rtinfer.errors import (
+    BodyTooLargeError,
+    InvalidInputError,
+    ModelNotFoundError,
+    ModelUnavailableError,
+    QueueFullError,
+    QueueTimeoutError,
+    RtinferError,
+    UnsafePathError,
+)
 from rtinfer.serve.metrics import ServerMetrics
 from rtinfer.serve.model import ServedModel
-from rtinfer.serve.repository import ModelNotFoundError
 
-__all__ = ["BodyTooLargeError", "Failure", "classify", "refused", "run", "timeout_param"]
+__all__ = ["Failure", "classify", "refused", "run", "timeout_param"]
 
 _LOG = logging.getLogger("rtinfer.serve")
-
-
-class BodyTooLargeError(Exception):
-    """The request body is over the server's limit."""
 
 
 @dataclass(frozen=True)

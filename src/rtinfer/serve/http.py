@@ -7,7 +7,8 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from rtinfer.serve.handler import BodyTooLargeError, Failure
+from rtinfer.errors import BodyTooLargeError
+from rtinfer.serve.handler import Failure
 
 __all__ = ["error_response", "read_body"]
 

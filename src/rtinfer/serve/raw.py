@@ -35,8 +35,7 @@ from typing import Any
 import numpy as np
 
 from rtinfer._paths import files_inside, relative_inside
-from rtinfer.deploy.pbtxt import ConfigError
-from rtinfer.errors import InvalidInputError
+from rtinfer.errors import ConfigError, InvalidInputError
 
 __all__ = ["RawInputs", "decode_png", "raw_inputs_for", "raw_inputs_from"]
 

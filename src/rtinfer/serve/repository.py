@@ -30,21 +30,17 @@ from typing import Any
 
 from rtinfer._paths import check_name, contained
 from rtinfer.deploy.settings import ModelConfig, read_model_config
-from rtinfer.errors import RtinferError, UnsafePathError
+from rtinfer.errors import ModelNotFoundError, RtinferError, UnsafePathError
 from rtinfer.serve.batcher import BatchObserver
 from rtinfer.serve.memory import release_freed_memory
 from rtinfer.serve.model import ServedModel, load_version, snapshot
 
-__all__ = ["ModelNotFoundError", "ModelRepository", "VersionState", "load_repository"]
+__all__ = ["ModelRepository", "VersionState", "load_repository"]
 
 _LOG = logging.getLogger("rtinfer.serve")
 
 #: Makes a batch observer for (model, version): how the metrics see each batch.
 ObserverFactory = Callable[[str, str], BatchObserver | None]
-
-
-class ModelNotFoundError(RtinferError, LookupError):
-    """No such model, or no such ready version of it."""
 
 
 @dataclass

@@ -25,12 +25,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from rtinfer.errors import InvalidInputError
+from rtinfer.errors import InvalidInputError, ModelNotFoundError
 from rtinfer.serve._json import dumps, loads
 from rtinfer.serve.handler import Failure, classify, refused, run
 from rtinfer.serve.http import read_body
 from rtinfer.serve.raw import RawInputs
-from rtinfer.serve.repository import ModelNotFoundError, ModelRepository
+from rtinfer.serve.repository import ModelRepository
 from rtinfer.serve.tensors import as_text, from_json, object_array, text_elements
 from rtinfer.spec import ModelSpec
 

@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from rtinfer import __version__
-from rtinfer.errors import RtinferError
+from rtinfer.errors import ModelNotFoundError, RtinferError
 from rtinfer.serve.handler import classify, refused, run, timeout_param
 from rtinfer.serve.http import error_response, read_body
 from rtinfer.serve.protocol import (
@@ -29,7 +29,7 @@ from rtinfer.serve.protocol import (
     encode_infer_response,
     header_length,
 )
-from rtinfer.serve.repository import ModelNotFoundError, ModelRepository
+from rtinfer.serve.repository import ModelRepository
 
 __all__ = ["routes"]
 

@@ -10,7 +10,7 @@ layers, evenly spaced and always the first and the last (MiniLM's 6 layers -> la
 and, with ``width < 1``, only that share of each kept layer's FFN neurons (the least active on
 the calibration split are removed, as ``Prune(method="activation", structured=True)`` does).
 
-The loss per batch (:func:`rtinfer.optimize._torch_job.kd_loss`) is
+The loss per batch (:func:`rtinfer.optimize.training.kd_loss`) is
 ``alpha·T²·KL(teacher‖student at temperature T) + (1-alpha)·CE(labels)``, plus
 ``embedding_weight·(1 - cos)`` between the sentence embeddings when the model outputs one (the
 intent kit's does: it is judged by its cosine too). ``steps`` of that, then ``finetune_steps``
@@ -180,6 +180,7 @@ def distill(
     against the teacher on held-out data, measure both side by side on ONNX Runtime, write an
     artifact to ``out``. Returns a :class:`~rtinfer.optimize.TorchResult`."""
     from rtinfer.optimize import _torch_job as job
+    from rtinfer.optimize import training
 
     config = config or Distill()
     if isinstance(model, str) and kit is None:
@@ -211,14 +212,14 @@ def distill(
 
     unlabeled, details["augment"] = _variants(task, config, say)
     details["training"] = {
-        "distill": job.fit(task, student, teacher=teacher, steps=config.steps,
+        "distill": training.fit(task, student, teacher=teacher, steps=config.steps,
                            max_seconds=share(config.steps), seed=config.seed,
                            what="distilling", temperature=config.temperature,
                            alpha=config.alpha, embedding_weight=config.embedding_weight,
                            lr=config.lr, batch_size=config.batch_size, progress=say,
                            unlabeled=unlabeled, unlabeled_share=config.augment,
                            stop_at=stop[0]),
-        "finetune": job.fit(task, student, teacher=None, steps=config.finetune_steps,
+        "finetune": training.fit(task, student, teacher=None, steps=config.finetune_steps,
                             max_seconds=share(config.finetune_steps), seed=config.seed + 1,
                             what="fine-tuning on labels", lr=config.lr,
                             batch_size=config.batch_size, progress=say, stop_at=stop[1]),

@@ -20,6 +20,7 @@ from typing import Any
 from rtinfer._deps import require
 from rtinfer._progress import Progress
 from rtinfer.optimize import _torch_job as job
+from rtinfer.optimize import training
 
 __all__ = ["activation_statistics", "prune_structured"]
 
@@ -73,7 +74,7 @@ def prune_structured(task: job.TorchTask, config: Any, *, module: Any = None,
             # A replay trains to the recorded steps, whatever the clock says.
             stop = None if config.stopped_at is None else config.stopped_at[step]
             share = None if budget is None or stop is not None else budget / config.steps
-            row["finetune"] = job.fit(
+            row["finetune"] = training.fit(
                 task, module, teacher=job.keep_original(task) if attention else None,
                 steps=config.finetune_steps, lr=config.lr, batch_size=config.batch_size,
                 max_seconds=share, seed=config.seed + step, stop_at=stop,
