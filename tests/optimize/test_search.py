@@ -80,6 +80,23 @@ def test_pareto_front_is_non_dominated(fraud_run: dict[str, Any]) -> None:
             assert not (pb <= pa and db <= da and (pb < pa or db < da)), (a, b)
 
 
+def test_the_chosen_version_replays_from_its_kit(fraud_run: dict[str, Any],
+                                                tmp_path: Path) -> None:
+    """The manifest records the kit and its size; ``rtinfer replay --kit`` rebuilds the
+    chosen model from the small build it was made from."""
+    from typer.testing import CliRunner
+
+    from rtinfer.cli import app
+
+    manifest = load_artifact(fraud_run["artifact"]).manifest
+    assert (manifest["task"]["name"], manifest["task"]["size"]) == ("fraud", "small")
+    res = CliRunner().invoke(app, ["replay", fraud_run["artifact"], "--kit", "fraud", "-q",
+                                   "--json", str(tmp_path / "r.json")])
+    assert res.exit_code == 0, res.output
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["equal"] and "warning" not in report
+
+
 def test_writes_artifact_report_and_json(fraud_run: dict[str, Any]) -> None:
     art = load_artifact(fraud_run["artifact"])
     assert art.manifest["deployment"]["engine"] == fraud_run["chosen"]["engine"]
