@@ -39,6 +39,20 @@ def test_a_task_loads_as_a_kit_with_the_users_splits_and_metric(digits: Path) ->
     assert metrics["accuracy"] > 0.9 and set(metrics) == {"accuracy", "macro_f1"}
 
 
+def test_a_task_given_as_a_python_mapping_is_the_same_task(digits: Path) -> None:
+    import tomllib
+
+    doc = tomllib.loads(digits.read_text())
+    task, ref = tasks.load(doc, base=digits.parent), tasks.load(digits)
+    assert (task.name, task.metric, task.labels) == (ref.name, ref.metric, ref.labels)
+    for name in ref.split_names:
+        assert np.array_equal(task.split(name).inputs["pixels"], ref.split(name).inputs["pixels"])
+        assert np.array_equal(task.split(name).targets, ref.split(name).targets)
+    bad = {**doc, "data": {**doc["data"], "label": "kind"}}
+    with pytest.raises(TaskError, match=r"no label column 'kind'"):
+        tasks.load(bad, base=digits.parent)
+
+
 @pytest.mark.slow
 def test_optimize_a_task_file_tries_every_technique_and_serves_raw_rows(
         digits: Path, tmp_path: Path) -> None:

@@ -88,7 +88,7 @@ class Task(Kit):
     @cached_property
     def fingerprint(self) -> str:
         """sha256 of the task file and every split's arrays: what a saved search is keyed by."""
-        digest = hashlib.sha256(self.spec.file.read_bytes() if self.spec else b"")
+        digest = hashlib.sha256(self.spec.text if self.spec else b"")
         if self.model is not None:  # the exported graph: an edited forward() changes it
             digest.update(self.model.path.read_bytes())
         for name, split in self.splits.items():
@@ -127,9 +127,11 @@ class Task(Kit):
                 "dtypes": {t.name: t.dtype for t in self.model.spec.inputs}}
 
 
-def load(path: str | Path) -> Task:
-    """Read, check and load the task file ``path``: model imported, data split and encoded."""
-    spec = read_task(path)
+def load(path: str | Path | Mapping[str, Any], base: str | Path | None = None) -> Task:
+    """Read, check and load a task — a task file, or its fields as a mapping with relative
+    paths from ``base`` (:func:`~rtinfer.tasks.spec.read_task`): model imported, data split
+    and encoded."""
+    spec = read_task(path, base)
     data = spec.data
     classifier = data.label is not None
     tables = split_tables(data, data.label)

@@ -46,6 +46,7 @@ long work starts.
 
 from __future__ import annotations
 
+import json
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -104,24 +105,34 @@ class TaskSpec:
     metric: str
     objective_p99_ms: float | None
     goal: str
+    text: bytes = b""  # the file's bytes (a mapping's canonical JSON): part of the fingerprint
 
     @property
     def folder(self) -> Path:
         return self.file.parent
 
 
-def read_task(path: str | Path) -> TaskSpec:
-    """Parse and check ``path`` (a TOML task file); see the module docstring."""
-    file = Path(path)
-    if not file.is_file():
-        raise TaskError(f"no task file at '{file}'; give the path of a task .toml file")
-    try:
-        doc = tomllib.loads(file.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise TaskError(f"{file}: not valid TOML ({exc}); fix the syntax") from None
+def read_task(source: str | Path | Mapping[str, Any], base: str | Path | None = None
+              ) -> TaskSpec:
+    """Parse and check a task: ``source`` is a TOML task file, or the same fields as a Python
+    mapping (``{"model": {...}, "data": {...}}``) whose relative paths start at ``base``
+    (default: the working folder); see the module docstring."""
+    if isinstance(source, Mapping):
+        file = Path(base or ".").resolve() / "<task given as a mapping>"
+        doc = dict(source)
+        text = json.dumps(doc, sort_keys=True, default=str).encode()
+    else:
+        file = Path(source)
+        if not file.is_file():
+            raise TaskError(f"no task file at '{file}'; give the path of a task .toml file")
+        try:
+            text = file.read_bytes()
+            doc = tomllib.loads(text.decode("utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise TaskError(f"{file}: not valid TOML ({exc}); fix the syntax") from None
     where = _Where(file)
     where.only(doc, "the top level", ("name", "metric", "model", "data", "objective"))
-    name = doc.get("name", file.stem)
+    name = doc.get("name", "task" if isinstance(source, Mapping) else file.stem)
     if not isinstance(name, str) or not name.strip():
         raise where.error("name", "must be a non-empty string")
     metric = doc.get("metric", "accuracy")
@@ -138,7 +149,8 @@ def read_task(path: str | Path) -> TaskSpec:
         raise where.error("objective.goal", f"must be one of {list(_GOALS)}, got {goal!r}")
     return TaskSpec(file=file.resolve(), name=name.strip(), model=_model(doc, where),
                     data=_data(doc, where), metric=metric,
-                    objective_p99_ms=float(p99) if p99 is not None else None, goal=goal)
+                    objective_p99_ms=float(p99) if p99 is not None else None, goal=goal,
+                    text=text)
 
 
 def _model(doc: Mapping[str, Any], where: _Where) -> ModelSpecRef:
