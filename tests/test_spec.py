@@ -158,3 +158,12 @@ def test_the_leading_axis_takes_the_batch_whatever_its_name() -> None:
     mixed = ModelSpec((TensorSpec("a", "float32", ("N", 8)), TensorSpec("b", "float32", (1, 8))),
                       (TensorSpec("y", "float32", ("N", 2)),))
     assert mixed.example_inputs(batch=3)["a"].shape == (1, 8)  # no batch axis on every input
+    # A leading symbol that also sizes another axis is not a batch axis.
+    seq_first = ModelSpec((TensorSpec("x", "float32", ("seq", "batch", 16)),),
+                          (TensorSpec("y", "float32", ("seq", "batch", 16)),))
+    assert seq_first.batch_axis() == (False, None)
+    assert seq_first.example_inputs(batch=8)["x"].shape == (1, 8, 16)
+    square = ModelSpec((TensorSpec("x", "float32", ("N", "N")),),
+                       (TensorSpec("y", "float32", ("N",)),))
+    assert square.batch_axis() == (False, None)
+    assert square.example_inputs(batch=4)["x"].shape == (1, 1)

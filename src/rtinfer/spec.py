@@ -223,8 +223,8 @@ class ModelSpec:
     ) -> dict[str, np.ndarray]:
         """Synthetic feeds of the right names, dtypes and shapes, e.g. for warm-up and timing.
 
-        Symbolic dimensions take ``dims[symbol]`` (``batch`` takes ``batch``, as does every
-        input's leading axis when all are free, whatever its name), other free ones 1;
+        Symbolic dimensions take ``dims[symbol]`` (``batch`` takes ``batch``, as does the
+        leading axis of every input when :meth:`batch_axis` finds it), other free ones 1;
         ``shapes`` gives inputs their whole shape (``{"x": (1, 3, 48, 320)}``, as benchmark
         tools take it; checked by :meth:`check_shapes`): its symbolic dimensions size every
         input that shares them, and an axis named ``batch`` still takes ``batch``.
@@ -236,14 +236,13 @@ class ModelSpec:
         given = self.check_shapes(shapes or {}, dims)
         fixed = {**self._symbols(given), **(dims or {})}
         sizes = {**fixed, "batch": batch}
-        # When every input's leading axis is free, that axis is the batch whatever its name
-        # (``N``, ``batch_size`` or none), unless a size was given for it.
-        batched = all(t.shape and not isinstance(t.shape[0], int) for t in self.inputs)
+        batched, symbol = self.batch_axis()  # the leading axis, whatever its name
+        if batched and symbol is not None:
+            sizes.setdefault(symbol, batch)
         feeds: dict[str, np.ndarray] = {}
         for t in self.inputs:
             shape = t.concrete_shape(sizes, default=1)
-            lead = t.shape[0] if t.shape else None
-            if batched and t.name not in given and not (isinstance(lead, str) and lead in fixed):
+            if batched and t.name not in given and t.shape[0] is None:  # unnamed: the batch
                 shape = (batch, *shape[1:])
             if t.name in given:  # unnamed free dimensions as given; symbols as sized above
                 shape = tuple(s if isinstance(d, str) else g
@@ -260,6 +259,20 @@ class ModelSpec:
             else:
                 feeds[t.name] = np.full(shape, "text", dtype=object)
         return feeds
+
+    def batch_axis(self) -> tuple[bool, str | None]:
+        """Whether axis 0 of every input is the batch, and its symbol (None: unnamed). It is
+        when every input's leading axis is free, under one name at most (``batch``, ``N``,
+        ``batch_size`` or none), and that name sizes no other axis: a sequence-first
+        ``(seq, batch, d)`` input, or ``(N, N)``, is not batched on axis 0."""
+        if not self.inputs or any(not t.shape or isinstance(t.shape[0], int)
+                                  for t in self.inputs):
+            return False, None
+        leads = {t.shape[0] for t in self.inputs if isinstance(t.shape[0], str)}
+        rest = {d for t in self.inputs for d in t.shape[1:] if isinstance(d, str)}
+        if len(leads) > 1 or leads & rest or "batch" in rest:
+            return False, None
+        return True, next(iter(leads), None)
 
     def check_shapes(self, shapes: Mapping[str, Sequence[int]],
                      dims: Mapping[str, int] | None = None) -> dict[str, tuple[int, ...]]:

@@ -61,3 +61,25 @@ def test_minilm_flops_match_the_closed_form(minilm: ImportedModel) -> None:
     got = count_flops(minilm, {"sequence": seq})["per_sample"]
     assert got == pytest.approx(expected, rel=0.01)
     assert 2.8e9 < got < 3.0e9  # REFERENCE.md: about 2.9 GFLOP
+
+
+@pytest.mark.parametrize(("batch_dim", "per_sample", "total_at_4"), [
+    ("N", 24, 96),    # a batch axis: one sample's work, scaled by the batch asked for
+    (1, 24, 24),      # a fixed leading axis: the model as it is, one inference
+])
+def test_flops_per_sample_with_and_without_a_batch_axis(
+        tmp_path: Path, batch_dim: object, per_sample: int, total_at_4: int) -> None:
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.ones((4, 3), np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch_dim, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch_dim, 3])], [w])
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    model = rtinfer.import_model(path)
+    assert count_flops(model)["per_sample"] == per_sample  # 2 x 4 x 3 multiply-adds
+    assert count_flops(model, batch=4)["total"] == total_at_4

@@ -62,7 +62,9 @@ def count_flops(model: ImportedModel, dims: Mapping[str, int] | None = None,
     """
     onnx = require("onnx", "Counting FLOPs")
     proto = onnx.load(str(model.path), load_external_data=False)
-    infer_batch = max(batch, 2)
+    batched, _ = model.spec.batch_axis()
+    # A model without a batch axis is counted as it is: one inference, one sample.
+    infer_batch = max(batch, 2) if batched else 1
     feed_shapes = _feed_shapes(model, dims or {}, shapes or {}, infer_batch)
     graph = proto.graph
     # Drop the exporter's symbolic shapes so inference recomputes them from concrete inputs.
@@ -96,13 +98,14 @@ def count_flops(model: ImportedModel, dims: Mapping[str, int] | None = None,
         total += f
         per_op[node.op_type] += f
     per_sample = total // infer_batch
-    shapes_at_batch = {k: [batch, *v[1:]] if v and _batched(model, k) else list(v)
+    scale = batch if batched else 1
+    shapes_at_batch = {k: [batch, *v[1:]] if v and batched else list(v)
                        for k, v in feed_shapes.items()}
     return {
-        "total": int(per_sample * batch),
+        "total": int(per_sample * scale),
         "per_sample": int(per_sample),
         "input_shapes": shapes_at_batch,
-        "by_op": {op: int(f // infer_batch * batch) for op, f in per_op.items()},
+        "by_op": {op: int(f // infer_batch * scale) for op, f in per_op.items()},
         "counted_ops": list(_COUNTED),
         "unresolved_nodes": unresolved,
     }
@@ -118,22 +121,16 @@ def _feed_shapes(model: ImportedModel, dims: Mapping[str, int],
         for d, size in zip(t.shape, given.get(t.name, ()), strict=False):
             if isinstance(d, str):
                 sizes.setdefault(d, size)
-    for t in model.spec.inputs:  # the batch axis wins over dims and shapes
-        if _batched(model, t.name) and isinstance(t.shape[0], str):
-            sizes[t.shape[0]] = batch
+    batched, symbol = model.spec.batch_axis()
+    if batched and symbol is not None:  # the batch axis wins over dims and shapes
+        sizes[symbol] = batch
     out = {}
     for t in model.spec.inputs:
         shape = list(given.get(t.name) or t.concrete_shape(sizes, default=1))
-        if _batched(model, t.name):
+        if batched:
             shape[0] = batch
         out[t.name] = shape
     return out
-
-
-def _batched(model: ImportedModel, name: str) -> bool:
-    """Axis 0 is the batch when it is not fixed (``batch``, ``N``, unnamed)."""
-    return any(t.name == name and t.shape and not isinstance(t.shape[0], int)
-               for t in model.spec.inputs)
 
 
 def _infer_shapes(onnx: Any, proto: Any) -> Any:

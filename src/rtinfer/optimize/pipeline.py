@@ -110,8 +110,9 @@ def write(model: Any, out: str | Path, name: str, *,
     """Write ``model`` as the next version of ``out/name`` with what the job found; returns
     the :class:`~rtinfer.deploy.artifact.Artifact`.
 
-    ``engine`` and ``threads`` are the version's own (its manifest's ``deployment`` and its
-    ``config.pbtxt``; None threads: serving shares the cores). The model folder's
+    ``engine`` is the version's own (its manifest's ``deployment``); ``threads`` go to the
+    model's ``config.pbtxt``, which Triton and ``rtinfer serve`` read for every version (None:
+    serving shares the cores). The model folder's
     ``rtinfer.json`` gets how to pre-process raw inputs — a task's recorded pre-processing or
     a kit's name and size, else none — and loses any folder-wide ``engine`` or ``threads``,
     which would override every version's own. ``recipe``: a :class:`Recipe`, or pass dicts
@@ -121,6 +122,7 @@ def write(model: Any, out: str | Path, name: str, *,
     from rtinfer.deploy.settings import merge_settings, write_settings
 
     folder = Path(out) / name
+    merge_settings(folder, {})  # a broken settings file fails before anything is copied
     settings: dict[str, Any] = {}
     if hasattr(task, "raw_settings"):  # a task file: its own pre-processing, if any
         settings["raw"] = task.raw_settings(folder) or None

@@ -104,11 +104,15 @@ def replay(version: str | Path, task: Any, *, threads: int | None = None,
         "schema": SCHEMA, "kind": "replay", "version": str(art.path),
         "recipe": recipe.to_dict(), "describe": recipe.describe(),
         "task": {"given": given, "recorded": recorded}}
-    differs = [k for k in ("fingerprint", "key", "size")
+    differs = [k for k in ("name", "fingerprint", "size", "key")
                if recorded.get(k) and given.get(k) and recorded[k] != given[k]]
+    kinds = [bool(d.get("fingerprint")) for d in (recorded, given) if d]
+    if len(set(kinds)) > 1:
+        differs.insert(0, "kind (a task file against a kit)")
     if differs:
         report["warning"] = (f"the version was made from another task (its {differs[0]} "
-                             "differs): a different model or data gives a different result")
+                             "differs; a kit's key also changes with its packages' versions): "
+                             "a different model or data gives a different result")
     rebuilt = rebuild(recipe, task, threads=threads, progress=progress)
     hashes = {str(f.relative_to(rebuilt.path.parent)): sha256_file(f) for f in rebuilt.files}
     stored = {k: v["sha256"] for k, v in art.manifest["files"].items() if k in hashes}

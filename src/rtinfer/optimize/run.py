@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from rtinfer.bench.inprocess import SCHEMA
+from rtinfer.bench.samples import real_batches
 from rtinfer.engines import load
 from rtinfer.hardware import environment
 from rtinfer.models import ImportedModel, import_model
@@ -143,7 +144,7 @@ def run_quantize(
                              targets=test_targets if labelled else None,
                              metric=task if labelled else None, varied=varied, beyond=beyond)
     say("measuring float and int8 latency side by side, in interleaved rounds")
-    one = {k: v[:1] for k, v in test_inputs.items()}
+    one = real_batches(test_inputs, 1)  # real rows at their own shapes (text: its length)
     timed, _ = pipeline.measure({"original": (float_model, runtime),
                                  "int8": (result.model, runtime)}, one, threads=threads,
                                 progress=say)

@@ -336,6 +336,10 @@ def _measure_final(pairs: list[tuple[str, str]], variants: Mapping[str, Variant]
     """The finalists in interleaved rounds against the original on ONNX Runtime (else its
     first engine); a finalist its engine cannot run is left out, with why, in ``skipped``."""
     originals = sorted((p for p in pairs if p[0] == "fp32"), key=lambda p: p[1] != "onnxruntime")
+    if not originals:
+        raise RuntimeError("the original model ran on none of the engines in the quick "
+                           "measurement (its rows in the candidate table say why); nothing "
+                           "can be compared")
     out, left_out = pipeline.measure({(v, e): (variants[v].model, e) for v, e in pairs}, feeds,
                                      threads=threads, baseline=originals[0],
                                      fallbacks=originals[1:], rounds=pipeline.ROUNDS,

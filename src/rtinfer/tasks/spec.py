@@ -329,6 +329,6 @@ class _Where:
             raise self.error(where, f"unknown field(s) {unknown}; allowed: {list(allowed)}")
 
     def path(self, value: Any, key: str) -> Path:
-        if not isinstance(value, str) or not value:
+        if not isinstance(value, str | Path) or not str(value):  # a Path: a mapping's
             raise self.error(key, f"must be a path (a string), got {value!r}")
         return (self.file.parent / value).resolve()
