@@ -93,7 +93,8 @@ def test_bad_dim_option() -> None:
 def test_compare_engines_on_minilm(tmp_path: Path) -> None:
     out = tmp_path / "demo.json"
     res = runner.invoke(app, ["compare", "--engines", "torch,onnxruntime,openvino", "--window",
-                              "0.3", "--quiet", "--json", str(out)])
+                              "0.2", "--rounds", "1", "--seq-len", "32", "--quiet", "--json",
+                              str(out)])
     assert res.exit_code == 0, res.output
     assert "all-MiniLM-L6-v2" in res.output and "speedup vs torch" in res.output
     data = json.loads(out.read_text())
