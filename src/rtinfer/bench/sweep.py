@@ -16,7 +16,6 @@ throughput against p99.
 from __future__ import annotations
 
 import itertools
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,13 @@ from rtinfer.bench.inprocess import SCHEMA
 from rtinfer.bench.loadgen import EARLY_STOPPING_MIN, LoadSpec, probe_capacity, run_loadgen
 from rtinfer.bench.samples import Samples
 from rtinfer.bench.targets import InProcessTarget, Target
-from rtinfer.deploy.settings import RTINFER_CONFIG, ModelConfig, read_model_config, write_settings
+from rtinfer.deploy.settings import (
+    RTINFER_CONFIG,
+    ModelConfig,
+    merge_settings,
+    read_model_config,
+    write_settings,
+)
 from rtinfer.hardware import environment, usable_cores
 
 __all__ = ["candidates", "read_config", "sweep", "swept", "write_config"]
@@ -149,9 +154,8 @@ def write_config(model_dir: str | Path, config: Mapping[str, Any] | ModelConfig)
     path.write_text(text)
     # rtinfer.json outranks config.pbtxt in rtinfer serve: the settings it repeats must say
     # the same, or the server would run its old values.
-    own = folder / RTINFER_CONFIG
-    if own.is_file():
-        present = set(json.loads(own.read_text()))
+    if (folder / RTINFER_CONFIG).is_file():
+        present = set(merge_settings(folder, {}))  # checked: a broken file is a ConfigError
         row = {**swept(cfg), "threads": cfg.threads}  # None: the cores are shared, no pin
         write_settings(folder, {k: v for k, v in row.items() if k in present},
                        drop=("preferred_batch_size",

@@ -122,7 +122,7 @@ def write(model: Any, out: str | Path, name: str, *,
     from rtinfer.deploy.settings import merge_settings, write_settings
 
     folder = Path(out) / name
-    merge_settings(folder, {})  # a broken settings file fails before anything is copied
+    merge_settings(folder, {})  # a broken settings file fails before anything is written
     settings: dict[str, Any] = {}
     if hasattr(task, "raw_settings"):  # a task file: its own pre-processing, if any
         settings["raw"] = task.raw_settings(folder) or None
@@ -130,7 +130,6 @@ def write(model: Any, out: str | Path, name: str, *,
         settings.update(kit=task.name, kit_size=task.meta.get("size", "full"))
     unset = tuple(k for k in ("raw", "kit", "kit_size") if settings.get(k) is None)
     drop = ("engine", "threads", *unset)
-    merge_settings(folder, settings, drop=drop)  # a bad settings file fails before the write
     entries = recipe.to_dict() if isinstance(recipe, Recipe) else {
         "format_version": RECIPE_FORMAT, "passes": [dict(p) for p in recipe]}
     art = save_artifact(

@@ -26,7 +26,7 @@ __all__ = ["batches", "fit", "kd_loss", "train"]
 def batches(inputs: Arrays, targets: np.ndarray, size: int, seed: int
             ) -> Iterator[tuple[dict[str, Any], Any]]:
     """Endless shuffled mini-batches as torch tensors (a fresh permutation each epoch)."""
-    torch = _torch()
+    torch = require("torch", "Training")
     rng = np.random.default_rng(seed)
     n = len(targets)
     while True:
@@ -43,7 +43,7 @@ def train(module: Any, step_loss: Callable[[int], Any], *, steps: int, lr: float
     """At most ``steps`` AdamW steps of ``step_loss(i)`` (a scalar tensor), stopping early
     after ``max_seconds`` or after ``stop_at`` steps of the ``steps``-step schedule (a replay
     of a run its time limit cut short); progress every ~5% as "what i/steps"."""
-    torch = _torch()
+    torch = require("torch", "Training")
     if steps <= 0:
         return {"steps": 0, "seconds": 0.0, "stopped_early": False}
     opt = torch.optim.AdamW(params if params is not None else module.parameters(), lr=lr,
@@ -86,7 +86,7 @@ def kd_loss(student: Any, teacher: Any, targets: Any, *, temperature: float, alp
     The T² factor keeps the soft term's gradients on the scale of the hard term's (Hinton et
     al.): with T=4 the softened probabilities' gradients shrink by ~1/16.
     """
-    torch = _torch()
+    torch = require("torch", "Training")
     f = torch.nn.functional
     s_logits = logits_of(student)
     loss = f.cross_entropy(s_logits, targets) * (1 - alpha)
@@ -111,7 +111,7 @@ def fit(task: TorchTask, module: Any, *, teacher: Any, steps: int, lr: float, ba
     ``stop_at`` of them). With a teacher and ``unlabeled`` inputs, ``unlabeled_share`` of each
     batch comes from them and is trained on the teacher's soft targets alone (no label exists
     for it). ``seed`` fixes the batches and dropout, so the same call trains the same model."""
-    torch = _torch()
+    torch = require("torch", "Training")
     inputs, targets = task.split("train")
     n_free = 0
     if teacher is not None and unlabeled is not None and unlabeled_share > 0:
@@ -144,7 +144,3 @@ def fit(task: TorchTask, module: Any, *, teacher: Any, steps: int, lr: float, ba
         torch.manual_seed(seed)
         return train(module, step_loss, steps=steps, lr=lr, max_seconds=max_seconds,
                      what=what, progress=progress, params=params, stop_at=stop_at)
-
-
-def _torch() -> Any:
-    return require("torch", "Pruning and distillation")
