@@ -7,7 +7,7 @@ import pytest
 
 import rtinfer
 from rtinfer.kits import Kit
-from rtinfer.kits.intent_data import intent_sentences, split_by_template
+from rtinfer.kits.intent_data import IntentData, intent_sentences, split_by_template
 
 pytestmark = pytest.mark.slow
 
@@ -23,6 +23,21 @@ def test_data_is_real_deterministic_and_split_by_template() -> None:
     test_templates = set(data.template_ids[splits["test"]])
     assert not train_templates & test_templates  # no template leaks into both
     assert len(splits["train"]) + len(splits["test"]) == len(data.sentences)
+
+
+def test_a_sentence_two_templates_draw_is_held_out_nowhere() -> None:
+    """Split by template alone, "turn on the fan" would be in train (template 0) and in test
+    (template 2): held-out splits keep only text that training never saw."""
+    data = IntentData(
+        sentences=["turn on the fan", "switch on the fan", "turn on the fan", "fan on please",
+                   "stop the fan", "turn off the fan"],
+        intents=["HassTurnOn"] * 4 + ["HassTurnOff"] * 2,
+        template_ids=np.array([0, 0, 2, 2, 3, 4]), labels=["HassTurnOff", "HassTurnOn"])
+    splits = split_by_template(data, {"train": 0.5, "test": 0.5}, seed=0)
+    rows = {name: {data.sentences[r] for r in idx} for name, idx in splits.items()}
+    assert not rows["train"] & rows["test"]
+    assert "turn on the fan" in rows["train"]
+    assert sum(map(len, splits.values())) == len(data.sentences) - 1  # the one repeat left out
 
 
 def test_held_out_templates_clear_the_floor(intent_kit: Kit) -> None:

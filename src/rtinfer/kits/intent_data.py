@@ -349,6 +349,11 @@ def split_by_template(
     Stratified per intent: its templates are shuffled, the first goes to train (without a positive
     "train" share: the largest split), each later one to the split furthest below its share of the
     intent's rows. Fractions are normalised; one-template intents are train-only.
+
+    Two templates can draw the same sentence text, so a split by template alone still lets a
+    held-out sentence also occur in training. Such a sentence is kept only in the first split
+    that has it (train first, then the order of ``fractions``): held-out splits hold only
+    unseen text.
     """
     if not fractions or any(f < 0 for f in fractions.values()) or sum(fractions.values()) <= 0:
         raise ValueError(f"fractions must be non-negative with a positive sum, got {fractions}")
@@ -374,4 +379,9 @@ def split_by_template(
             name = anchor if k == 0 else max(live, key=lambda n: shares[n] * size - given[n])
             given[name] += len(rows_of[tid])
             out[name] += rows_of[tid]
+    seen: set[str] = set()
+    for name in [anchor] + [n for n in out if n != anchor]:
+        text = {r: data.sentences[r] for r in out[name]}
+        out[name] = [r for r in out[name] if text[r] not in seen]
+        seen.update(text.values())
     return {name: np.asarray(sorted(rows), dtype=np.int64) for name, rows in out.items()}
