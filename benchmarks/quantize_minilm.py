@@ -17,10 +17,10 @@ channels); and rtinfer's artifact on both engines. The last lines say which cand
 the issue's target: worst cosine >= 0.99, accuracy within 0.5 point of float, >= 2x ORT fp32.
 
 Per candidate: worst and mean cosine of the sentence embedding to the float model over every
-held-out test sentence (4,948 from templates never seen in training), held-out intent accuracy,
-and latency at batch 1 with one sentence padded to 128 tokens, 2 intra-op threads: p50 from
-interleaved rounds (numpy linear percentile), speedup = median over rounds of ORT-fp32 p50 over
-the candidate's p50 in the same round.
+held-out test sentence (4,931 in kit version 4, from templates never seen in training),
+held-out intent accuracy, and latency at batch 1 with one sentence padded to 128 tokens, 2
+intra-op threads: p50 from interleaved rounds (numpy linear percentile), speedup = median
+over rounds of ORT-fp32 p50 over the candidate's p50 in the same round.
 """
 
 from __future__ import annotations

@@ -80,10 +80,21 @@ def test_replay_checks_a_written_version_and_refuses_a_tampered_recipe(
     res = runner.invoke(app, ["quantize", str(digits), "--out", str(repo), "--name", "d",
                               "--max-drop", "5pt", "--min-agreement", "0.9", "-q"])
     assert res.exit_code == 0, res.output
-    version = repo / "d" / "1"
+    # Version 1 keeps the original the int8 version 2 was judged against (its reference).
+    version = repo / "d" / "2"
     manifest = json.loads((version / "manifest.json").read_text())
     assert manifest["task"]["fingerprint"] == tasks.load(digits).fingerprint
     assert [p["pass"] for p in manifest["recipe"]["passes"]] == ["quantize"]
+    original = json.loads((repo / "d" / "1" / "manifest.json").read_text())
+    assert manifest["reference"] == {"version": 1, "sha256": original["files"][
+        original["model_file"]]["sha256"]}
+    assert original["recipe"]["passes"] == [] and "reference" not in original
+    # Written again, the same original is found rather than copied a second time.
+    res = runner.invoke(app, ["quantize", str(digits), "--out", str(repo), "--name", "d",
+                              "--max-drop", "5pt", "--min-agreement", "0.9", "-q"])
+    assert res.exit_code == 0, res.output
+    again = json.loads((repo / "d" / "3" / "manifest.json").read_text())
+    assert again["reference"]["version"] == 1 and not (repo / "d" / "4").exists()
 
     res = runner.invoke(app, ["replay", str(version), "--task", str(digits), "-q",
                               "--json", str(tmp_path / "r.json")])

@@ -99,7 +99,7 @@ def test_optimize_a_text_task_distills_quantizes_and_serves_sentences(
 
     repo, out = tmp_path / "repo", tmp_path / "optimize.json"
     res = runner.invoke(app, ["optimize", str(text_task), "--engines", "onnxruntime",
-                              "--time-budget", "75s", "--window", "0.05", "--out", str(repo),
+                              "--time-budget", "120s", "--window", "0.05", "--out", str(repo),
                               "--json", str(out), "--quiet"])
     assert res.exit_code == 0, res.output
     result = json.loads(out.read_text())

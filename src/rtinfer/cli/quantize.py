@@ -51,6 +51,9 @@ def quantize(
     max_drop: str | None = MaxDropOpt,
     min_agreement: float | None = MinAgreementOpt,
     extra_eval: Path | None = ExtraEvalOpt,
+    calibration_extra: Path | None = typer.Option(
+        None, "--calibration-extra", help="More calibration inputs: an .npz named after the "
+        "inputs, or a folder of them (what the server's guard captures with capture=FOLDER)."),
     metric: str | None = MetricOpt,
     threads: int | None = typer.Option(None, "--threads", "-t"),
     qat_steps: int = typer.Option(100, "--qat-steps", help="When int8 misses the budget and "
@@ -77,7 +80,8 @@ def quantize(
     with _progress(quiet) as say:
         result = run_quantize(model, kit=task, data=data, config=config, max_drop=max_drop,
                               metric=metric, min_agreement=min_agreement,
-                              extra_eval=extra_eval, threads=threads,
+                              extra_eval=extra_eval, calibration_extra=calibration_extra,
+                              threads=threads,
                               qat=QAT(steps=qat_steps, lr=qat_lr) if qat_steps > 0 else None,
                               try_dynamic=engine is None,
                               out=out, name=name,

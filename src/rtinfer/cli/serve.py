@@ -58,6 +58,11 @@ def serve(
     length_buckets: str | None = typer.Option(None, help="e.g. 16,32,64,128: pad text to "
                                               "the next bucket and batch by bucket."),
     version_policy: str | None = typer.Option(None, help="latest:N, specific:1,3 or all."),
+    guard: str | None = typer.Option(
+        None, "--guard", help="Online accuracy guard for every model whose versions name a "
+        "reference: e.g. sample=0.02,metric=top1_agreement,threshold=0.98,window=500,"
+        "action=rollback (also cosine, alert, reference=N, output=NAME, queue=N, "
+        "capture=FOLDER); 'off' disables rtinfer.json's."),
     poll_s: float = typer.Option(0.0, "--poll-s", help="Poll the repository for new "
                                  "versions every N seconds (0: only on explicit load)."),
     drain_s: float = typer.Option(30.0, "--drain-s", help="On SIGTERM, let in-flight "
@@ -82,7 +87,16 @@ def serve(
                                if request_timeout_ms is not None else None),
         "length_buckets": _ints(length_buckets, "--length-buckets"),
         "version_policy": version_policy,
+        "guard": guard,
     }
+    if guard is not None:
+        from rtinfer.deploy.settings import GuardConfig
+        from rtinfer.errors import ConfigError
+
+        try:
+            GuardConfig.parse(guard)
+        except ConfigError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--guard") from None
     for config in ModelRepository(repo, overrides, workers=workers).configs().values():
         if why := config.oversubscription():
             err_console.print(f"[yellow]warning:[/] {why}", highlight=False)

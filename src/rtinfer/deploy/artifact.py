@@ -89,6 +89,7 @@ def save_artifact(
     torch_kwargs: Mapping[str, Any] | None = None,
     engine: str | None = None,
     task: Mapping[str, Any] | None = None,
+    reference: Mapping[str, Any] | None = None,
 ) -> Artifact:
     """Write ``model`` as ``<repo>/<name>/<version>/`` (version: next free number by default).
 
@@ -102,7 +103,8 @@ def save_artifact(
     ``engine`` records the engine this version was measured fastest on (``deployment.engine``
     in the manifest); ``rtinfer serve`` uses it unless told otherwise. ``task`` records the
     task or kit the version was made from (its name and fingerprint), which ``rtinfer replay``
-    checks.
+    checks. ``reference`` names the version of the same model that holds the original this
+    one was judged against (``{"version": N, "sha256": ...}``), for the server's guard.
     """
     if not isinstance(name, str) or not _NAME.match(name):
         raise ValueError(
@@ -161,6 +163,8 @@ def save_artifact(
             manifest["torch"] = torch_entry
         if task is not None:
             manifest["task"] = dict(task)
+        if reference is not None:
+            manifest["reference"] = dict(reference)
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, default=_jsonable))
         (model_dir / CONFIG).write_text(
             triton_config(name, model.spec, max_batch_size=max_batch_size, threads=threads,

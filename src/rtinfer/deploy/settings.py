@@ -7,7 +7,8 @@ artifact; an existing Triton repository has its own) and rtinfer's ``rtinfer.jso
      "version_policy": {"latest": 2}, "length_buckets": [16, 32, 64, 128], "kit": "intent"}
 
 (a task's model records its pre-processing as ``"raw"`` instead of ``"kit"``:
-:func:`rtinfer.serve.raw.raw_inputs_from`).
+:func:`rtinfer.serve.raw.raw_inputs_from`), and the online accuracy guard as ``"guard":
+{"sample": 0.02, "threshold": 0.98, "action": "rollback"}`` (:class:`GuardConfig`).
 
 From ``config.pbtxt`` these are honoured: ``max_batch_size``, ``dynamic_batching {
 preferred_batch_size, max_queue_delay_microseconds, default_queue_policy { max_queue_size,
@@ -41,13 +42,122 @@ from rtinfer.deploy.pbtxt import first, parse
 from rtinfer.errors import ConfigError, InvalidInputError
 from rtinfer.hardware import usable_cores
 
-__all__ = ["BatchingConfig", "ModelConfig", "VersionPolicy", "merge_settings", "read_model_config",
-           "write_settings"]
+__all__ = ["BatchingConfig", "GuardConfig", "ModelConfig", "VersionPolicy", "merge_settings",
+           "read_model_config", "write_settings"]
 
 RTINFER_CONFIG = "rtinfer.json"
 _OVERRIDABLE = ("engine", "threads", "instances", "max_batch_size", "preferred_batch_size",
                 "max_queue_delay_us", "max_queue_size", "default_timeout_us", "version_policy",
-                "length_buckets", "kit", "kit_size", "raw")
+                "length_buckets", "kit", "kit_size", "raw", "guard")
+
+GUARD_METRICS = ("top1_agreement", "cosine")
+GUARD_ACTIONS = ("alert", "rollback")
+
+
+@dataclass(frozen=True)
+class GuardConfig:
+    """The online accuracy guard of a model (:mod:`rtinfer.serve.guard`): a ``sample`` share of
+    live requests also runs on the ``reference`` version (default: the one the served
+    version's manifest names, the original it was judged against), off the request's path;
+    the mean per-sample ``metric`` over the last ``window`` samples below ``threshold`` raises
+    an ``alert`` or rolls traffic back to the reference (``rollback``)."""
+
+    sample: float = 0.02
+    metric: str = "top1_agreement"         # or "cosine" (the compared output's, per row)
+    threshold: float = 0.98
+    window: int = 500
+    action: str = "alert"
+    reference: int | None = None           # a version of the same model; None: the manifest's
+    output: str | None = None              # the output compared; None: the model's first
+    hysteresis: float = 0.01               # an alert clears at threshold + hysteresis
+    min_samples: int | None = None         # samples before a verdict; None: the whole window
+    queue: int = 16                        # samples waiting for the reference; more are dropped
+    capture: str | None = None             # folder for disagreeing inputs (.npz); off: None
+    capture_max: int = 1000                # files written at most, per served version
+
+    def __post_init__(self) -> None:
+        def bad(why: str) -> ConfigError:
+            return ConfigError(f"guard: {why}")
+
+        if isinstance(self.sample, bool) or not isinstance(self.sample, int | float) or \
+                not 0 < self.sample <= 1:
+            raise bad(f"sample must be a share in (0, 1], got {self.sample!r}")
+        if self.metric not in GUARD_METRICS:
+            raise bad(f"metric must be one of {list(GUARD_METRICS)}, got {self.metric!r}")
+        if self.action not in GUARD_ACTIONS:
+            raise bad(f"action must be one of {list(GUARD_ACTIONS)}, got {self.action!r}")
+        if isinstance(self.threshold, bool) or not isinstance(self.threshold, int | float) or \
+                not -1 <= self.threshold <= 1:
+            raise bad(f"threshold must be a number in [-1, 1], got {self.threshold!r}")
+        for key in ("window", "queue", "capture_max"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise bad(f"{key} must be a whole number >= 1, got {value!r}")
+        if self.min_samples is not None and (
+                isinstance(self.min_samples, bool) or not isinstance(self.min_samples, int)
+                or not 1 <= self.min_samples <= self.window):
+            raise bad(f"min_samples must be a whole number in [1, window], got "
+                      f"{self.min_samples!r}")
+        if self.reference is not None and (isinstance(self.reference, bool) or not isinstance(
+                self.reference, int) or self.reference < 1):
+            raise bad(f"reference must be a version number >= 1, got {self.reference!r}")
+        if not isinstance(self.hysteresis, int | float) or self.hysteresis < 0:
+            raise bad(f"hysteresis must be >= 0, got {self.hysteresis!r}")
+        for key in ("output", "capture"):
+            value = getattr(self, key)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise bad(f"{key} must be a name (text), got {value!r}")
+
+    @property
+    def verdict_after(self) -> int:
+        return self.min_samples or self.window
+
+    @classmethod
+    def parse(cls, value: Any) -> GuardConfig | None:
+        """From a dict (``rtinfer.json``'s ``"guard"``), the command line's
+        ``sample=0.02,metric=top1_agreement,threshold=0.98,window=500,action=rollback``, or
+        ``off`` / None (no guard)."""
+        if value is None or isinstance(value, GuardConfig):
+            return value
+        if isinstance(value, str):
+            if value.strip().lower() in ("", "off", "none"):
+                return None
+            items: dict[str, Any] = {}
+            for part in value.split(","):
+                key, eq, text = part.partition("=")
+                if not eq:
+                    raise ConfigError(f"guard: expected key=value, got {part!r} (e.g. "
+                                      "sample=0.02,threshold=0.98,action=rollback)")
+                key = key.strip()
+                # Names and folders stay text ("output=745" names an output, not a number).
+                items[key] = text.strip() if key in ("output", "capture") else \
+                    _guard_value(text.strip())
+            value = items
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"guard must be an object of settings or 'k=v,...', got "
+                              f"{type(value).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise ConfigError(f"guard: unknown setting(s) {unknown}; settings are "
+                              f"{sorted(known)}")
+        args = dict(value)
+        if isinstance(args.get("sample"), int) and not isinstance(args["sample"], bool):
+            args["sample"] = float(args["sample"])
+        return cls(**args)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def _guard_value(text: str) -> Any:
+    """A command-line guard value: a number where it reads as one, else the text."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            continue
+    return None if text.lower() == "none" else text
 
 
 @dataclass(frozen=True)
@@ -143,6 +253,7 @@ class ModelConfig:
     kit_size: str = "full"
     # A task's pre-processing (rtinfer.serve.raw.raw_inputs_from), as rtinfer.json records it.
     raw: Mapping[str, Any] | None = field(default=None, hash=False)
+    guard: GuardConfig | None = None      # the online accuracy guard (rtinfer.serve.guard)
 
     def __post_init__(self) -> None:
         if self.instances < 1:
@@ -201,6 +312,8 @@ class ModelConfig:
         given = {k: v for k, v in overrides.items() if v is not None}
         if "version_policy" in given:
             given["version_policy"] = VersionPolicy.parse(given["version_policy"])
+        if "guard" in given:
+            given["guard"] = GuardConfig.parse(given["guard"])
         for key in ("preferred_batch_size", "length_buckets"):
             if key in given:
                 given[key] = tuple(sorted(int(v) for v in given[key]))
@@ -223,6 +336,15 @@ def read_model_config(folder: Path, overrides: dict[str, Any] | None = None) -> 
     if pbtxt.is_file():
         config = _from_pbtxt(config, parse(pbtxt.read_text()), pbtxt)
     config = config.with_overrides(_read_settings(folder / RTINFER_CONFIG))
+    capture = config.guard.capture if config.guard and "guard" not in (overrides or {}) \
+        else None  # the command line's guard replaces the file's: only the file's is checked
+    parts = Path(capture).parts if capture is not None else ()
+    if capture is not None and (Path(capture).is_absolute() or not parts or any(
+            p == ".." or p.startswith(".") for p in parts) or parts[0].isdigit()):
+        # rtinfer.json travels with the repository: it may only write inside its model folder,
+        # never into a version folder (the operator's command line may name any folder).
+        raise ConfigError(f"{folder / RTINFER_CONFIG}: guard.capture must be a folder inside "
+                          f"the model folder that is not a version folder, got {capture!r}")
     return config.with_overrides(overrides or {})
 
 

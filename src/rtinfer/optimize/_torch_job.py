@@ -271,7 +271,7 @@ def finish(task: TorchTask, module: Any, *, kind: str, recipe: list[dict[str, An
                              # Measured against the original, not chosen among engines, and
                              # at the job's threads: serving picks the engine, shares the cores.
                              engine=None, threads=None, task=task.kit,
-                             measurements={"size": sizes})
+                             measurements={"size": sizes}, reference=original)
         result.artifact = art.path
         report["artifact"] = str(art.path)
     return result

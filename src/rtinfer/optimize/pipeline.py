@@ -17,6 +17,7 @@ there on they go through the same steps, defined once here:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -106,9 +107,16 @@ def measure(candidates: Mapping[K, tuple[Any, str]],
 def write(model: Any, out: str | Path, name: str, *,
           recipe: Recipe | Sequence[Mapping[str, Any]], held: Mapping[str, Any], label: str,
           performance: Mapping[str, Any], engine: str | None, threads: int | None,
-          task: Any = None, measurements: Mapping[str, Any] | None = None) -> Any:
+          task: Any = None, measurements: Mapping[str, Any] | None = None,
+          reference: Any = None) -> Any:
     """Write ``model`` as the next version of ``out/name`` with what the job found; returns
     the :class:`~rtinfer.deploy.artifact.Artifact`.
+
+    ``reference``: the original ``model`` was judged against. Unless ``model`` is that
+    original, it stays addressable beside it: the version of ``out/name`` that already holds
+    it, else a new version written first, and ``model``'s manifest names it (``"reference":
+    {"version": N, "sha256": ...}``), which the server's online accuracy guard shadows it
+    with (:mod:`rtinfer.serve.guard`).
 
     ``engine`` is the version's own (its manifest's ``deployment``); ``threads`` go to the
     model's ``config.pbtxt``, which Triton and ``rtinfer serve`` read for every version (None:
@@ -132,15 +140,47 @@ def write(model: Any, out: str | Path, name: str, *,
     drop = ("engine", "threads", *unset)
     entries = recipe.to_dict() if isinstance(recipe, Recipe) else {
         "format_version": RECIPE_FORMAT, "passes": [dict(p) for p in recipe]}
+    ref = None
+    if reference is not None and _sha(reference) != _sha(model):
+        ref = _reference(folder, reference, held, threads, task)
     art = save_artifact(
         model, out, name, recipe=entries,
         measurements={"accuracy": held.get(label, {}),
                       "accuracy_original": held.get("original", {}),
                       "fidelity": {"held_out": held["fidelity"]},
                       "performance": dict(performance), **(measurements or {})},
-        threads=threads, engine=engine, task=provenance(task))
+        threads=threads, engine=engine, task=provenance(task), reference=ref)
     write_settings(folder, settings, drop=drop)
     return art
+
+
+def _sha(model: Any) -> str:
+    from rtinfer._hashing import sha256_file
+
+    return sha256_file(model.path)
+
+
+def _reference(folder: Path, original: Any, held: Mapping[str, Any], threads: int | None,
+               task: Any) -> dict[str, Any]:
+    """The version of ``folder`` that holds ``original`` (written now when none does)."""
+    from rtinfer.deploy.artifact import MANIFEST, save_artifact
+
+    sha = _sha(original)
+    for version in sorted((int(p.name) for p in folder.glob("[0-9]*")
+                           if p.name.isdigit() and (p / MANIFEST).is_file()), reverse=True):
+        try:
+            manifest = json.loads((folder / str(version) / MANIFEST).read_text())
+            same = manifest["files"][manifest["model_file"]]["sha256"] == sha
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if same:
+            return {"version": version, "sha256": sha}
+    art = save_artifact(original, folder.parent, folder.name,
+                        measurements={"accuracy": held.get("original", {}),
+                                      "role": "reference: the original later versions were "
+                                              "judged against"},
+                        threads=threads, task=provenance(task))
+    return {"version": int(art.path.name), "sha256": sha}
 
 
 def provenance(task: Any) -> dict[str, Any] | None:

@@ -23,6 +23,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ import numpy as np
 from rtinfer.bench.inprocess import SCHEMA
 from rtinfer.bench.samples import real_batches
 from rtinfer.engines import load
+from rtinfer.errors import InvalidInputError
 from rtinfer.hardware import environment
 from rtinfer.models import ImportedModel, import_model
 from rtinfer.optimize import pipeline
@@ -65,6 +67,7 @@ def run_quantize(
     min_agreement: float | None = None,
     class_recall: str | None = None,
     extra_eval: str | Path | None = None,
+    calibration_extra: str | Path | None = None,
     threads: int | None = None,
     qat: QAT | None = None,
     try_dynamic: bool = True,
@@ -76,6 +79,10 @@ def run_quantize(
 
     ``extra_eval``: an ``.npz`` (inputs, optional ``labels``) reported beside the held-out
     split and never used to choose; a kit's own such set is used without it.
+
+    ``calibration_extra``: an ``.npz`` of inputs, or a folder of them (what the server's
+    online guard captures: :mod:`rtinfer.serve.guard`), calibrated on besides the
+    calibration split (``calib_samples`` of which still count).
 
     ``max_drop``, ``min_agreement``, ``class_recall``: the budget
     (:meth:`Budget.from_options`); without ``max_drop``, 1% of the original's value of every
@@ -93,6 +100,12 @@ def run_quantize(
     budget = budget_for(max_drop, metric, budget_metric, min_agreement, class_recall)
     extra = extra_set(extra_eval, kit, float_model, task)  # a bad file fails before any work
     calibration = splits["calibration"][0]
+    if calibration_extra is not None:
+        more = read_calibration_extra(calibration_extra, calibration)
+        extra_rows = len(next(iter(more.values())))
+        say(f"calibrating on {extra_rows} extra input(s) from {calibration_extra}")
+        calibration = {k: np.concatenate([more[k], v]) for k, v in calibration.items()}
+        config = replace(config, calib_samples=config.calib_samples + extra_rows)
     validation, val_targets = splits["validation"]
     hook, qat_note = None, "not asked for"
     if qat is not None:
@@ -169,7 +182,8 @@ def run_quantize(
                 tuple(passes)), held=held, label="int8", performance=report["performance"],
             engine=runtime, threads=threads, task=kit_obj,
             measurements={"quantization": {"budget": report["budget"],
-                                           "kept_in_float": result.kept_in_float}})
+                                           "kept_in_float": result.kept_in_float}},
+            reference=float_model)
         report["artifact"] = str(art.path)
     return report
 
@@ -193,6 +207,35 @@ def extra_set(extra_eval: str | Path | None, kit: Any, model: ImportedModel,
     if extra_eval is not None:
         return ExtraSet.of_file(extra_eval, model.spec, task)
     return ExtraSet.of_kit(loaded_kit(kit))
+
+
+def read_calibration_extra(path: str | Path, like: Mapping[str, np.ndarray]
+                           ) -> dict[str, np.ndarray]:
+    """The rows of an ``.npz`` (or of every ``.npz`` in a folder) with the inputs of ``like``
+    and their shapes after the batch axis; a file with other inputs or shapes is an error."""
+    path = Path(path)
+    # A folder: every .npz below it (a guard writes <capture>/<model>/<version>/*.npz).
+    files = sorted(f for f in path.rglob("*.npz") if not f.name.startswith(".")) \
+        if path.is_dir() else [path]
+    if not files or not all(f.is_file() for f in files):
+        raise InvalidInputError(f"--calibration-extra {path}: no .npz file there")
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in like}
+    for f in files:
+        try:
+            with np.load(f, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+        except (OSError, ValueError) as exc:
+            raise InvalidInputError(f"{f}: not a readable .npz of arrays ({exc})") from None
+        if set(arrays) != set(like):
+            raise InvalidInputError(f"{f} holds {sorted(arrays)}; the model's inputs are "
+                                    f"{sorted(like)}")
+        for k, v in arrays.items():
+            if v.shape[1:] != like[k].shape[1:]:
+                raise InvalidInputError(
+                    f"{f}: input '{k}' has rows of shape {list(v.shape[1:])}, the calibration "
+                    f"split's have {list(like[k].shape[1:])}")
+            parts[k].append(v.astype(like[k].dtype, copy=False))
+    return {k: np.concatenate(v) for k, v in parts.items()}
 
 
 def budget_for(max_drop: str | None, metric: str | None, headline: str,

@@ -256,7 +256,7 @@ def optimize(
     if out is not None:
         _write(result, variants[chosen["variant"]], chosen, out,
                name or (kit_name or Path(str(original.path)).parent.name or "model"), threads,
-               kit_obj)
+               kit_obj, original=original)
     state.finish(result)
     return result
 
@@ -402,14 +402,15 @@ def _held_out(original: Variant, chosen: Variant, splits: Splits, task: Any, bud
 
 
 def _write(result: dict[str, Any], variant: Variant, chosen: Mapping[str, Any],
-           out: str | Path, name: str, threads: int, kit: Any = None) -> None:
+           out: str | Path, name: str, threads: int, kit: Any = None,
+           original: Any = None) -> None:
     from rtinfer.optimize.report import render_html
 
     art = pipeline.write(
         variant.model, out, name, recipe=Recipe.of(variant.recipe), held=result["held_out"],
         label="chosen", performance={k: v for k, v in result["chosen"].items() if k != "why"},
         engine=str(chosen["engine"]), threads=threads, task=kit,
-        measurements={"budget": result["budget"]})
+        measurements={"budget": result["budget"]}, reference=original)
     result["artifact"] = str(art.path)
     folder = Path(out) / name
     result["report"] = str(folder / "report.html")

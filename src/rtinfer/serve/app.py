@@ -113,8 +113,11 @@ def create_app(models: ModelRepository | str | Path, *, api_key: str | None = No
     metrics = ServerMetrics(repo, shared / "metrics" if shared else None)
     control = WorkerControl(shared, repo) if shared else None
     repo.observer_factory = metrics.observer
+    repo.guard_observer_factory = metrics.guard
     for served in repo.models():  # loaded before the app existed: attach their observers
         served.batcher.observer = metrics.observer(served.name, served.version)
+        if served.guard is not None:
+            served.guard.observer = metrics.guard(served.name, served.version)
     context: dict[str, Any] = {"repo": repo, "metrics": metrics, "limit": max_body_bytes,
                                "control": control or repo}
 

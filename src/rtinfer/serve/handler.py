@@ -100,6 +100,8 @@ async def run(served: ServedModel, feeds: dict[str, np.ndarray], timeout_us: int
         raise
     if metrics is not None:
         metrics.request(served.name, served.version, time.perf_counter() - started, None)
+    if served.guard is not None:  # after the answer exists; queues at most, never waits
+        served.guard.observe(feeds, outputs)
     return outputs
 
 

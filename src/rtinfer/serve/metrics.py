@@ -17,6 +17,12 @@ rtinfer_compute_duration_seconds (hist.)    nv_inference_compute_infer_duration_
 rtinfer_batch_size (hist.)                  (statistics extension's batch_stats)
 rtinfer_model_load_duration_seconds         nv_model_load_duration_secs
 rtinfer_model_ready                         (model readiness)
+rtinfer_guard_agreement (hist.)             (none: the online accuracy guard's per-sample score)
+rtinfer_guard_samples_total                 (none: rows scored against the reference)
+rtinfer_guard_dropped_total                 (none: samples a full shadow queue turned away)
+rtinfer_guard_rollbacks_total               (none)
+rtinfer_guard_score                         (none: the mean score over the guard's window)
+rtinfer_guard_state                         (none: 0 ok or warming, 1 degraded, 2 rolled back)
 process_cpu_seconds_total                   nv_cpu_utilization (as a rate)
 process_resident_memory_bytes               nv_cpu_memory_used_bytes
 =========================================== ============================================
@@ -55,6 +61,8 @@ __all__ = ["MULTIPROC_ENV", "ServerMetrics"]
 _SECONDS = (1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1.0,
             2.5, 10.0)
 _ROWS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+# A guard's per-sample score: top-1 agreement is 0 or 1; a cosine needs the fine top end.
+_SCORES = (0.0, 0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999, 1.0)
 _LABELS = ("model", "version")
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client reads it when first imported
 # The gauges read from the repository: name, help, how several workers' values merge.
@@ -63,6 +71,13 @@ _GAUGES = (
     ("rtinfer_model_load_duration_seconds", "Seconds to load and warm up the model version.",
      "livemax"),
     ("rtinfer_model_ready", "1 when the model version serves.", "livemin"),
+)
+# The guards' gauges, for guarded versions only: name, help, merge over workers.
+_GUARD_GAUGES = (
+    ("rtinfer_guard_score", "Mean score of the guard's window (top-1 agreement or cosine "
+     "against the reference).", "livemin"),
+    ("rtinfer_guard_state", "The guard's state: 0 ok or warming, 1 degraded, 2 rolled back.",
+     "livemax"),
 )
 
 
@@ -101,6 +116,18 @@ class ServerMetrics:
                                            registry=r)
         self.batch_size = prom.Histogram("rtinfer_batch_size", "Rows per executed batch.",
                                          labels, buckets=_ROWS, registry=r)
+        self.guard_score = prom.Histogram(
+            "rtinfer_guard_agreement", "Per-sample score of the guarded version against its "
+            "reference (top-1 agreement 0/1, or cosine).", labels, buckets=_SCORES, registry=r)
+        self.guard_samples = prom.Counter("rtinfer_guard_samples",
+                                          "Rows the guard scored against the reference.",
+                                          labels, registry=r)
+        self.guard_dropped = prom.Counter(
+            "rtinfer_guard_dropped", "Sampled requests the guard dropped: its queue for the "
+            "reference was full.", labels, registry=r)
+        self.guard_rollbacks = prom.Counter("rtinfer_guard_rollbacks",
+                                            "Rollbacks to the reference version.", labels,
+                                            registry=r)
         self._children: dict[tuple[str, str], tuple[Any, Any]] = {}
         if multiprocess_dir is not None:
             self.shared = _SharedGauges(repository, prom, multiprocess_dir)
@@ -125,6 +152,13 @@ class ServerMetrics:
             execs.inc()
 
         return observe
+
+    def guard(self, model: str, version: str) -> _GuardMetrics:
+        """The guard observer for one guarded model version."""
+        return _GuardMetrics(self.guard_score.labels(model, version),
+                             self.guard_samples.labels(model, version),
+                             self.guard_dropped.labels(model, version),
+                             self.guard_rollbacks.labels(model, version))
 
     def request(self, model: str, version: str, seconds: float, failure: str | None) -> None:
         if failure is None:
@@ -156,11 +190,43 @@ class ServerMetrics:
         return self._prom.generate_latest(self.registry), self._prom.CONTENT_TYPE_LATEST
 
 
+class _GuardMetrics:
+    """A guard's counters and histogram (see :class:`rtinfer.serve.guard.GuardObserver`)."""
+
+    def __init__(self, score: Any, samples: Any, dropped: Any, rollbacks: Any) -> None:
+        self._score, self._samples = score, samples
+        self._dropped, self._rollbacks = dropped, rollbacks
+
+    def scored(self, score: float) -> None:
+        self._score.observe(score)
+        self._samples.inc()
+
+    def dropped(self) -> None:
+        self._dropped.inc()
+
+    def rolled_back(self) -> None:
+        self._rollbacks.inc()
+
+
 def _gauge_values(repository: ModelRepository
                   ) -> Iterator[tuple[tuple[str, str], tuple[float, ...]]]:
     """(model, version) and its values for each of ``_GAUGES``, per served version."""
     for served in repository.models():
         yield (served.name, served.version), (served.batcher.pending, served.load_seconds, 1)
+
+
+def _guard_values(repository: ModelRepository
+                  ) -> Iterator[tuple[tuple[str, str], tuple[float, ...]]]:
+    """(model, version) and its values for each of ``_GUARD_GAUGES``, per guarded version
+    (a guard without a score yet reports 1: nothing disagreed)."""
+    from rtinfer.serve.guard import STATES
+
+    for served in repository.models():
+        guard = served.guard
+        if guard is not None:
+            score = guard.score
+            yield (served.name, served.version), (1.0 if score is None else score,
+                                                  STATES[guard.state])
 
 
 class _RepositoryCollector:
@@ -173,11 +239,12 @@ class _RepositoryCollector:
         self.family = GaugeMetricFamily
 
     def collect(self) -> Iterator[Any]:
-        families = [self.family(name, doc, labels=list(_LABELS)) for name, doc, _ in _GAUGES]
-        for key, values in _gauge_values(self.repository):
-            for family, value in zip(families, values, strict=True):
-                family.add_metric(list(key), value)
-        yield from families
+        for gauges, values in ((_GAUGES, _gauge_values), (_GUARD_GAUGES, _guard_values)):
+            families = [self.family(name, doc, labels=list(_LABELS)) for name, doc, _ in gauges]
+            for key, row in values(self.repository):
+                for family, value in zip(families, row, strict=True):
+                    family.add_metric(list(key), value)
+            yield from families
 
 
 class _SharedGauges:
@@ -196,7 +263,11 @@ class _SharedGauges:
         self.folder = folder
         self.gauges = [prom.Gauge(name, doc, _LABELS, registry=None, multiprocess_mode=mode)
                        for name, doc, mode in _GAUGES]
+        self.guard_gauges = [prom.Gauge(name, doc, _LABELS, registry=None,
+                                        multiprocess_mode=mode)
+                             for name, doc, mode in _GUARD_GAUGES]
         self.written: set[tuple[str, str]] = set()
+        self.guarded: set[tuple[str, str]] = set()
 
     def collector(self, registry: Any) -> None:
         from prometheus_client.multiprocess import MultiProcessCollector
@@ -211,6 +282,13 @@ class _SharedGauges:
             for gauge, value in zip(self.gauges, values, strict=True):
                 gauge.labels(*key).set(value)
         self.written |= set(current)
+        guarded = dict(_guard_values(self.repository))
+        for key in self.guarded - set(guarded):  # no longer guarded here: healthy, not stale
+            guarded[key] = (1.0, 0)
+        for key, values in guarded.items():
+            for gauge, value in zip(self.guard_gauges, values, strict=True):
+                gauge.labels(*key).set(value)
+        self.guarded |= set(guarded)
 
     def forget_dead_workers(self) -> None:
         """Drop the live gauges of workers that died without :meth:`close` (killed)."""

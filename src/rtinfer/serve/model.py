@@ -16,7 +16,7 @@ import logging
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rtinfer._paths import files_inside, relative_inside
 from rtinfer.deploy.artifact import is_artifact, load_artifact
@@ -26,6 +26,9 @@ from rtinfer.errors import RtinferError, UnsafePathError
 from rtinfer.models import import_model
 from rtinfer.serve.batcher import Batcher, BatchObserver
 from rtinfer.serve.raw import RawInputs, raw_inputs_for, raw_inputs_from
+
+if TYPE_CHECKING:
+    from rtinfer.serve.guard import Guard
 
 __all__ = ["ServedModel", "load_version", "snapshot"]
 
@@ -44,6 +47,7 @@ class ServedModel:
     load_seconds: float = 0.0
     files: tuple[Any, ...] = ()          # the version folder's snapshot when it was loaded
     raw: RawInputs | None = None         # a kit's raw inputs, when deployed from a kit
+    guard: Guard | None = None           # its online accuracy guard (rtinfer.serve.guard)
 
     @property
     def session(self) -> Session:

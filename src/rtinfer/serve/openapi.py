@@ -145,6 +145,9 @@ def openapi() -> dict[str, Any]:
         "/v2/repository/models/{model}/unload": {"post": _operation(
             "Unload a model (in-flight requests finish)", done, ["model"],
             errors=(400, 401, 404))},
+        "/v2/repository/models/{model}/guard/reset": {"post": _operation(
+            "Switch a guarded model back from its reference after a rollback (rtinfer)",
+            done, ["model"], errors=(400, 401, 404))},
         t + ":predict": {"post": predict},
         tv + ":predict": {"post": predict_v},
         t: {"get": _operation("Model status (TF Serving)", ok["ModelStatus"], ["model"])},

@@ -3,7 +3,8 @@ extensions.
 
 ``GET /v2``, ``/v2/health/live``, ``/v2/health/ready``, ``/v2/models/{m}[/versions/{v}]``,
 ``…/ready``, ``POST …/infer``, ``GET /v2/models/{m}/stats``, ``POST /v2/repository/index``,
-``POST /v2/repository/models/{m}/load`` and ``…/unload``. With several worker processes a
+``POST /v2/repository/models/{m}/load`` and ``…/unload`` (and rtinfer's ``…/guard/reset``: the
+switch back after a guard's rollback). With several worker processes a
 load/unload answer means "done on the worker that answered"; the others follow within 0.5 s
 (:class:`~rtinfer.serve.workers.WorkerControl`).
 """
@@ -131,6 +132,16 @@ def routes(ctx: dict[str, Any]) -> list[Route]:
             return JSONResponse({"error": str(exc)}, status_code=400)
         return JSONResponse({})
 
+    async def reset_guard(request: Request) -> Response:
+        """The explicit switch back after a rollback (rtinfer's own; Triton has no guard)."""
+        try:
+            count = control.reset_guard(request.path_params["model"])
+        except ModelNotFoundError as exc:
+            return error_response(classify(exc))
+        except RtinferError as exc:  # not a plain model name
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        return JSONResponse({"reset": count})
+
     model = "/v2/models/{model}"
     version = "/v2/models/{model}/versions/{version}"
     return [  # inference first: routes are matched in order
@@ -147,4 +158,5 @@ def routes(ctx: dict[str, Any]) -> list[Route]:
         Route("/v2/repository/index", repository_index, methods=["POST", "GET"]),
         Route("/v2/repository/models/{model}/load", load_model, methods=["POST"]),
         Route("/v2/repository/models/{model}/unload", unload_model, methods=["POST"]),
+        Route("/v2/repository/models/{model}/guard/reset", reset_guard, methods=["POST"]),
     ]

@@ -122,7 +122,8 @@ class WorkerControl:
     never see half a file), then applies it; every worker applies each model's record once
     its number is newer than the last it applied. Recording before applying keeps the workers
     in step when two of them get actions for one model at once: the later record wins
-    everywhere.
+    everywhere. A guard's reset (the switch back after a rollback) is recorded beside them,
+    under ``"resets"``, so that it reaches every worker and never replaces a load/unload.
     """
 
     def __init__(self, folder: Path, repository: ModelRepository) -> None:
@@ -130,6 +131,7 @@ class WorkerControl:
         self.lock = folder / "control.lock"
         self.repository = repository
         self.applied: dict[str, int] = {}  # model -> the last record applied here
+        self.resets: dict[str, int] = {}   # model -> the last guard reset applied here
 
     async def load_model(self, name: str) -> None:
         await self._act(name, "load")
@@ -137,9 +139,25 @@ class WorkerControl:
     async def unload_model(self, name: str) -> None:
         await self._act(name, "unload")
 
+    def reset_guard(self, name: str) -> int:
+        """Record a reset of ``name``'s guards for every worker, then reset them here (this
+        worker may have none left to reset: its version may still be loading)."""
+        self.repository.require(name, "unload")  # a model this server knows
+        config = self.repository.configs().get(name)
+        if config is None or config.guard is None:
+            return self.repository.reset_guard(name)  # no guard configured: that 404
+        self.resets[name] = self._record("resets", name, None)
+        return self.repository.reset_guard(name) if self.repository.guards(name) else 0
+
     async def sync(self) -> None:
         """Apply the other workers' records this worker has not applied yet."""
-        for name, record in self._read()["models"].items():
+        state = self._read()
+        for name, seq in state.get("resets", {}).items():
+            if seq > self.resets.get(name, 0):
+                self.resets[name] = seq
+                if self.repository.guards(name):
+                    self.repository.reset_guard(name)
+        for name, record in state["models"].items():
             if record["seq"] <= self.applied.get(name, 0):
                 continue
             self.applied[name] = record["seq"]
@@ -150,20 +168,25 @@ class WorkerControl:
                              name, exc)
 
     async def _act(self, name: str, action: str) -> None:
+        self.repository.require(name, action)  # an unknown model is nobody else's business
+        self.applied[name] = self._record("models", name, action)
+        await self._apply(name, action)
+
+    def _record(self, section: str, name: str, action: str | None) -> int:
+        """Write the next record of ``name`` into ``section``; returns its number."""
         import fcntl  # POSIX only: imported here so that the module imports anywhere
 
-        self.repository.require(name, action)  # an unknown model is nobody else's business
         with open(self.lock, "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # held for a read and a rename: microseconds
             state = self._read()
             seq = state["seq"] + 1
-            state = {"seq": seq, "models": {**state["models"],
-                                            name: {"seq": seq, "action": action}}}
+            entry: Any = seq if action is None else {"seq": seq, "action": action}
+            state = {**state, "seq": seq,
+                     section: {**state.get(section, {}), name: entry}}
             staging = self.path.with_name(f".control.{os.getpid()}.tmp")
             staging.write_text(json.dumps(state))
             staging.replace(self.path)
-        self.applied[name] = seq
-        await self._apply(name, action)
+        return seq
 
     async def _apply(self, name: str, action: str) -> None:
         if action == "load":
