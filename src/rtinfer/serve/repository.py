@@ -486,6 +486,8 @@ def _manifest_reference(root: Path | None, version_dir: Path) -> int | None:
 
 
 def _numbered(folder: Path) -> list[int]:
+    if not folder.is_dir():  # removed meanwhile: no versions (the next poll retires them)
+        return []
     return sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and _is_number(p.name))
 
 
