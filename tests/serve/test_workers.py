@@ -33,7 +33,7 @@ from rtinfer.hardware import usable_cores
 from rtinfer.models import ImportedModel
 from rtinfer.serve import ModelConfig, load_repository
 from rtinfer.serve.inthread import free_port
-from rtinfer.serve.workers import WorkerControl
+from rtinfer.serve.workers import FileControlStore, WorkerControl
 
 X = np.random.default_rng(5).standard_normal((50, 1, 3, 32, 32)).astype(np.float32)
 AUTH = {"X-API-Key": KEY}
@@ -150,7 +150,8 @@ def test_worker_control_applies_what_another_worker_did(cnn: ImportedModel,
                                                         tmp_path: Path) -> None:
     """Two workers' repositories in one process, sharing one control folder."""
     rtinfer.save_artifact(cnn, tmp_path / "repo", "cnn")
-    one, two = (WorkerControl(tmp_path, load_repository(tmp_path / "repo", threads=1))
+    one, two = (WorkerControl(FileControlStore(tmp_path),
+                              load_repository(tmp_path / "repo", threads=1))
                 for _ in range(2))
 
     async def scenario() -> None:

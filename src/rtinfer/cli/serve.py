@@ -69,6 +69,16 @@ def serve(
                                   "requests finish for up to N seconds."),
     workers: int = typer.Option(1, "--workers", min=1, help="Server processes accepting on "
                                 "the port, each loading the repository."),
+    on_ray: bool = typer.Option(False, "--ray", help="Serve on Ray Serve: each replica runs "
+                                "this server over the repository (rtinfer[ray])."),
+    address: str | None = typer.Option(None, "--address", help="With --ray: the cluster "
+                                       "(auto, host:6379, ray://host:10001); default: start "
+                                       "a local Ray instance."),
+    replicas: int = typer.Option(1, "--replicas", min=1, help="With --ray: replicas."),
+    autoscale: str | None = typer.Option(None, "--autoscale", help="With --ray: MIN:MAX "
+                                         "replicas, scaled by Ray Serve."),
+    target_ongoing: float = typer.Option(2.0, "--target-ongoing", min=0.1, help="With "
+                                         "--autoscale: requests in flight per replica."),
 ) -> None:
     """Serve a model repository: KServe v2 (Triton's clients) and TF Serving REST over HTTP,
     and KServe v2 over gRPC with --grpc-port."""
@@ -78,6 +88,12 @@ def serve(
     from rtinfer.serve.workers import run_workers
 
     key = _api_key(api_key, api_key_file)
+    scale = _autoscale(autoscale)
+    if not on_ray and (address is not None or scale is not None or replicas != 1):
+        raise typer.BadParameter("--address, --replicas and --autoscale go with --ray")
+    if on_ray and (workers != 1 or grpc_port):
+        raise typer.BadParameter("--ray serves HTTP through Ray Serve's proxy: scale with "
+                                 "--replicas (not --workers); gRPC is not served on Ray")
     overrides = {
         "engine": engine, "threads": threads, "instances": instances,
         "max_batch_size": max_batch_size,
@@ -109,6 +125,21 @@ def serve(
                 "max_body_bytes": int(max_body_mb * (1 << 20)), "poll_interval_s": poll_s,
                 "grpc_port": grpc_port or None, "host": host}
     grpc = f" and grpc://{host}:{grpc_port}" if grpc_port else ""
+    if on_ray:
+        from rtinfer.errors import RtinferError
+        from rtinfer.scale import ray_serve
+
+        how = (f"{scale[0]} to {scale[1]} replicas" if scale else f"{replicas} replica(s)")
+        settings = {**settings, "repo": str(repo.resolve())}  # the same path on every replica
+        err_console.print(f"serving on http://{host}:{port} on Ray Serve, {how} of "
+                          f"{ray_serve.replica_cpus(settings)} CPU(s)", highlight=False)
+        try:
+            ray_serve.run(settings, address=address, host=host, port=port, replicas=replicas,
+                          autoscale=scale, target_ongoing=target_ongoing)
+        except RtinferError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+        return
     if workers == 1:
         app_ = _build_app(settings)
         err_console.print(f"serving on http://{host}:{port}{grpc}", highlight=False)
@@ -124,6 +155,20 @@ def serve(
         err_console.print("[bold red]error:[/] a worker failed to start (its error is above)",
                           highlight=False)
         raise typer.Exit(code)
+
+
+def _autoscale(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    low, sep, high = text.partition(":")
+    try:
+        bounds = (int(low), int(high))
+    except ValueError:
+        bounds = (0, 0)
+    if not sep or not 0 <= bounds[0] <= bounds[1] or bounds[1] < 1:
+        raise typer.BadParameter(f"--autoscale takes MIN:MAX replicas with 0 <= MIN <= MAX "
+                                 f"and MAX >= 1, e.g. 1:4; got {text!r}")
+    return bounds
 
 
 def _loopback(host: str) -> bool:
@@ -180,18 +225,12 @@ def _stop_is_success() -> Iterator[None]:
 def _build_app(settings: dict[str, Any], workers_dir: Path | None = None) -> Any:
     """Load the repository and build the app (in each worker process with ``workers_dir``)."""
     from rtinfer.cli import configure_logging
-    from rtinfer.serve import create_app, load_repository
+    from rtinfer.serve.app import build_server
 
     if workers_dir is not None:  # a fresh spawned process: set up logging as main() does
         configure_logging()
-    repository = load_repository(settings["repo"], overrides=settings["overrides"],
-                                 drain_timeout_s=settings["drain_timeout_s"],
-                                 workers=settings["workers"])
-    app_ = create_app(repository, api_key=settings["api_key"],
-                      max_body_bytes=settings["max_body_bytes"],
-                      poll_interval_s=settings["poll_interval_s"], workers_dir=workers_dir,
-                      grpc_port=settings["grpc_port"], grpc_host=settings["host"],
-                      drain_s=settings["drain_timeout_s"])
+    app_ = build_server(settings, workers_dir=workers_dir)
+    repository = app_.state.repository
     who = f"worker {os.getpid()}: " if workers_dir is not None else ""
     for entry in repository.index():
         version = entry.get("version", "-")

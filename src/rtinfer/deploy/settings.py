@@ -240,6 +240,7 @@ class ModelConfig:
     threads: int | None = None            # None: cores // (instances x workers)
     instances: int = 1
     workers: int = 1                      # server processes sharing the cores (not a file key)
+    cores: int | None = None              # the cores they share (not a file key); None: usable
     max_batch_size: int = 0               # 0: the model does not batch
     dynamic_batching: bool = False
     preferred_batch_size: tuple[int, ...] = ()
@@ -272,14 +273,20 @@ class ModelConfig:
     def thread_budget(self) -> int:
         """Intra-op threads per instance: given, else the usable cores shared by every
         instance of every worker process (8 cores, 2 instances, 2 workers: 2 threads)."""
-        return self.threads or max(1, usable_cores() // (self.instances * self.workers))
+        return self.threads or max(1, self.usable // (self.instances * self.workers))
+
+    @property
+    def usable(self) -> int:
+        """The cores the server's processes share: given (a Ray replica's CPUs), else the
+        cores this process may run on."""
+        return self.cores or usable_cores()
 
     def oversubscription(self) -> str | None:
         """Why the explicit thread count oversubscribes the CPU, or None when it fits (or is
         the default, which shares the cores)."""
         if self.threads is None:
             return None
-        used, cores = self.threads * self.instances * self.workers, usable_cores()
+        used, cores = self.threads * self.instances * self.workers, self.usable
         if used <= cores:
             return None
         return (f"model '{self.name}': {self.threads} thread(s) x {self.instances} "

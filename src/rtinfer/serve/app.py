@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import hmac
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +38,10 @@ from rtinfer.serve.http import error_response, read_body
 from rtinfer.serve.metrics import ServerMetrics
 from rtinfer.serve.openapi import openapi
 from rtinfer.serve.repository import ModelRepository, load_repository
-from rtinfer.serve.workers import CONTROL_POLL_S, WorkerControl
+from rtinfer.serve.workers import CONTROL_POLL_S, ControlStore, FileControlStore, WorkerControl
 
-__all__ = ["check_api_key", "create_app", "error_response", "presented_key", "read_body"]
+__all__ = ["build_server", "check_api_key", "create_app", "error_response", "presented_key",
+           "read_body"]
 
 _LOG = logging.getLogger("rtinfer.serve")
 # Health answers without the key (probes carry none); exact paths, never a prefix.
@@ -95,11 +96,15 @@ class _ApiKey:
 def create_app(models: ModelRepository | str | Path, *, api_key: str | None = None,
                max_body_bytes: int = 64 << 20, poll_interval_s: float = 0.0,
                workers_dir: str | Path | None = None, grpc_port: int | None = None,
-               grpc_host: str = "127.0.0.1", drain_s: float = 30.0) -> Starlette:
+               grpc_host: str = "127.0.0.1", drain_s: float = 30.0,
+               control_store: ControlStore | None = None, metrics_hub: Any = None
+               ) -> Starlette:
     """The ASGI app over a loaded :class:`ModelRepository` (or a repository path to load).
 
     ``workers_dir``: the folder the worker processes of one server share (given by
     :func:`~rtinfer.serve.workers.run_workers`); None for a server of one process.
+    ``control_store``: where the replicas of one server on Ray share load/unload (see
+    :mod:`rtinfer.scale.ray_serve`); ``metrics_hub``: where they merge their metrics.
     ``grpc_port``: also serve KServe v2 over gRPC there (0: any free port, read back from
     ``app.state.grpc_port`` once the app has started; None: no gRPC), on the same batchers,
     started and stopped (``drain_s`` for running calls) with the app's lifespan.
@@ -110,8 +115,10 @@ def create_app(models: ModelRepository | str | Path, *, api_key: str | None = No
         api_key = check_api_key(api_key)  # before anything loads: an empty key is an error
     repo = models if isinstance(models, ModelRepository) else load_repository(models)
     shared = Path(workers_dir) if workers_dir is not None else None
-    metrics = ServerMetrics(repo, shared / "metrics" if shared else None)
-    control = WorkerControl(shared, repo) if shared else None
+    metrics = ServerMetrics(repo, shared / "metrics" if shared else None, hub=metrics_hub)
+    if shared is not None:
+        control_store = FileControlStore(shared)
+    control = WorkerControl(control_store, repo) if control_store is not None else None
     repo.observer_factory = metrics.observer
     repo.guard_observer_factory = metrics.guard
     for served in repo.models():  # loaded before the app existed: attach their observers
@@ -122,7 +129,7 @@ def create_app(models: ModelRepository | str | Path, *, api_key: str | None = No
                                "control": control or repo}
 
     async def prometheus(request: Request) -> Response:
-        body, content_type = metrics.exposition()
+        body, content_type = await metrics.exposition_async()
         return Response(body, media_type=content_type.split(";")[0],
                         headers={"Content-Type": content_type})
 
@@ -132,7 +139,7 @@ def create_app(models: ModelRepository | str | Path, *, api_key: str | None = No
     async def follow_others() -> None:
         assert control is not None
         await control.sync()
-        metrics.refresh()
+        await metrics.share()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -171,6 +178,27 @@ def create_app(models: ModelRepository | str | Path, *, api_key: str | None = No
     app.state.repository = repo
     app.state.metrics = metrics
     return app
+
+
+def build_server(settings: Mapping[str, Any], *, workers_dir: Path | None = None,
+                 control_store: ControlStore | None = None, metrics_hub: Any = None
+                 ) -> Starlette:
+    """The app ``rtinfer serve`` runs, from its settings (``repo``, ``overrides``,
+    ``drain_timeout_s``, ``workers``, ``cores``, ``api_key``, ``max_body_bytes``,
+    ``poll_interval_s``, ``grpc_port``, ``host``): the repository loaded, then the app over it.
+    One worker process of several passes ``workers_dir``; a Ray replica its shared store and
+    metrics hub."""
+    repository = load_repository(settings["repo"], overrides=settings["overrides"],
+                                 drain_timeout_s=settings["drain_timeout_s"],
+                                 workers=settings.get("workers", 1),
+                                 cores=settings.get("cores"))
+    return create_app(repository, api_key=settings["api_key"],
+                      max_body_bytes=settings["max_body_bytes"],
+                      poll_interval_s=settings["poll_interval_s"], workers_dir=workers_dir,
+                      grpc_port=settings.get("grpc_port"),
+                      grpc_host=settings.get("host", "127.0.0.1"),
+                      drain_s=settings["drain_timeout_s"], control_store=control_store,
+                      metrics_hub=metrics_hub)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

@@ -40,21 +40,27 @@ and a version is ready only when every worker that loaded it serves it (``livemi
 worker writes its gauges every 0.5 s (the answering one at the scrape), so another worker's
 share may be that old. ``process_*`` metrics are left out: they would describe only the
 worker that answered.
+
+On Ray (``rtinfer serve --ray``) each replica pushes its own exposition to a hub (a Ray actor)
+every 0.5 s and at each scrape; the replica answering a scrape merges them the same way
+(:func:`merge_expositions`): counters and histograms summed over every replica that ever
+pushed, gauges over the replicas that pushed in the last 10 s, ``process_*`` left out.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from rtinfer.errors import RtinferError
 
 if TYPE_CHECKING:
     from rtinfer.serve.repository import ModelRepository
 
-__all__ = ["MULTIPROC_ENV", "ServerMetrics"]
+__all__ = ["MULTIPROC_ENV", "MetricsHub", "ServerMetrics", "merge_expositions"]
 
 # Latency buckets from 100 us to 10 s: batch-1 requests on a tiny model take well under 1 ms,
 # a MiniLM batch of 32 tens of ms, and anything past 10 s is a failure anyway.
@@ -85,13 +91,15 @@ class ServerMetrics:
     """The server's metrics in their own registry (two apps in one process never collide), or,
     with ``multiprocess_dir``, in the files every worker process of one server shares."""
 
-    def __init__(self, repository: ModelRepository, multiprocess_dir: Path | None = None
-                 ) -> None:
+    def __init__(self, repository: ModelRepository, multiprocess_dir: Path | None = None,
+                 *, hub: MetricsHub | None = None) -> None:
         import prometheus_client as prom  # the serve extra installs it
 
         self._prom = prom
         self.registry = prom.CollectorRegistry()  # what a scrape reads
         self.shared: _SharedGauges | None = None
+        self.hub = hub
+        self.replica = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         labels = _LABELS
         # Shared: values live in the folder's files, and the scrape reads only those.
         r = None if multiprocess_dir is not None else self.registry
@@ -134,7 +142,8 @@ class ServerMetrics:
             self.shared.collector(self.registry)
         else:
             self.registry.register(_RepositoryCollector(repository, prom))
-            prom.ProcessCollector(registry=self.registry)
+            if hub is None:  # merged over replicas, one process's figures would mislead
+                prom.ProcessCollector(registry=self.registry)
 
     def observer(self, model: str, version: str) -> Any:
         """The batch observer for one model version (see :class:`~rtinfer.serve.Batcher`)."""
@@ -177,6 +186,13 @@ class ServerMetrics:
         if self.shared is not None:
             self.shared.refresh()
 
+    async def share(self) -> None:
+        """Give this worker's (or replica's) values to the others: its gauges to the shared
+        files, or its whole exposition to the hub."""
+        self.refresh()
+        if self.hub is not None:
+            await self.hub.push(self.replica, self._own())
+
     def close(self) -> None:
         """This worker is stopping: its gauges leave the shared files (shared mode)."""
         if self.shared is not None:
@@ -188,6 +204,64 @@ class ServerMetrics:
             self.shared.refresh()
             self.shared.forget_dead_workers()
         return self._prom.generate_latest(self.registry), self._prom.CONTENT_TYPE_LATEST
+
+    async def exposition_async(self) -> tuple[bytes, str]:
+        """The metrics as Prometheus text: with a hub, every replica's merged."""
+        if self.hub is None:
+            return self.exposition()
+        await self.hub.push(self.replica, self._own())
+        merged = merge_expositions(await self.hub.pull())
+        return merged, self._prom.CONTENT_TYPE_LATEST
+
+    def _own(self) -> str:
+        return self._prom.generate_latest(self.registry).decode()
+
+
+class MetricsHub(Protocol):
+    """Where the replicas of one server on Ray leave their expositions for each other's
+    scrapes (:mod:`rtinfer.scale.ray_serve`): ``pull`` gives each replica's latest text and
+    whether that replica still pushes."""
+
+    async def push(self, replica: str, text: str) -> None: ...
+
+    async def pull(self) -> list[tuple[str, bool]]: ...
+
+
+def merge_expositions(expositions: list[tuple[str, bool]]) -> bytes:
+    """Several replicas' Prometheus texts as one: counters and histograms summed over every
+    replica that ever pushed, gauges merged over the live ones as ``_GAUGES`` says (as the
+    multiprocess mode of ``--workers`` merges them)."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.core import Metric
+    from prometheus_client.parser import text_string_to_metric_families
+
+    modes = {name: mode for name, _, mode in (*_GAUGES, *_GUARD_GAUGES)}
+    merged: dict[str, Metric] = {}
+    values: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], list[float]]] = {}
+    for text, live in expositions:
+        for family in text_string_to_metric_families(text):
+            if family.name.endswith("_created") or (family.type == "gauge" and not live):
+                continue  # creation times do not add up; a gone replica's gauges are gone
+            if family.name not in merged:
+                merged[family.name] = Metric(family.name, family.documentation, family.type)
+            into = values.setdefault(family.name, {})
+            for sample in family.samples:
+                key = (sample.name, tuple(sorted(sample.labels.items())))
+                into.setdefault(key, []).append(sample.value)
+    for name, metric in merged.items():
+        mode = modes.get(name, "livesum") if metric.type == "gauge" else "sum"
+        for (sample_name, labels), seen in values[name].items():
+            value = max(seen) if mode == "livemax" else min(seen) if mode == "livemin" \
+                else sum(seen)
+            metric.add_sample(sample_name, dict(labels), value)
+
+    class _Merged:
+        def collect(self) -> Iterator[Any]:
+            return iter(merged.values())
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Merged())
+    return generate_latest(registry)
 
 
 class _GuardMetrics:

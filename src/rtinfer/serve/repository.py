@@ -62,12 +62,14 @@ class ModelRepository:
     """The models of one repository folder (or fixed models) and the state of each version."""
 
     def __init__(self, path: Path | None, overrides: dict[str, Any] | None = None,
-                 drain_timeout_s: float = 30.0, workers: int = 1) -> None:
+                 drain_timeout_s: float = 30.0, workers: int = 1, cores: int | None = None
+                 ) -> None:
         self.path = path
         self.root = Path(os.path.realpath(path)) if path is not None else None  # the boundary
         self.overrides = dict(overrides or {})
         self.drain_timeout_s = drain_timeout_s
         self.workers = workers  # server processes sharing the cores: sizes default threads
+        self.cores = cores      # the cores they share (a Ray replica's CPUs); None: usable
         self.served: dict[str, dict[int, ServedModel]] = {}
         self.states: dict[str, dict[int, VersionState]] = {}
         self.unloaded: set[str] = set()
@@ -107,7 +109,7 @@ class ModelRepository:
         """The guards of ``name``'s served versions."""
         return [m.guard for m in self.served.get(name, {}).values() if m.guard is not None]
 
-    def reset_guard(self, name: str) -> int:
+    async def reset_guard(self, name: str) -> int:
         """Switch every guarded version of ``name`` back on (after a rollback); returns how
         many guards were reset. ModelNotFoundError for a model without a guard."""
         guards = self.guards(name)
@@ -359,7 +361,7 @@ class ModelRepository:
 
     def _config(self, name: str) -> ModelConfig:
         return replace(read_model_config(self.folder(name), self.overrides),
-                       workers=self.workers)
+                       workers=self.workers, cores=self.cores)
 
     def _install(self, name: str, config: ModelConfig | None, loaded: dict[int, ServedModel],
                  failed: dict[int, str], refs: dict[int, int] | None = None
@@ -499,15 +501,16 @@ def _is_number(text: str) -> bool:
 
 def load_repository(repo: str | Path, *, engine: str | None = None, threads: int | None = None,
                     overrides: dict[str, Any] | None = None, drain_timeout_s: float = 30.0,
-                    workers: int = 1) -> ModelRepository:
+                    workers: int = 1, cores: int | None = None) -> ModelRepository:
     """Every model of ``repo`` at the versions its policy names, loaded and warmed up.
 
     ``overrides`` (e.g. ``{"max_batch_size": 8, "instances": 2}``) win over each model's
     ``config.pbtxt`` and ``rtinfer.json``; ``engine`` and ``threads`` are shorthands for two
     of them. ``workers``: how many server processes each load the repository (default threads
-    share the cores among them all).
+    share the cores among them all); ``cores``: how many cores they share (default: the cores
+    this process may run on; a Ray replica passes the CPUs Ray reserved for it).
     """
     settings = {"engine": engine, "threads": threads, **(overrides or {})}
-    repository = ModelRepository(Path(repo), settings, drain_timeout_s, workers)
+    repository = ModelRepository(Path(repo), settings, drain_timeout_s, workers, cores)
     repository.load_all()
     return repository

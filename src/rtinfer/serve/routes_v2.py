@@ -135,7 +135,7 @@ def routes(ctx: dict[str, Any]) -> list[Route]:
     async def reset_guard(request: Request) -> Response:
         """The explicit switch back after a rollback (rtinfer's own; Triton has no guard)."""
         try:
-            count = control.reset_guard(request.path_params["model"])
+            count = await control.reset_guard(request.path_params["model"])
         except ModelNotFoundError as exc:
             return error_response(classify(exc))
         except RtinferError as exc:  # not a plain model name

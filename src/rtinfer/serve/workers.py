@@ -33,13 +33,13 @@ import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from rtinfer.errors import RtinferError
 from rtinfer.serve.metrics import MULTIPROC_ENV
 from rtinfer.serve.repository import ModelRepository
 
-__all__ = ["CONTROL_POLL_S", "WorkerControl", "run_workers"]
+__all__ = ["CONTROL_POLL_S", "ControlStore", "FileControlStore", "WorkerControl", "run_workers"]
 
 _LOG = logging.getLogger("rtinfer.serve")
 
@@ -113,22 +113,76 @@ def _start_worker(factory: Callable[[Path], Any], folder: Path) -> Any:
         sys.exit(STARTUP_FAILURE)
 
 
-class WorkerControl:
-    """Explicit load/unload shared by the workers of one server through ``control.json``.
+class FileControlStore:
+    """The records of one server's workers in ``folder/control.json`` (one host).
 
-    The file holds the latest action per model, numbered in one sequence: ``{"seq": 7,
-    "models": {"cnn": {"seq": 7, "action": "unload"}}}``. The worker that answers records its
-    action first (under an exclusive lock, written to a temporary file and renamed, so readers
-    never see half a file), then applies it; every worker applies each model's record once
-    its number is newer than the last it applied. Recording before applying keeps the workers
-    in step when two of them get actions for one model at once: the later record wins
-    everywhere. A guard's reset (the switch back after a rollback) is recorded beside them,
-    under ``"resets"``, so that it reaches every worker and never replaces a load/unload.
+    Each write takes an exclusive lock, writes a temporary file and renames it, so readers
+    never see half a file.
     """
 
-    def __init__(self, folder: Path, repository: ModelRepository) -> None:
+    def __init__(self, folder: Path) -> None:
         self.path = folder / "control.json"
         self.lock = folder / "control.lock"
+
+    async def record(self, section: str, name: str, action: str | None) -> int:
+        """Write the next record of ``name`` into ``section``; returns its number."""
+        import fcntl  # POSIX only: imported here so that the module imports anywhere
+
+        with open(self.lock, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # held for a read and a rename: microseconds
+            state = next_state(self._read(), section, name, action)
+            staging = self.path.with_name(f".control.{os.getpid()}.tmp")
+            staging.write_text(json.dumps(state))
+            staging.replace(self.path)
+        return int(state["seq"])
+
+    async def read(self) -> dict[str, Any]:
+        return self._read()
+
+    def _read(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return empty_state()
+
+
+def empty_state() -> dict[str, Any]:
+    return {"seq": 0, "models": {}}
+
+
+def next_state(state: dict[str, Any], section: str, name: str, action: str | None
+               ) -> dict[str, Any]:
+    """``state`` with the next record of ``name`` in ``section`` (a number alone for a guard
+    reset, ``{"seq", "action"}`` for a load or unload)."""
+    seq = state["seq"] + 1
+    entry: Any = seq if action is None else {"seq": seq, "action": action}
+    return {**state, "seq": seq, section: {**state.get(section, {}), name: entry}}
+
+
+class ControlStore(Protocol):
+    """Where the processes (or Ray replicas) of one server share their model-control records:
+    :class:`FileControlStore` on one host, a Ray actor on a cluster
+    (:mod:`rtinfer.scale.ray_serve`)."""
+
+    async def record(self, section: str, name: str, action: str | None) -> int: ...
+
+    async def read(self) -> dict[str, Any]: ...
+
+
+class WorkerControl:
+    """Explicit load/unload shared by the workers (or replicas) of one server.
+
+    The store holds the latest action per model, numbered in one sequence: ``{"seq": 7,
+    "models": {"cnn": {"seq": 7, "action": "unload"}}}``. The worker that answers records its
+    action first, then applies it; every worker applies each model's record once its number
+    is newer than the last it applied. Recording before applying keeps the workers in step
+    when two of them get actions for one model at once: the later record wins everywhere. A
+    guard's reset (the switch back after a rollback) is recorded beside them, under
+    ``"resets"``, so that it reaches every worker and never replaces a load/unload.
+    """
+
+    def __init__(self, store: ControlStore, repository: ModelRepository) -> None:
+        self.store = store
         self.repository = repository
         self.applied: dict[str, int] = {}  # model -> the last record applied here
         self.resets: dict[str, int] = {}   # model -> the last guard reset applied here
@@ -139,24 +193,24 @@ class WorkerControl:
     async def unload_model(self, name: str) -> None:
         await self._act(name, "unload")
 
-    def reset_guard(self, name: str) -> int:
+    async def reset_guard(self, name: str) -> int:
         """Record a reset of ``name``'s guards for every worker, then reset them here (this
         worker may have none left to reset: its version may still be loading)."""
         self.repository.require(name, "unload")  # a model this server knows
         config = self.repository.configs().get(name)
         if config is None or config.guard is None:
-            return self.repository.reset_guard(name)  # no guard configured: that 404
-        self.resets[name] = self._record("resets", name, None)
-        return self.repository.reset_guard(name) if self.repository.guards(name) else 0
+            return await self.repository.reset_guard(name)  # no guard configured: that 404
+        self.resets[name] = await self.store.record("resets", name, None)
+        return await self.repository.reset_guard(name) if self.repository.guards(name) else 0
 
     async def sync(self) -> None:
         """Apply the other workers' records this worker has not applied yet."""
-        state = self._read()
+        state = await self.store.read()
         for name, seq in state.get("resets", {}).items():
             if seq > self.resets.get(name, 0):
                 self.resets[name] = seq
                 if self.repository.guards(name):
-                    self.repository.reset_guard(name)
+                    await self.repository.reset_guard(name)
         for name, record in state["models"].items():
             if record["seq"] <= self.applied.get(name, 0):
                 continue
@@ -169,33 +223,11 @@ class WorkerControl:
 
     async def _act(self, name: str, action: str) -> None:
         self.repository.require(name, action)  # an unknown model is nobody else's business
-        self.applied[name] = self._record("models", name, action)
+        self.applied[name] = await self.store.record("models", name, action)
         await self._apply(name, action)
-
-    def _record(self, section: str, name: str, action: str | None) -> int:
-        """Write the next record of ``name`` into ``section``; returns its number."""
-        import fcntl  # POSIX only: imported here so that the module imports anywhere
-
-        with open(self.lock, "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # held for a read and a rename: microseconds
-            state = self._read()
-            seq = state["seq"] + 1
-            entry: Any = seq if action is None else {"seq": seq, "action": action}
-            state = {**state, "seq": seq,
-                     section: {**state.get(section, {}), name: entry}}
-            staging = self.path.with_name(f".control.{os.getpid()}.tmp")
-            staging.write_text(json.dumps(state))
-            staging.replace(self.path)
-        return seq
 
     async def _apply(self, name: str, action: str) -> None:
         if action == "load":
             await self.repository.load_model(name)
         else:
             await self.repository.unload_model(name)
-
-    def _read(self) -> dict[str, Any]:
-        try:
-            return json.loads(self.path.read_text())
-        except FileNotFoundError:
-            return {"seq": 0, "models": {}}
