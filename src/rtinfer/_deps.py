@@ -30,6 +30,7 @@ _EXTRA_OF = {
     "mlperf_loadgen": "bench",
     "grpc": "serve",
     "tritonclient": "serve",
+    "ray": "ray",
 }
 
 

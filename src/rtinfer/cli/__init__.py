@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 
-from rtinfer.cli import bench, models, optimize, prune, quantize, serve  # noqa: F401
+from rtinfer.cli import bench, models, optimize, prune, quantize, scale, serve  # noqa: F401
 from rtinfer.cli._app import app, err_console, print_comparison
 from rtinfer.errors import RtinferError
 

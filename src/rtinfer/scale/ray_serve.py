@@ -1,0 +1,274 @@
+"""rtinfer's server on Ray Serve (``rtinfer serve REPO --ray``).
+
+    app = application({"repo": "/models", ...}, replicas=2)   # a Ray Serve Application
+    serve.run(app, name="rtinfer", route_prefix="/")
+
+Each replica of the one ``rtinfer`` deployment runs rtinfer's own server (the ASGI app of
+:func:`rtinfer.serve.app.build_server`: decode, validate, dynamic batching, engine, encode,
+the API key and the body limit) over the whole repository, behind Ray Serve's proxy. The app
+is built inside the replica (``__serve_build_asgi_app__``), so no session, lock or thread pool
+is pickled, and Ray runs its lifespan: the repository poll, the drain on shutdown.
+
+What the replicas share goes through one small Ray actor per application (``rtinfer-shared-
+<app>``, no CPU reserved), the cluster's counterpart of ``--workers``' shared folder:
+
+- model control: ``POST /v2/repository/models/{m}/load|unload`` and a guard's reset land on one
+  replica, which records them there and applies them; every replica applies the records it
+  has not applied yet every 0.5 s (:class:`~rtinfer.serve.workers.WorkerControl`);
+- metrics: each replica pushes its exposition every 0.5 s; a scrape of ``/metrics`` merges the
+  replicas' (:func:`~rtinfer.serve.metrics.merge_expositions`).
+
+New versions on disk reach every replica through its own poll (``--poll-s``): the repository
+folder must be the same on every node (one host, or a shared volume). Each replica reserves
+``num_cpus`` equal to its engine threads (threads per instance x instances of the model that
+needs the most), and loads its models with that many cores, so Ray places exactly what the
+engines will use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from rtinfer.errors import RtinferError
+from rtinfer.serve.workers import empty_state, next_state
+
+__all__ = ["APP", "NAMESPACE", "RayShared", "application", "build", "replica_cpus"]
+
+_LOG = logging.getLogger("rtinfer.serve")
+
+APP = "rtinfer"          # the Serve application (and deployment) name
+NAMESPACE = "rtinfer"    # where the shared actor is named
+LIVE_S = 10.0            # a replica that has not pushed metrics for this long is gone
+
+
+class _Shared:
+    """The actor's state: control records (``WorkerControl``'s layout) and the replicas'
+    latest expositions. Methods are called one at a time (a plain Ray actor)."""
+
+    def __init__(self) -> None:
+        self.state = empty_state()
+        self.texts: dict[str, tuple[str, float]] = {}
+
+    def record(self, section: str, name: str, action: str | None) -> int:
+        self.state = next_state(self.state, section, name, action)
+        return int(self.state["seq"])
+
+    def read(self) -> dict[str, Any]:
+        return self.state
+
+    def push(self, replica: str, text: str) -> None:
+        self.texts[replica] = (text, time.monotonic())
+
+    def pull(self) -> list[tuple[str, bool]]:
+        now = time.monotonic()
+        return [(text, now - at < LIVE_S) for text, at in self.texts.values()]
+
+
+class RayShared:
+    """A :class:`~rtinfer.serve.workers.ControlStore` and
+    :class:`~rtinfer.serve.metrics.MetricsHub` over the application's shared actor (created by
+    the first replica that asks, kept across replica restarts)."""
+
+    def __init__(self, app_name: str = APP) -> None:
+        import ray
+
+        actor = ray.remote(num_cpus=0)(_Shared)
+        self.actor: Any = actor.options(name=f"rtinfer-shared-{app_name}", namespace=NAMESPACE,
+                                   get_if_exists=True, lifetime="detached").remote()
+
+    async def record(self, section: str, name: str, action: str | None) -> int:
+        return int(await self.actor.record.remote(section, name, action))
+
+    async def read(self) -> dict[str, Any]:
+        state: dict[str, Any] = await self.actor.read.remote()
+        return state
+
+    async def push(self, replica: str, text: str) -> None:
+        await self.actor.push.remote(replica, text)
+
+    async def pull(self) -> list[tuple[str, bool]]:
+        texts: list[tuple[str, bool]] = await self.actor.pull.remote()
+        return texts
+
+
+def replica_cpus(settings: Mapping[str, Any]) -> int:
+    """CPUs one replica reserves: threads per instance x instances, for the model of the
+    repository that needs the most (a model without a thread count takes
+    ``settings["threads"]``, default 1: Ray's own default of one CPU per replica)."""
+    from rtinfer.serve.repository import ModelRepository
+
+    default = settings["overrides"].get("threads") or 1
+    configs = ModelRepository(Path(settings["repo"]), settings["overrides"]).configs().values()
+    return max([(c.threads or default) * c.instances for c in configs], default=default)
+
+
+def application(settings: Mapping[str, Any], *, replicas: int | None = 1,
+                autoscale: tuple[int, int] | None = None, target_ongoing: float = 2.0,
+                max_ongoing: int = 256, name: str = APP) -> Any:
+    """The Ray Serve Application of rtinfer's server over ``settings["repo"]`` (an absolute
+    path every node can read): ``replicas`` fixed, or ``autoscale=(min, max)`` replicas with
+    ``target_ongoing`` requests per replica (Ray Serve's ``target_ongoing_requests``).
+    ``max_ongoing`` requests reach one replica at once (its batcher queues them; Ray's
+    default of 5 would starve dynamic batching)."""
+    from rtinfer._deps import require
+
+    serve = require("ray.serve", "Serving on Ray")
+    cpus = replica_cpus(settings)
+    replica_settings = {**settings, "cores": cpus, "workers": 1, "grpc_port": None}
+
+    class Rtinfer:
+        def __init__(self, settings: Mapping[str, Any], app_name: str) -> None:
+            self.settings, self.app_name = dict(settings), app_name
+
+        def __serve_build_asgi_app__(self) -> Any:
+            from rtinfer.serve.app import build_server
+
+            shared = RayShared(self.app_name)
+            app = build_server(self.settings, control_store=shared, metrics_hub=shared)
+            for entry in app.state.repository.index():
+                why = f": {entry['reason']}" if entry["reason"] else ""
+                _LOG.warning("%s v%s %s%s", entry["name"], entry.get("version", "-"),
+                             entry["state"], why)
+            return app
+
+    options: dict[str, Any] = {"name": name, "ray_actor_options": {"num_cpus": cpus},
+                               "max_ongoing_requests": max_ongoing,
+                               # rtinfer logs no access lines (and never a payload)
+                               "logging_config": {"enable_access_log": False},
+                               "graceful_shutdown_timeout_s": settings["drain_timeout_s"]}
+    if autoscale is not None:
+        low, high = autoscale
+        options["autoscaling_config"] = {"min_replicas": low, "max_replicas": high,
+                                         "target_ongoing_requests": target_ongoing}
+    else:
+        options["num_replicas"] = replicas or 1
+    deployment = serve.deployment(serve.ingress()(Rtinfer), **options)
+    return deployment.bind(replica_settings, name)
+
+
+def build(args: Mapping[str, Any]) -> Any:
+    """Ray Serve's application builder (``import_path: rtinfer.scale.ray_serve:build`` in a
+    Serve config or a KubeRay ``serveConfigV2``); ``args``: ``repo`` (required), ``api_key``
+    or ``api_key_env``, ``replicas``, ``min_replicas``/``max_replicas``, ``target_ongoing``,
+    ``threads``, ``poll_s``, ``max_body_mb``, ``max_batch_size``, ``max_queue_delay_us``,
+    ``drain_s``."""
+    import os
+
+    known = {"repo", "api_key", "api_key_env", "replicas", "min_replicas", "max_replicas",
+             "target_ongoing", "threads", "poll_s", "max_body_mb", "max_batch_size",
+             "max_queue_delay_us", "drain_s", "name"}
+    if unknown := sorted(set(args) - known):
+        raise RtinferError(f"unknown rtinfer Ray Serve argument(s) {unknown}; known: "
+                           f"{sorted(known)}")
+    if "repo" not in args:
+        raise RtinferError("the rtinfer Ray Serve builder needs args.repo: the model "
+                           "repository's path on every node (a mounted volume)")
+    key = args.get("api_key")
+    if key is None and args.get("api_key_env"):
+        key = os.environ.get(str(args["api_key_env"]))
+        if not key:
+            raise RtinferError(f"args.api_key_env names {args['api_key_env']}, which is not "
+                               "set in the replicas' environment (a Kubernetes secret)")
+    overrides = {"threads": _int(args.get("threads")),
+                 "max_batch_size": _int(args.get("max_batch_size")),
+                 "max_queue_delay_us": _int(args.get("max_queue_delay_us"))}
+    settings = {"repo": os.path.realpath(str(args["repo"])), "overrides": overrides,
+                "drain_timeout_s": float(args.get("drain_s", 30.0)), "workers": 1,
+                "api_key": _checked_key(key),
+                "max_body_bytes": int(float(args.get("max_body_mb", 64.0)) * (1 << 20)),
+                "poll_interval_s": float(args.get("poll_s", 0.0))}
+    autoscale = None
+    if "min_replicas" in args or "max_replicas" in args:
+        autoscale = (int(args.get("min_replicas", 1)), int(args.get("max_replicas", 1)))
+    return application(settings, replicas=_int(args.get("replicas")) or 1, autoscale=autoscale,
+                       target_ongoing=float(args.get("target_ongoing", 2.0)),
+                       name=str(args.get("name", APP)))
+
+
+def _int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def _checked_key(key: str | None) -> str | None:
+    from rtinfer.serve.app import check_api_key
+
+    return None if key is None else check_api_key(key)
+
+
+def connect(address: str | None, *, num_cpus: int | None = None) -> Any:
+    """Join the Ray cluster at ``address`` (``auto``, ``host:6379`` or ``ray://host:10001``),
+    or start a local instance (no dashboard) when None; one clear error when it cannot."""
+    from rtinfer._deps import require
+
+    ray = require("ray", "Serving or predicting on Ray")
+    if ray.is_initialized():
+        return ray
+    try:
+        if address is not None and address != "auto":
+            _reachable(address)  # Ray itself retries an unreachable head for minutes
+        if address is None:
+            ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING,
+                     log_to_driver=False)
+        else:
+            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+    except (ConnectionError, TimeoutError, ValueError, RuntimeError) as exc:
+        where = "a local Ray instance" if address is None else f"the Ray cluster at {address}"
+        raise RtinferError(f"cannot reach {where}: {str(exc).strip().splitlines()[0]}; start "
+                           "one with `ray start --head`, check the address (`auto`, "
+                           "host:6379 or ray://host:10001), or leave --address out to start "
+                           "a local instance") from None
+    return ray
+
+
+def _reachable(address: str) -> None:
+    """A TCP connection to ``host:port`` (or ``ray://host:port``) within 5 s, or
+    ConnectionError."""
+    import socket
+
+    where = address.removeprefix("ray://")
+    host, _, port = where.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=5):
+            pass
+    except ValueError:
+        raise ValueError(f"{address!r} is not host:port") from None
+    except OSError as exc:
+        raise ConnectionError(f"nothing answers at {where} ({exc.strerror or exc})") from None
+
+
+def run(settings: Mapping[str, Any], *, address: str | None, host: str, port: int,
+        replicas: int | None = 1, autoscale: tuple[int, int] | None = None,
+        target_ongoing: float = 2.0, name: str = APP) -> None:
+    """``rtinfer serve --ray``: deploy the application, wait for SIGTERM/SIGINT, remove it.
+
+    Ray Serve's proxy listens on ``host:port`` (one per node). On a cluster Serve may already
+    run with other HTTP options: they are kept, and the proxy's address is printed."""
+    import signal
+    import threading
+
+    ray = connect(address)
+    from ray import serve
+
+    app = application(settings, replicas=replicas, autoscale=autoscale,
+                      target_ongoing=target_ongoing, name=name)
+    serve.start(http_options={"host": host, "port": port})
+    stop = threading.Event()
+    saved = {sig: signal.signal(sig, lambda *_: stop.set())
+             for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        serve.run(app, name=name, route_prefix="/", blocking=False)
+        stop.wait()
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+        serve.delete(name)  # replicas drain (graceful_shutdown_timeout_s) and stop
+        with contextlib.suppress(ValueError):  # never created: no replica started
+            ray.kill(ray.get_actor(f"rtinfer-shared-{name}", namespace=NAMESPACE))
+        if address is None:
+            serve.shutdown()
+            ray.shutdown()
