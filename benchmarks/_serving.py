@@ -113,14 +113,21 @@ async def _closed_loop(port: int, path: str, bodies: Sequence[bytes], concurrenc
                 while time.perf_counter() < stop:
                     start = time.perf_counter()
                     writer.write(requests[i % len(requests)])
-                    status, length = 0, 0
+                    status, length, chunked = 0, 0, False
                     line = await reader.readline()
                     status = int(line.split()[1])
                     while (line := await reader.readline()) not in (b"\r\n", b""):
                         key, _, value = line.decode("latin-1").partition(":")
                         if key.lower() == "content-length":
                             length = int(value)
-                    await reader.readexactly(length)
+                        elif key.lower() == "transfer-encoding":
+                            chunked = "chunked" in value.lower()
+                    if chunked:  # Ray Serve's proxy streams some answers in chunks
+                        while size := int((await reader.readline()).split(b";")[0], 16):
+                            await reader.readexactly(size + 2)
+                        await reader.readline()  # the blank line after the last chunk
+                    else:
+                        await reader.readexactly(length)
                     statuses[status] = statuses.get(status, 0) + 1
                     if status == 200:
                         latencies.append(time.perf_counter() - start)

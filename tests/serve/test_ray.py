@@ -237,6 +237,30 @@ def test_a_killed_replica_is_replaced_while_the_other_answers(on_ray: tuple[str,
     assert answered >= 20 and failed <= 2, (answered, failed)  # reported: 0 seen here
 
 
+def test_predict_keeps_ids_as_the_file_has_them(tmp_path: Path) -> None:
+    """A CSV id "007" stays "007"; a Parquet int64 above 2**53 stays exact."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from rtinfer.scale.batch import read_inputs
+    from rtinfer.spec import ModelSpec, TensorSpec
+
+    spec = ModelSpec(inputs=(TensorSpec("x", "float32", ("batch", 2)),),
+                     outputs=(TensorSpec("y", "float32", ("batch", 1)),))
+    (tmp_path / "rows.csv").write_text("id,a,b\n007,1.5,2\n9007199254740993,3,4\n")
+    ids, inputs = read_inputs(tmp_path / "rows.csv", spec)
+    assert ids.tolist() == ["007", "9007199254740993"]
+    np.testing.assert_array_equal(inputs["x"], [[1.5, 2], [3, 4]])
+    pq.write_table(pa.table({"a": [1.0, 3.0], "b": [2.0, 4.0],
+                             "key": pa.array([9007199254740993, 7], pa.int64())}),
+                   tmp_path / "rows.parquet")
+    ids, inputs = read_inputs(tmp_path / "rows.parquet", spec, "key")
+    assert ids.dtype == np.int64 and ids.tolist() == [9007199254740993, 7]
+    np.testing.assert_array_equal(inputs["x"], [[1, 2], [3, 4]])
+    with pytest.raises(rtinfer.InvalidInputError, match="no id column 'nope'"):
+        read_inputs(tmp_path / "rows.csv", spec, "nope")
+
+
 def test_kuberay_manifest_carries_what_rayservice_requires(cnn: ImportedModel,
                                                            tmp_path: Path) -> None:
     import yaml

@@ -52,3 +52,41 @@ def test_metrics_count_what_happened(cnn: ImportedModel, tmp_path: Path) -> None
     assert samples[("rtinfer_model_load_duration_seconds", mv)] > 0
     assert samples[("process_resident_memory_bytes", ())] > 0
     assert ("process_cpu_seconds_total", ()) in samples
+
+
+def test_replicas_expositions_merge_as_workers_do() -> None:
+    """Ray replicas' metrics (rtinfer serve --ray): counters and histogram buckets summed over
+    every replica that pushed, gauges over the live ones by each gauge's rule."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from rtinfer.serve.metrics import merge_expositions
+
+    def exposition(success: float, bucket: float, pending: float, ready: float) -> str:
+        return (
+            "# HELP rtinfer_request_success_total Requests.\n"
+            "# TYPE rtinfer_request_success_total counter\n"
+            f'rtinfer_request_success_total{{model="m",version="1"}} {success}\n'
+            "# HELP rtinfer_request_success_created Requests.\n"
+            "# TYPE rtinfer_request_success_created gauge\n"
+            'rtinfer_request_success_created{model="m",version="1"} 1.7e9\n'
+            "# HELP rtinfer_batch_size Rows.\n# TYPE rtinfer_batch_size histogram\n"
+            f'rtinfer_batch_size_bucket{{le="1.0",model="m",version="1"}} {bucket}\n'
+            f'rtinfer_batch_size_bucket{{le="+Inf",model="m",version="1"}} {bucket + 1}\n'
+            f'rtinfer_batch_size_count{{model="m",version="1"}} {bucket + 1}\n'
+            f'rtinfer_batch_size_sum{{model="m",version="1"}} {bucket + 4}\n'
+            "# HELP rtinfer_pending_requests Pending.\n# TYPE rtinfer_pending_requests gauge\n"
+            f'rtinfer_pending_requests{{model="m",version="1"}} {pending}\n'
+            "# HELP rtinfer_model_ready Ready.\n# TYPE rtinfer_model_ready gauge\n"
+            f'rtinfer_model_ready{{model="m",version="1"}} {ready}\n')
+
+    merged = merge_expositions([(exposition(3, 2, 1, 1), True), (exposition(5, 1, 4, 0), True),
+                                (exposition(7, 9, 50, 0), False)]).decode()
+    values = {(s.name, s.labels.get("le")): s.value
+              for f in text_string_to_metric_families(merged) for s in f.samples}
+    assert values[("rtinfer_request_success_total", None)] == 15  # a gone replica's count stays
+    assert values[("rtinfer_batch_size_bucket", "1.0")] == 12
+    assert values[("rtinfer_batch_size_bucket", "+Inf")] == 15
+    assert values[("rtinfer_batch_size_count", None)] == 15
+    assert values[("rtinfer_pending_requests", None)] == 5     # live ones summed
+    assert values[("rtinfer_model_ready", None)] == 0           # ready only where all serve
+    assert "_created" not in merged

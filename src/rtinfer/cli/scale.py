@@ -87,7 +87,8 @@ def deploy_kuberay(
     image: str = typer.Option(..., "--image", help="Container image with rtinfer[ray] and "
                               "the engines installed."),
     claim: str = typer.Option(..., "--claim", help="PersistentVolumeClaim holding the "
-                              "repository, mounted read-only at /models in every pod."),
+                              "repository, mounted read-only at /models in every pod (so "
+                              "ReadOnlyMany or ReadWriteMany)."),
     subpath: str = typer.Option("", "--subpath", help="The repository's folder inside the "
                                 "volume."),
     replicas: int = typer.Option(1, "--replicas", min=1),
@@ -103,6 +104,8 @@ def deploy_kuberay(
     poll_s: float = typer.Option(10.0, "--poll-s", help="Replicas poll the repository for "
                                  "new versions every N seconds (0: never)."),
     name: str = typer.Option("rtinfer", "--name"),
+    ray_ingress: str = typer.Option("proxy", "--ray-ingress", help="proxy (Ray's default) or "
+                                    "haproxy (Ray's throughput-optimized mode)."),
     out: Path = typer.Option(Path("rayservice.yaml"), "--out"),
 ) -> None:
     """A KubeRay RayService manifest serving REPO with rtinfer on Ray Serve."""
@@ -116,7 +119,7 @@ def deploy_kuberay(
                        replicas=replicas, autoscale=_autoscale(autoscale),
                        target_ongoing=target_ongoing, threads=threads,
                        replicas_per_pod=replicas_per_pod, memory_per_replica_gib=memory_gib,
-                       api_key_secret=api_key_secret, poll_s=poll_s)
+                       api_key_secret=api_key_secret, poll_s=poll_s, ingress=ray_ingress)
     cpus = replica_cpus({"repo": str(repo), "overrides": {"threads": threads}})
     text = rayservice(spec, cpus)
     out.write_text(text, encoding="utf-8")

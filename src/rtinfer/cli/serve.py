@@ -79,6 +79,9 @@ def serve(
                                          "replicas, scaled by Ray Serve."),
     target_ongoing: float = typer.Option(2.0, "--target-ongoing", min=0.1, help="With "
                                          "--autoscale: requests in flight per replica."),
+    ray_ingress: str = typer.Option("proxy", "--ray-ingress", help="With --ray and a local "
+                                    "instance: proxy (Ray's default Python proxy) or haproxy "
+                                    "(Ray's throughput-optimized mode, HAProxy in front)."),
 ) -> None:
     """Serve a model repository: KServe v2 (Triton's clients) and TF Serving REST over HTTP,
     and KServe v2 over gRPC with --grpc-port."""
@@ -135,7 +138,7 @@ def serve(
                           f"{ray_serve.replica_cpus(settings)} CPU(s)", highlight=False)
         try:
             ray_serve.run(settings, address=address, host=host, port=port, replicas=replicas,
-                          autoscale=scale, target_ongoing=target_ongoing)
+                          autoscale=scale, target_ongoing=target_ongoing, ingress=ray_ingress)
         except RtinferError as exc:
             err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None

@@ -52,7 +52,33 @@ def read_inputs(path: str | Path, spec: Any, id_column: str | None = None
     path = Path(path)
     if not path.is_file():
         raise RtinferError(f"no input file {path}")
-    return table_inputs(read_table(path), spec, id_column, str(path))
+    table = read_table(path)
+    key = _id_key(table, spec, id_column, str(path))
+    if key is not None and path.suffix.lower() != ".npz":
+        table[key] = _raw_column(path, key)  # "007" stays "007", an int64 stays exact
+    return table_inputs(table, spec, id_column, str(path))
+
+
+def _id_key(table: Mapping[str, Any], spec: Any, id_column: str | None, where: str
+            ) -> str | None:
+    if id_column is not None and id_column not in table:
+        raise InvalidInputError(f"{where} has no id column '{id_column}'; its columns are "
+                                f"{_names(table)}")
+    return id_column or ("id" if "id" in table and "id" not in spec.input_names else None)
+
+
+def _raw_column(path: Path, name: str) -> np.ndarray:
+    """One column as the file holds it: CSV text, or Parquet's own type."""
+    if path.suffix.lower() == ".parquet":
+        import pyarrow.parquet as pq
+
+        return np.asarray(pq.read_table(str(path), columns=[name]).column(name).to_pylist())
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = csv.reader(f)
+        at = next(rows).index(name)
+        return np.asarray([row[at] for row in rows if row])
 
 
 def table_inputs(table: Mapping[str, np.ndarray], spec: Any, id_column: str | None,
@@ -60,10 +86,7 @@ def table_inputs(table: Mapping[str, np.ndarray], spec: Any, id_column: str | No
     """(ids, model inputs) from a table's columns (see the module docstring)."""
     columns = dict(table)
     n = len(next(iter(columns.values()))) if columns else 0
-    if id_column is not None and id_column not in columns:
-        raise InvalidInputError(f"{where} has no id column '{id_column}'; its columns are "
-                                f"{_names(columns)}")
-    key = id_column or ("id" if "id" in columns and "id" not in spec.input_names else None)
+    key = _id_key(columns, spec, id_column, where)
     ids = columns.pop(key) if key is not None else np.arange(n)
     inputs = {t.name: _cast(columns.pop(t.name), t, where) for t in spec.inputs
               if t.name in columns}
@@ -111,6 +134,13 @@ def predict(model: Any, rows: tuple[np.ndarray, Mapping[str, np.ndarray]], *,
         raise ValueError("batch_size and concurrency must be >= 1")
     ids, inputs = rows
     start = time.perf_counter()
+    if on_ray and engine is None:  # chosen here, so that every actor runs the same engine
+        from rtinfer.deploy.artifact import is_artifact, load_artifact
+        from rtinfer.engines import DEFAULT_ENGINE, deployed_engine
+
+        path = Path(model)
+        found = deployed_engine(load_artifact(path)) if is_artifact(path) else None
+        engine = found or DEFAULT_ENGINE
     if on_ray:
         outputs = _on_ray(str(model), inputs, engine, threads or 1, batch_size, concurrency,
                           address, progress)
@@ -162,31 +192,47 @@ def _on_ray(model: str, inputs: Mapping[str, np.ndarray], engine: str | None, th
 
     ray = connect(address)
     logging.getLogger("ray.data").setLevel(logging.WARNING)  # rtinfer reports progress
+    largest = max((node["Resources"].get("CPU", 0) for node in ray.nodes() if node["Alive"]),
+                  default=0)
+    if threads > largest:
+        raise RtinferError(f"an actor of {threads} CPU(s) fits on no node of this Ray cluster "
+                           f"(the largest has {largest:g}); give --threads {int(largest)} or "
+                           "fewer")
     n = len(next(iter(inputs.values())))
-    # Row numbers already in the object store: no read task waits for a CPU the actors hold.
-    blocks = max(1, min(64, n // batch_size))
-    rows = ray.data.from_numpy(np.array_split(np.arange(n), blocks))
+    # Row numbers already in the object store (no read task waits for a CPU the actors
+    # hold), in blocks of whole batches: every batch holds the rows it holds in-process.
+    per_block = batch_size * max(1, -(-n // (batch_size * 64)))
+    rows = ray.data.from_numpy([np.arange(begin, min(n, begin + per_block))
+                                for begin in range(0, n, per_block)])
     predicted = rows.map_batches(
         _Predictor, fn_constructor_kwargs={"model": str(Path(model).resolve()),
                                            "engine": engine, "threads": threads,
                                            "rows": [ray.put(dict(inputs))]},
-        batch_size=batch_size, concurrency=concurrency, num_cpus=threads,
-        batch_format="numpy")
+        batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=concurrency),
+        num_cpus=threads, batch_format="numpy")
     order: list[np.ndarray] = []
     chunks: dict[str, list[np.ndarray]] = {}
     done = 0
-    for batch in predicted.iter_batches(batch_size=None, batch_format="numpy"):
-        order.append(batch["row"])
-        for key, value in batch.items():
-            if key.startswith("out/"):
-                chunks.setdefault(key[4:], []).append(value)
-        done += len(batch["row"])
-        if progress is not None:
-            progress(done, n)
+    try:
+        for batch in predicted.iter_batches(batch_size=None, batch_format="numpy"):
+            order.append(batch["row"])
+            for key, value in batch.items():
+                if key.startswith("out/"):
+                    chunks.setdefault(key[4:], []).append(value)
+            done += len(batch["row"])
+            if progress is not None:
+                progress(done, n)
+    except ray.exceptions.RayError as exc:  # an actor failed: its own error, in one line
+        cause = exc.cause if isinstance(getattr(exc, "cause", None), Exception) else exc
+        raise RtinferError(f"batch inference on Ray failed: {str(cause).strip().splitlines()[-1]}"
+                           " (the model path must exist on every node; a shared volume)"
+                           ) from None
     if done != n:
         raise RtinferError(f"Ray Data returned {done} of {n} rows")
     position = np.argsort(np.concatenate(order), kind="stable")
-    return {name: np.concatenate(parts)[position] for name, parts in chunks.items()}
+    out = {name: np.concatenate(parts)[position] for name, parts in chunks.items()}
+    return {name: value.astype(str) if value.dtype == object else value  # strings come back
+            for name, value in out.items()}                             # as objects
 
 
 def write_predictions(path: str | Path, result: Predictions) -> Path:
@@ -202,6 +248,9 @@ def write_predictions(path: str | Path, result: Predictions) -> Path:
     staging = path.with_name(f".{path.name}.partial{suffix}")
     try:
         if suffix == ".npz":
+            if "ids" in result.outputs:
+                raise RtinferError("the model has an output named 'ids', which the .npz keeps "
+                                   "for the row ids; write a .csv or .parquet instead")
             arrays: dict[str, Any] = {"ids": result.ids, **result.outputs}
             np.savez(staging, **arrays)
         else:
@@ -216,10 +265,11 @@ def _columns(result: Predictions) -> dict[str, np.ndarray]:
     columns = {"id": result.ids}
     for name, value in result.outputs.items():
         flat = value.reshape(len(value), -1)
-        if flat.shape[1] == 1:
-            columns[name] = flat[:, 0]
-        else:
-            columns.update({f"{name}_{i}": flat[:, i] for i in range(flat.shape[1])})
+        names = [name] if flat.shape[1] == 1 else [f"{name}_{i}" for i in range(flat.shape[1])]
+        if clash := [n for n in names if n in columns]:
+            raise RtinferError(f"output column(s) {clash} would overwrite the ids or another "
+                               "output; write a .npz instead")
+        columns.update(zip(names, flat.T, strict=True))
     return columns
 
 

@@ -40,6 +40,7 @@ class KubeRaySpec:
     api_key_secret: str | None = None  # Secret name; its key "api-key"
     poll_s: float = 10.0
     ray_version: str | None = None     # default: the Ray installed here
+    ingress: str = "proxy"             # or "haproxy" (rtinfer.scale.ray_serve.INGRESS)
 
 
 def rayservice(spec: KubeRaySpec, cpus: int) -> str:
@@ -114,7 +115,10 @@ def _pod(spec: KubeRaySpec, container: str, cpu: str, memory: str, *, head: bool
               {"containerPort": 8265, "name": "dashboard"},
               {"containerPort": 10001, "name": "client"}] if head else [])
     ports.append({"containerPort": 8000, "name": "serve"})
-    env = []
+    from rtinfer.scale.ray_serve import INGRESS
+
+    env: list[dict[str, Any]] = [{"name": k, "value": v}
+                                 for k, v in INGRESS[spec.ingress].items()]
     if spec.api_key_secret:
         env.append({"name": "RTINFER_API_KEY", "valueFrom": {"secretKeyRef": {
             "name": spec.api_key_secret, "key": "api-key"}}})
@@ -134,6 +138,17 @@ def _pod(spec: KubeRaySpec, container: str, cpu: str, memory: str, *, head: bool
 
 
 def _check(spec: KubeRaySpec) -> None:
+    import re
+
+    from rtinfer.scale.ray_serve import INGRESS
+
+    # KubeRay names services <name>-head-svc / <name>-serve-svc: a DNS-1035 label with room
+    if not re.fullmatch(r"[a-z]([-a-z0-9]{0,38}[a-z0-9])?", spec.name):
+        raise RtinferError(f"--name {spec.name!r}: use lower-case letters, digits and '-', "
+                           "starting with a letter, at most 40 characters (Kubernetes derives "
+                           "service names from it)")
+    if spec.ingress not in INGRESS:
+        raise RtinferError(f"--ray-ingress {spec.ingress!r}: choose one of {list(INGRESS)}")
     if not spec.image.strip():
         raise RtinferError("give --image: a container image with rtinfer[ray] installed")
     if not spec.repo_claim.strip():

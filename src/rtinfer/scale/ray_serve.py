@@ -34,7 +34,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from rtinfer.errors import RtinferError
+from rtinfer.errors import ModelUnavailableError, RtinferError
 from rtinfer.serve.workers import empty_state, next_state
 
 __all__ = ["APP", "NAMESPACE", "RayShared", "application", "build", "replica_cpus"]
@@ -44,6 +44,8 @@ _LOG = logging.getLogger("rtinfer.serve")
 APP = "rtinfer"          # the Serve application (and deployment) name
 NAMESPACE = "rtinfer"    # where the shared actor is named
 LIVE_S = 10.0            # a replica that has not pushed metrics for this long is gone
+KEEP_REPLICAS = 256      # replicas whose last figures the shared actor keeps
+SHARED_TIMEOUT_S = 5.0   # a call to the shared actor that takes longer is a fault
 
 
 class _Shared:
@@ -51,7 +53,11 @@ class _Shared:
     latest expositions. Methods are called one at a time (a plain Ray actor)."""
 
     def __init__(self) -> None:
-        self.state = empty_state()
+        import uuid
+
+        # A restarted actor starts empty: a new epoch tells the replicas to forget the
+        # record numbers they applied (they would wait for numbers the new one never reaches).
+        self.state = {**empty_state(), "epoch": uuid.uuid4().hex}
         self.texts: dict[str, tuple[str, float]] = {}
 
     def record(self, section: str, name: str, action: str | None) -> int:
@@ -63,6 +69,9 @@ class _Shared:
 
     def push(self, replica: str, text: str) -> None:
         self.texts[replica] = (text, time.monotonic())
+        if len(self.texts) > KEEP_REPLICAS:  # autoscaling churn: the longest gone go first
+            oldest = min(self.texts, key=lambda r: self.texts[r][1])
+            del self.texts[oldest]
 
     def pull(self) -> list[tuple[str, bool]]:
         now = time.monotonic()
@@ -74,25 +83,39 @@ class RayShared:
     :class:`~rtinfer.serve.metrics.MetricsHub` over the application's shared actor (created by
     the first replica that asks, kept across replica restarts)."""
 
-    def __init__(self, app_name: str = APP) -> None:
+    def __init__(self, actor_name: str) -> None:
         import ray
 
-        actor = ray.remote(num_cpus=0)(_Shared)
-        self.actor: Any = actor.options(name=f"rtinfer-shared-{app_name}", namespace=NAMESPACE,
-                                   get_if_exists=True, lifetime="detached").remote()
+        # On the head node (it lives as long as the cluster), restarted if it dies.
+        actor = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=3,
+                           resources={"node:__internal_head__": 0.001})(_Shared)
+        self.actor: Any = actor.options(name=actor_name, namespace=NAMESPACE,
+                                        get_if_exists=True, lifetime="detached").remote()
+
+    async def _call(self, method: str, *args: Any) -> Any:
+        import asyncio
+
+        import ray
+
+        try:
+            return await asyncio.wait_for(getattr(self.actor, method).remote(*args),
+                                          SHARED_TIMEOUT_S)
+        except (TimeoutError, ray.exceptions.RayError) as exc:
+            raise ModelUnavailableError(f"the replicas' shared actor did not answer "
+                                        f"({type(exc).__name__}); retry") from None
 
     async def record(self, section: str, name: str, action: str | None) -> int:
-        return int(await self.actor.record.remote(section, name, action))
+        return int(await self._call("record", section, name, action))
 
     async def read(self) -> dict[str, Any]:
-        state: dict[str, Any] = await self.actor.read.remote()
+        state: dict[str, Any] = await self._call("read")
         return state
 
     async def push(self, replica: str, text: str) -> None:
-        await self.actor.push.remote(replica, text)
+        await self._call("push", replica, text)
 
     async def pull(self) -> list[tuple[str, bool]]:
-        texts: list[tuple[str, bool]] = await self.actor.pull.remote()
+        texts: list[tuple[str, bool]] = await self._call("pull")
         return texts
 
 
@@ -115,20 +138,24 @@ def application(settings: Mapping[str, Any], *, replicas: int | None = 1,
     ``target_ongoing`` requests per replica (Ray Serve's ``target_ongoing_requests``).
     ``max_ongoing`` requests reach one replica at once (its batcher queues them; Ray's
     default of 5 would starve dynamic batching)."""
+    import uuid
+
     from rtinfer._deps import require
 
     serve = require("ray.serve", "Serving on Ray")
     cpus = replica_cpus(settings)
     replica_settings = {**settings, "cores": cpus, "workers": 1, "grpc_port": None}
+    # One shared actor per deployment of the application: a redeploy starts from no records.
+    shared_name = shared_actor_name(name, uuid.uuid4().hex[:12])
 
     class Rtinfer:
-        def __init__(self, settings: Mapping[str, Any], app_name: str) -> None:
-            self.settings, self.app_name = dict(settings), app_name
+        def __init__(self, settings: Mapping[str, Any], shared_name: str) -> None:
+            self.settings, self.shared_name = dict(settings), shared_name
 
         def __serve_build_asgi_app__(self) -> Any:
             from rtinfer.serve.app import build_server
 
-            shared = RayShared(self.app_name)
+            shared = RayShared(self.shared_name)
             app = build_server(self.settings, control_store=shared, metrics_hub=shared)
             for entry in app.state.repository.index():
                 why = f": {entry['reason']}" if entry["reason"] else ""
@@ -148,7 +175,14 @@ def application(settings: Mapping[str, Any], *, replicas: int | None = 1,
     else:
         options["num_replicas"] = replicas or 1
     deployment = serve.deployment(serve.ingress()(Rtinfer), **options)
-    return deployment.bind(replica_settings, name)
+    app = deployment.bind(replica_settings, shared_name)
+    app.rtinfer_shared = shared_name  # for run() to remove it with the application
+    app.rtinfer_cpus = cpus
+    return app
+
+
+def shared_actor_name(app_name: str, token: str) -> str:
+    return f"rtinfer-shared-{app_name}-{token}"
 
 
 def build(args: Mapping[str, Any]) -> Any:
@@ -243,32 +277,59 @@ def _reachable(address: str) -> None:
 
 def run(settings: Mapping[str, Any], *, address: str | None, host: str, port: int,
         replicas: int | None = 1, autoscale: tuple[int, int] | None = None,
-        target_ongoing: float = 2.0, name: str = APP) -> None:
+        target_ongoing: float = 2.0, name: str = APP, ingress: str = "proxy") -> None:
     """``rtinfer serve --ray``: deploy the application, wait for SIGTERM/SIGINT, remove it.
 
-    Ray Serve's proxy listens on ``host:port`` (one per node). On a cluster Serve may already
-    run with other HTTP options: they are kept, and the proxy's address is printed."""
+    Ray Serve's proxy listens on ``host:port`` (one per node). ``ingress="haproxy"`` starts a
+    local instance with Ray's throughput-optimized settings and HAProxy in front of the
+    replicas (on a running cluster, those are the cluster's own settings). On a cluster
+    where Serve already runs, its HTTP options are kept."""
+    import os
     import signal
     import threading
 
+    if ingress not in INGRESS:
+        raise RtinferError(f"unknown Ray ingress {ingress!r}; choose one of {list(INGRESS)}")
+    if address is None:  # read by the local instance's processes as they start
+        os.environ.update(INGRESS[ingress])
     ray = connect(address)
     from ray import serve
 
     app = application(settings, replicas=replicas, autoscale=autoscale,
                       target_ongoing=target_ongoing, name=name)
+    least = autoscale[0] if autoscale is not None else (replicas or 1)
+    total = ray.cluster_resources().get("CPU", 0)
+    if least and app.rtinfer_cpus * least > total:
+        raise RtinferError(f"{least} replica(s) of {app.rtinfer_cpus} CPU(s) need "
+                           f"{app.rtinfer_cpus * least} CPUs; the Ray cluster has {total:g}: "
+                           "give fewer replicas or threads")
     serve.start(http_options={"host": host, "port": port})
-    stop = threading.Event()
-    saved = {sig: signal.signal(sig, lambda *_: stop.set())
-             for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        serve.run(app, name=name, route_prefix="/", blocking=False)
-        stop.wait()
+        try:
+            serve.run(app, name=name, route_prefix="/", blocking=False)
+        except RuntimeError as exc:  # a replica failed to start: Serve's message says why
+            raise RtinferError(f"the application failed to deploy on Ray: "
+                               f"{str(exc).strip()[-1500:]}") from None
+        stop = threading.Event()
+        saved = {sig: signal.signal(sig, lambda *_: stop.set())
+                 for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            stop.wait()
+        finally:
+            for sig, handler in saved.items():
+                signal.signal(sig, handler)
     finally:
-        for sig, handler in saved.items():
-            signal.signal(sig, handler)
-        serve.delete(name)  # replicas drain (graceful_shutdown_timeout_s) and stop
+        with contextlib.suppress(Exception):  # nothing deployed: nothing to delete
+            serve.delete(name)  # replicas drain (graceful_shutdown_timeout_s) and stop
         with contextlib.suppress(ValueError):  # never created: no replica started
-            ray.kill(ray.get_actor(f"rtinfer-shared-{name}", namespace=NAMESPACE))
+            ray.kill(ray.get_actor(app.rtinfer_shared, namespace=NAMESPACE))
         if address is None:
             serve.shutdown()
             ray.shutdown()
+
+
+#: Ray Serve's request paths, as the environment variables a cluster reads when it starts.
+INGRESS = {
+    "proxy": {},  # Ray's default: its Python proxy on every node
+    "haproxy": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1"},
+}

@@ -34,6 +34,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from rtinfer.errors import ModelUnavailableError
 from rtinfer.serve.http import error_response, read_body
 from rtinfer.serve.metrics import ServerMetrics
 from rtinfer.serve.openapi import openapi
@@ -129,7 +130,11 @@ def create_app(models: ModelRepository | str | Path, *, api_key: str | None = No
                                "control": control or repo}
 
     async def prometheus(request: Request) -> Response:
-        body, content_type = await metrics.exposition_async()
+        try:
+            body, content_type = await metrics.exposition_async()
+        except ModelUnavailableError as exc:  # the other replicas' figures are out of reach
+            return JSONResponse({"error": str(exc)}, status_code=503,
+                                headers={"Retry-After": "1"})
         return Response(body, media_type=content_type.split(";")[0],
                         headers={"Content-Type": content_type})
 

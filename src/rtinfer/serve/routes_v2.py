@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from rtinfer import __version__
-from rtinfer.errors import ModelNotFoundError, RtinferError
+from rtinfer.errors import ModelNotFoundError, ModelUnavailableError, RtinferError
 from rtinfer.serve.handler import classify, refused, run, timeout_param
 from rtinfer.serve.http import error_response, read_body
 from rtinfer.serve.protocol import (
@@ -59,14 +59,14 @@ def routes(ctx: dict[str, Any]) -> list[Route]:
     async def model_ready(request: Request) -> Response:
         try:
             found(request)
-        except ModelNotFoundError as exc:
+        except (ModelNotFoundError, ModelUnavailableError) as exc:
             return error_response(classify(exc))
         return Response(status_code=200)
 
     async def model_metadata(request: Request) -> Response:
         try:
             served = found(request)
-        except ModelNotFoundError as exc:
+        except (ModelNotFoundError, ModelUnavailableError) as exc:
             return error_response(classify(exc))
         versions = [str(v) for v in sorted(repo.served.get(served.name, {}))]
         return JSONResponse(served.metadata(versions))
@@ -101,7 +101,7 @@ def routes(ctx: dict[str, Any]) -> list[Route]:
     async def model_stats(request: Request) -> Response:
         try:
             served = found(request)
-        except ModelNotFoundError as exc:
+        except (ModelNotFoundError, ModelUnavailableError) as exc:
             return error_response(classify(exc))
         stats = served.batcher.stats
         return JSONResponse({"model_stats": [{
@@ -117,7 +117,7 @@ def routes(ctx: dict[str, Any]) -> list[Route]:
     async def load_model(request: Request) -> Response:
         try:
             await control.load_model(request.path_params["model"])
-        except ModelNotFoundError as exc:
+        except (ModelNotFoundError, ModelUnavailableError) as exc:
             return error_response(classify(exc))
         except RtinferError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
@@ -126,7 +126,7 @@ def routes(ctx: dict[str, Any]) -> list[Route]:
     async def unload_model(request: Request) -> Response:
         try:
             await control.unload_model(request.path_params["model"])
-        except ModelNotFoundError as exc:
+        except (ModelNotFoundError, ModelUnavailableError) as exc:
             return error_response(classify(exc))
         except RtinferError as exc:  # not a plain model name
             return JSONResponse({"error": str(exc)}, status_code=400)
@@ -136,7 +136,7 @@ def routes(ctx: dict[str, Any]) -> list[Route]:
         """The explicit switch back after a rollback (rtinfer's own; Triton has no guard)."""
         try:
             count = await control.reset_guard(request.path_params["model"])
-        except ModelNotFoundError as exc:
+        except (ModelNotFoundError, ModelUnavailableError) as exc:
             return error_response(classify(exc))
         except RtinferError as exc:  # not a plain model name
             return JSONResponse({"error": str(exc)}, status_code=400)

@@ -186,6 +186,7 @@ class WorkerControl:
         self.repository = repository
         self.applied: dict[str, int] = {}  # model -> the last record applied here
         self.resets: dict[str, int] = {}   # model -> the last guard reset applied here
+        self.epoch: str | None = None      # the store's, when it has one (a Ray actor)
 
     async def load_model(self, name: str) -> None:
         await self._act(name, "load")
@@ -206,6 +207,11 @@ class WorkerControl:
     async def sync(self) -> None:
         """Apply the other workers' records this worker has not applied yet."""
         state = await self.store.read()
+        if state.get("epoch") != self.epoch:  # the store started afresh: its numbers too
+            if self.epoch is not None:
+                self.applied.clear()
+                self.resets.clear()
+            self.epoch = state.get("epoch")
         for name, seq in state.get("resets", {}).items():
             if seq > self.resets.get(name, 0):
                 self.resets[name] = seq
