@@ -9,8 +9,9 @@ the API key and the body limit) over the whole repository, behind Ray Serve's pr
 is built inside the replica (``__serve_build_asgi_app__``), so no session, lock or thread pool
 is pickled, and Ray runs its lifespan: the repository poll, the drain on shutdown.
 
-What the replicas share goes through one small Ray actor per application (``rtinfer-shared-
-<app>``, no CPU reserved), the cluster's counterpart of ``--workers``' shared folder:
+What the replicas share goes through one small Ray actor per deployment of the application
+(``rtinfer-shared-<app>-<token>``: no CPU reserved, on the head node, restarted by Ray with a
+new epoch if it dies), the cluster's counterpart of ``--workers``' shared folder:
 
 - model control: ``POST /v2/repository/models/{m}/load|unload`` and a guard's reset land on one
   replica, which records them there and applies them; every replica applies the records it
