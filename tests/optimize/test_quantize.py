@@ -79,7 +79,9 @@ def test_stored_int8_weights_follow_the_formula_exactly(perception_kit: Kit,
         # The runtime's form of Q(x): q = clamp(round(x / s) + z, q_min, q_max), half to even,
         # with x / s in float32 as the quantizer computes it (in float64 a weight at
         # -41.49999994 steps rounds the other way than float32's -41.5).
-        ratio = w.astype(np.float32) / s_b.astype(np.float32)
+        # A bias (int32, scale = input scale x weight scale) is divided in float64.
+        ratio = (w / s_b if stored.dtype == np.int32
+                 else w.astype(np.float32) / s_b.astype(np.float32))
         expected = np.clip(np.rint(ratio).astype(np.int64) + z_b, info.min, info.max)
         assert np.array_equal(q, expected), node.input[0]
         if stored.dtype == np.int8:  # 7 bits where int8 kernels would saturate (no VNNI)

@@ -43,7 +43,7 @@ def test_every_recipe_optimize_can_choose_rebuilds_an_equal_model(digits: Path) 
     engines = available_engines()
     variants = [build() for _, _, build in quantized_variants(original, calibration,
                                                               engines=engines)]
-    trained = [build() for _, _, build in torch_variants(task, original, seconds=1.0,
+    trained = [build() for _, _, build in torch_variants(task, original, seconds=0.1,
                                                         progress=lambda _m: None)]
     assert {v.id for v in trained} == {"distilled", "pruned"}
     for parent in trained:  # a trained model then quantized (one method each: the others
@@ -58,7 +58,7 @@ def test_every_recipe_optimize_can_choose_rebuilds_an_equal_model(digits: Path) 
     variants += trained
     cut = [p for v in trained for p in Recipe.of(v.recipe).passes
            if isinstance(p, Prune | Distill)]
-    # One second for both: the training was cut short, and the recipe says where.
+    # A tenth of a second for both: the training was cut short, and the recipe says where.
     assert all(p.max_seconds is None for p in cut) and any(p.stopped_at for p in cut)
 
     for v in variants:
