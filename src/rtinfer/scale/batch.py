@@ -75,9 +75,9 @@ def _raw_column(path: Path, name: str) -> np.ndarray:
         return np.asarray(pq.read_table(str(path), columns=[name]).column(name).to_pylist())
     import csv
 
-    with open(path, newline="", encoding="utf-8") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:  # as read_table reads it
         rows = csv.reader(f)
-        at = next(rows).index(name)
+        at = [h.strip() for h in next(rows)].index(name)
         return np.asarray([row[at] for row in rows if row])
 
 
@@ -135,11 +135,12 @@ def predict(model: Any, rows: tuple[np.ndarray, Mapping[str, np.ndarray]], *,
     ids, inputs = rows
     start = time.perf_counter()
     if on_ray and engine is None:  # chosen here, so that every actor runs the same engine
-        from rtinfer.deploy.artifact import is_artifact, load_artifact
+        from rtinfer.deploy.artifact import is_artifact, is_model_folder, load_artifact
         from rtinfer.engines import DEFAULT_ENGINE, deployed_engine
 
-        path = Path(model)
-        found = deployed_engine(load_artifact(path)) if is_artifact(path) else None
+        path = Path(model)  # an artifact, or a model folder (its newest version), as load does
+        found = (deployed_engine(load_artifact(path))
+                 if path.is_dir() and (is_artifact(path) or is_model_folder(path)) else None)
         engine = found or DEFAULT_ENGINE
     if on_ray:
         outputs = _on_ray(str(model), inputs, engine, threads or 1, batch_size, concurrency,
@@ -194,10 +195,11 @@ def _on_ray(model: str, inputs: Mapping[str, np.ndarray], engine: str | None, th
     logging.getLogger("ray.data").setLevel(logging.WARNING)  # rtinfer reports progress
     largest = max((node["Resources"].get("CPU", 0) for node in ray.nodes() if node["Alive"]),
                   default=0)
-    if threads > largest:
+    if address is None and threads > largest:  # a cluster's autoscaler may add larger nodes
         raise RtinferError(f"an actor of {threads} CPU(s) fits on no node of this Ray cluster "
                            f"(the largest has {largest:g}); give --threads {int(largest)} or "
                            "fewer")
+    ray.data.DataContext.get_current().raise_original_map_exception = True  # the model's own
     n = len(next(iter(inputs.values())))
     # Row numbers already in the object store (no read task waits for a CPU the actors
     # hold), in blocks of whole batches: every batch holds the rows it holds in-process.
@@ -224,9 +226,9 @@ def _on_ray(model: str, inputs: Mapping[str, np.ndarray], engine: str | None, th
                 progress(done, n)
     except ray.exceptions.RayError as exc:  # an actor failed: its own error, in one line
         cause = exc.cause if isinstance(getattr(exc, "cause", None), Exception) else exc
-        raise RtinferError(f"batch inference on Ray failed: {str(cause).strip().splitlines()[-1]}"
-                           " (the model path must exist on every node; a shared volume)"
-                           ) from None
+        lines = str(cause).strip().splitlines() or [type(cause).__name__]
+        raise RtinferError(f"batch inference on Ray failed: {lines[-1]} (the model path must "
+                           "exist on every node: a shared volume)") from None
     if done != n:
         raise RtinferError(f"Ray Data returned {done} of {n} rows")
     position = np.argsort(np.concatenate(order), kind="stable")

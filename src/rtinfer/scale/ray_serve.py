@@ -60,6 +60,7 @@ class _Shared:
         # record numbers they applied (they would wait for numbers the new one never reaches).
         self.state = {**empty_state(), "epoch": uuid.uuid4().hex}
         self.texts: dict[str, tuple[str, float]] = {}
+        self.retired = ""  # the counters of replicas dropped from ``texts``, summed
 
     def record(self, section: str, name: str, action: str | None) -> int:
         self.state = next_state(self.state, section, name, action)
@@ -70,13 +71,17 @@ class _Shared:
 
     def push(self, replica: str, text: str) -> None:
         self.texts[replica] = (text, time.monotonic())
-        if len(self.texts) > KEEP_REPLICAS:  # autoscaling churn: the longest gone go first
+        if len(self.texts) > KEEP_REPLICAS:  # autoscaling churn: the longest gone go first,
+            from rtinfer.serve.metrics import merge_expositions  # their counters kept
+
             oldest = min(self.texts, key=lambda r: self.texts[r][1])
-            del self.texts[oldest]
+            gone = self.texts.pop(oldest)[0]
+            self.retired = merge_expositions([(self.retired, False), (gone, False)]).decode()
 
     def pull(self) -> list[tuple[str, bool]]:
         now = time.monotonic()
-        return [(text, now - at < LIVE_S) for text, at in self.texts.values()]
+        texts = [(text, now - at < LIVE_S) for text, at in self.texts.values()]
+        return [*texts, (self.retired, False)] if self.retired else texts
 
 
 class RayShared:
@@ -92,6 +97,7 @@ class RayShared:
                            resources={"node:__internal_head__": 0.001})(_Shared)
         self.actor: Any = actor.options(name=actor_name, namespace=NAMESPACE,
                                         get_if_exists=True, lifetime="detached").remote()
+        self.started = False  # the first call waits for the actor to be created
 
     async def _call(self, method: str, *args: Any) -> Any:
         import asyncio
@@ -99,8 +105,10 @@ class RayShared:
         import ray
 
         try:
-            return await asyncio.wait_for(getattr(self.actor, method).remote(*args),
-                                          SHARED_TIMEOUT_S)
+            answer = await asyncio.wait_for(getattr(self.actor, method).remote(*args),
+                                            SHARED_TIMEOUT_S if self.started else 120)
+            self.started = True
+            return answer
         except (TimeoutError, ray.exceptions.RayError) as exc:
             raise ModelUnavailableError(f"the replicas' shared actor did not answer "
                                         f"({type(exc).__name__}); retry") from None
@@ -133,7 +141,7 @@ def replica_cpus(settings: Mapping[str, Any]) -> int:
 
 def application(settings: Mapping[str, Any], *, replicas: int | None = 1,
                 autoscale: tuple[int, int] | None = None, target_ongoing: float = 2.0,
-                max_ongoing: int = 256, name: str = APP) -> Any:
+                max_ongoing: int = 256, name: str = APP, token: str | None = None) -> Any:
     """The Ray Serve Application of rtinfer's server over ``settings["repo"]`` (an absolute
     path every node can read): ``replicas`` fixed, or ``autoscale=(min, max)`` replicas with
     ``target_ongoing`` requests per replica (Ray Serve's ``target_ongoing_requests``).
@@ -147,7 +155,9 @@ def application(settings: Mapping[str, Any], *, replicas: int | None = 1,
     cpus = replica_cpus(settings)
     replica_settings = {**settings, "cores": cpus, "workers": 1, "grpc_port": None}
     # One shared actor per deployment of the application: a redeploy starts from no records.
-    shared_name = shared_actor_name(name, uuid.uuid4().hex[:12])
+    # (A Serve config's builder passes a token of its arguments: re-reading the same config
+    # finds the same actor instead of leaving one behind.)
+    shared_name = shared_actor_name(name, token or uuid.uuid4().hex[:12])
 
     class Rtinfer:
         def __init__(self, settings: Mapping[str, Any], shared_name: str) -> None:
@@ -220,9 +230,13 @@ def build(args: Mapping[str, Any]) -> Any:
     autoscale = None
     if "min_replicas" in args or "max_replicas" in args:
         autoscale = (int(args.get("min_replicas", 1)), int(args.get("max_replicas", 1)))
+    import hashlib
+    import json
+
+    token = hashlib.sha256(json.dumps(dict(args), sort_keys=True, default=str).encode())
     return application(settings, replicas=_int(args.get("replicas")) or 1, autoscale=autoscale,
                        target_ongoing=float(args.get("target_ongoing", 2.0)),
-                       name=str(args.get("name", APP)))
+                       name=str(args.get("name", APP)), token=token.hexdigest()[:12])
 
 
 def _int(value: Any) -> int | None:
@@ -300,11 +314,17 @@ def run(settings: Mapping[str, Any], *, address: str | None, host: str, port: in
                       target_ongoing=target_ongoing, name=name)
     least = autoscale[0] if autoscale is not None else (replicas or 1)
     total = ray.cluster_resources().get("CPU", 0)
-    if least and app.rtinfer_cpus * least > total:
+    # (a cluster's autoscaler may add nodes: only a local instance is known to be short)
+    if address is None and least and app.rtinfer_cpus * least > total:
         raise RtinferError(f"{least} replica(s) of {app.rtinfer_cpus} CPU(s) need "
                            f"{app.rtinfer_cpus * least} CPUs; the Ray cluster has {total:g}: "
                            "give fewer replicas or threads")
     serve.start(http_options={"host": host, "port": port})
+
+    def interrupt(*_: Any) -> None:  # while deploying: stop it, and clean up below
+        raise KeyboardInterrupt
+
+    saved = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         try:
             serve.run(app, name=name, route_prefix="/", blocking=False)
@@ -312,14 +332,14 @@ def run(settings: Mapping[str, Any], *, address: str | None, host: str, port: in
             raise RtinferError(f"the application failed to deploy on Ray: "
                                f"{str(exc).strip()[-1500:]}") from None
         stop = threading.Event()
-        saved = {sig: signal.signal(sig, lambda *_: stop.set())
-                 for sig in (signal.SIGTERM, signal.SIGINT)}
-        try:
-            stop.wait()
-        finally:
-            for sig, handler in saved.items():
-                signal.signal(sig, handler)
+        for sig in saved:
+            signal.signal(sig, lambda *_: stop.set())
+        stop.wait()
+    except KeyboardInterrupt:  # stopped while deploying
+        pass
     finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
         with contextlib.suppress(Exception):  # nothing deployed: nothing to delete
             serve.delete(name)  # replicas drain (graceful_shutdown_timeout_s) and stop
         with contextlib.suppress(ValueError):  # never created: no replica started
