@@ -299,6 +299,26 @@ def test_kuberay_manifest_carries_what_rayservice_requires(cnn: ImportedModel,
         build({"repo": str(tmp_path / "repo"), "replica": 2})
 
 
+def test_a_replica_reserves_the_cpus_its_engines_use(cnn: ImportedModel, tmp_path: Path
+                                                    ) -> None:
+    """threads x instances of the most demanding model, and its engines get that many cores
+    (no thread count given: the cores are shared by the instances, as without Ray)."""
+    from rtinfer.deploy.settings import read_model_config
+    from rtinfer.scale.ray_serve import replica_cpus
+
+    rtinfer.save_artifact(cnn, tmp_path / "repo", "a")
+    rtinfer.save_artifact(cnn, tmp_path / "repo", "b")
+    (tmp_path / "repo" / "a" / "rtinfer.json").write_text('{"threads": 2, "instances": 2}')
+    (tmp_path / "repo" / "b" / "rtinfer.json").write_text('{"instances": 3}')
+    settings = {"repo": str(tmp_path / "repo"), "overrides": {}}
+    assert replica_cpus(settings) == 4  # a: 2 x 2; b: 1 (the default) x 3
+    assert replica_cpus({**settings, "overrides": {"threads": 2}}) == 6
+    from dataclasses import replace
+
+    config = replace(read_model_config(tmp_path / "repo" / "b", {}), cores=4)
+    assert config.thread_budget == 1  # 4 cores // 3 instances, whatever this machine has
+
+
 def test_an_unreachable_head_is_one_clear_error(cnn: ImportedModel, tmp_path: Path) -> None:
     rtinfer.save_artifact(cnn, tmp_path / "repo", "cnn")
     done = subprocess.run([sys.executable, "-m", "rtinfer.cli", "serve", str(tmp_path / "repo"),
