@@ -222,3 +222,50 @@ def test_a_worker_that_cannot_start_stops_the_server(tmp_path: Path) -> None:
     assert done.returncode == 3, done.stderr  # stopped, not restarted forever
     assert "holds no models" in done.stderr and "a worker failed to start" in done.stderr
     assert not list((tmp_path / "tmp").glob("rtinfer-*"))
+
+
+def test_worker_control_follows_a_store_that_restarted_empty(cnn: ImportedModel,
+                                                             tmp_path: Path) -> None:
+    """A Ray actor holding the records can restart empty (numbered from 1 again, a new
+    epoch): the workers forget the numbers they applied, so a new record still reaches them."""
+    import uuid
+
+    from rtinfer.serve.workers import empty_state, next_state
+
+    class Store:  # the shared actor's behaviour, in memory
+        def __init__(self) -> None:
+            self.restart()
+
+        def restart(self) -> None:
+            self.state = {**empty_state(), "epoch": uuid.uuid4().hex}
+
+        async def record(self, section: str, name: str, action: str | None
+                         ) -> tuple[int, str | None]:
+            self.state = next_state(self.state, section, name, action)
+            return self.state["seq"], self.state["epoch"]
+
+        async def read(self) -> dict[str, Any]:
+            return self.state
+
+    rtinfer.save_artifact(cnn, tmp_path / "repo", "cnn")
+    store = Store()
+    one, two = (WorkerControl(store, load_repository(tmp_path / "repo", threads=1))
+                for _ in range(2))
+
+    async def scenario() -> None:
+        await one.sync()
+        await two.sync()
+        await one.unload_model("cnn")   # record 1
+        await two.sync()
+        assert not two.repository.served
+        await one.load_model("cnn")     # record 2
+        await two.sync()
+        assert two.repository.served
+        store.restart()
+        await one.unload_model("cnn")   # record 1 again, under the new epoch
+        await two.sync()
+        assert not two.repository.served and not one.repository.served
+        await one.repository.close()
+        await two.repository.close()
+
+    asyncio.run(scenario())

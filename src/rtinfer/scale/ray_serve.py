@@ -62,9 +62,9 @@ class _Shared:
         self.texts: dict[str, tuple[str, float]] = {}
         self.retired = ""  # the counters of replicas dropped from ``texts``, summed
 
-    def record(self, section: str, name: str, action: str | None) -> int:
+    def record(self, section: str, name: str, action: str | None) -> tuple[int, str]:
         self.state = next_state(self.state, section, name, action)
-        return int(self.state["seq"])
+        return int(self.state["seq"]), str(self.state["epoch"])
 
     def read(self) -> dict[str, Any]:
         return self.state
@@ -113,8 +113,10 @@ class RayShared:
             raise ModelUnavailableError(f"the replicas' shared actor did not answer "
                                         f"({type(exc).__name__}); retry") from None
 
-    async def record(self, section: str, name: str, action: str | None) -> int:
-        return int(await self._call("record", section, name, action))
+    async def record(self, section: str, name: str, action: str | None
+                     ) -> tuple[int, str | None]:
+        seq, epoch = await self._call("record", section, name, action)
+        return int(seq), str(epoch)
 
     async def read(self) -> dict[str, Any]:
         state: dict[str, Any] = await self._call("read")

@@ -124,8 +124,10 @@ class FileControlStore:
         self.path = folder / "control.json"
         self.lock = folder / "control.lock"
 
-    async def record(self, section: str, name: str, action: str | None) -> int:
-        """Write the next record of ``name`` into ``section``; returns its number."""
+    async def record(self, section: str, name: str, action: str | None
+                     ) -> tuple[int, str | None]:
+        """Write the next record of ``name`` into ``section``; returns its number (and no
+        epoch: the file outlives its workers)."""
         import fcntl  # POSIX only: imported here so that the module imports anywhere
 
         with open(self.lock, "a") as lock:
@@ -134,7 +136,7 @@ class FileControlStore:
             staging = self.path.with_name(f".control.{os.getpid()}.tmp")
             staging.write_text(json.dumps(state))
             staging.replace(self.path)
-        return int(state["seq"])
+        return int(state["seq"]), None
 
     async def read(self) -> dict[str, Any]:
         return self._read()
@@ -164,7 +166,10 @@ class ControlStore(Protocol):
     :class:`FileControlStore` on one host, a Ray actor on a cluster
     (:mod:`rtinfer.scale.ray_serve`)."""
 
-    async def record(self, section: str, name: str, action: str | None) -> int: ...
+    async def record(self, section: str, name: str, action: str | None
+                     ) -> tuple[int, str | None]:
+        """The record's number, and the store's epoch (None for a store that cannot restart
+        empty)."""
 
     async def read(self) -> dict[str, Any]: ...
 
@@ -201,17 +206,13 @@ class WorkerControl:
         config = self.repository.configs().get(name)
         if config is None or config.guard is None:
             return await self.repository.reset_guard(name)  # no guard configured: that 404
-        self.resets[name] = await self.store.record("resets", name, None)
+        self.resets[name] = self._numbered(*await self.store.record("resets", name, None))
         return await self.repository.reset_guard(name) if self.repository.guards(name) else 0
 
     async def sync(self) -> None:
         """Apply the other workers' records this worker has not applied yet."""
         state = await self.store.read()
-        if state.get("epoch") != self.epoch:  # the store started afresh: its numbers too
-            if self.epoch is not None:
-                self.applied.clear()
-                self.resets.clear()
-            self.epoch = state.get("epoch")
+        self._follow(state.get("epoch"))
         for name, seq in state.get("resets", {}).items():
             if seq > self.resets.get(name, 0):
                 self.resets[name] = seq
@@ -229,8 +230,21 @@ class WorkerControl:
 
     async def _act(self, name: str, action: str) -> None:
         self.repository.require(name, action)  # an unknown model is nobody else's business
-        self.applied[name] = await self.store.record("models", name, action)
+        self.applied[name] = self._numbered(*await self.store.record("models", name, action))
         await self._apply(name, action)
+
+    def _follow(self, epoch: str | None) -> None:
+        """A store that started afresh (a restarted Ray actor) numbers from 1 again: forget
+        the numbers applied under the old epoch."""
+        if epoch != self.epoch:
+            if self.epoch is not None:
+                self.applied.clear()
+                self.resets.clear()
+            self.epoch = epoch
+
+    def _numbered(self, seq: int, epoch: str | None) -> int:
+        self._follow(epoch)
+        return seq
 
     async def _apply(self, name: str, action: str) -> None:
         if action == "load":
