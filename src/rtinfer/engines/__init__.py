@@ -18,8 +18,8 @@ from rtinfer.engines.base import Engine, Session
 from rtinfer.errors import UnknownEngineError
 from rtinfer.hardware import usable_cores
 
-__all__ = ["DEFAULT_ENGINE", "Engine", "Session", "available_engines", "engine_class",
-           "engine_names", "load", "resolve_engine"]
+__all__ = ["DEFAULT_ENGINE", "Engine", "Session", "available_engines", "chosen_engine",
+           "engine_class", "engine_names", "load", "resolve_engine"]
 
 DEFAULT_ENGINE = "onnxruntime"
 
@@ -149,6 +149,12 @@ def deployed_engine(artifact: Any) -> str | None:
             engine, DEFAULT_ENGINE, engine)
         return None
     return engine
+
+
+def chosen_engine(model: Any) -> str:
+    """The engine :func:`load` runs ``model`` on when none is given: the one an artifact (or a
+    model folder's newest version) records when installed here, else the default."""
+    return _deployed(model)[1] or DEFAULT_ENGINE
 
 
 def _deployed(model: Any) -> tuple[Any, str | None]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import numpy as np
@@ -121,12 +121,16 @@ def runtime_message(exc: BaseException) -> str:
 
 
 def run_in_batches(session: Session, inputs: Mapping[str, np.ndarray],
-                   batch: int = 64) -> dict[str, np.ndarray]:
-    """Run rows of ``inputs`` through ``session`` ``batch`` at a time; outputs concatenated."""
+                   batch: int = 64, progress: Callable[[int, int], None] | None = None
+                   ) -> dict[str, np.ndarray]:
+    """Run rows of ``inputs`` through ``session`` ``batch`` at a time; outputs concatenated;
+    ``progress(done, total)`` after each batch."""
     n = len(next(iter(inputs.values())))
     chunks: dict[str, list[np.ndarray]] = {}
     for start in range(0, n, batch):
         out = session.run({k: v[start:start + batch] for k, v in inputs.items()})
         for k, v in out.items():
             chunks.setdefault(k, []).append(v)
+        if progress is not None:
+            progress(min(n, start + batch), n)
     return {k: np.concatenate(v) for k, v in chunks.items()}

@@ -52,33 +52,9 @@ def read_inputs(path: str | Path, spec: Any, id_column: str | None = None
     path = Path(path)
     if not path.is_file():
         raise RtinferError(f"no input file {path}")
-    table = read_table(path)
-    key = _id_key(table, spec, id_column, str(path))
-    if key is not None and path.suffix.lower() != ".npz":
-        table[key] = _raw_column(path, key)  # "007" stays "007", an int64 stays exact
-    return table_inputs(table, spec, id_column, str(path))
-
-
-def _id_key(table: Mapping[str, Any], spec: Any, id_column: str | None, where: str
-            ) -> str | None:
-    if id_column is not None and id_column not in table:
-        raise InvalidInputError(f"{where} has no id column '{id_column}'; its columns are "
-                                f"{_names(table)}")
-    return id_column or ("id" if "id" in table and "id" not in spec.input_names else None)
-
-
-def _raw_column(path: Path, name: str) -> np.ndarray:
-    """One column as the file holds it: CSV text, or Parquet's own type."""
-    if path.suffix.lower() == ".parquet":
-        import pyarrow.parquet as pq
-
-        return np.asarray(pq.read_table(str(path), columns=[name]).column(name).to_pylist())
-    import csv
-
-    with open(path, newline="", encoding="utf-8-sig") as f:  # as read_table reads it
-        rows = csv.reader(f)
-        at = [h.strip() for h in next(rows)].index(name)
-        return np.asarray([row[at] for row in rows if row])
+    # The id stays as the file holds it: "007" stays "007", an int64 stays exact.
+    ids = {id_column} if id_column else {"id"} - set(spec.input_names)
+    return table_inputs(read_table(path, raw=ids), spec, id_column, str(path))
 
 
 def table_inputs(table: Mapping[str, np.ndarray], spec: Any, id_column: str | None,
@@ -86,7 +62,10 @@ def table_inputs(table: Mapping[str, np.ndarray], spec: Any, id_column: str | No
     """(ids, model inputs) from a table's columns (see the module docstring)."""
     columns = dict(table)
     n = len(next(iter(columns.values()))) if columns else 0
-    key = _id_key(columns, spec, id_column, where)
+    if id_column is not None and id_column not in columns:
+        raise InvalidInputError(f"{where} has no id column '{id_column}'; its columns are "
+                                f"{_names(columns)}")
+    key = id_column or ("id" if "id" in columns and "id" not in spec.input_names else None)
     ids = columns.pop(key) if key is not None else np.arange(n)
     inputs = {t.name: _cast(columns.pop(t.name), t, where) for t in spec.inputs
               if t.name in columns}
@@ -135,13 +114,9 @@ def predict(model: Any, rows: tuple[np.ndarray, Mapping[str, np.ndarray]], *,
     ids, inputs = rows
     start = time.perf_counter()
     if on_ray and engine is None:  # chosen here, so that every actor runs the same engine
-        from rtinfer.deploy.artifact import is_artifact, is_model_folder, load_artifact
-        from rtinfer.engines import DEFAULT_ENGINE, deployed_engine
+        from rtinfer.engines import chosen_engine
 
-        path = Path(model)  # an artifact, or a model folder (its newest version), as load does
-        found = (deployed_engine(load_artifact(path))
-                 if path.is_dir() and (is_artifact(path) or is_model_folder(path)) else None)
-        engine = found or DEFAULT_ENGINE
+        engine = chosen_engine(model)
     if on_ray:
         outputs = _on_ray(str(model), inputs, engine, threads or 1, batch_size, concurrency,
                           address, progress)
@@ -156,17 +131,10 @@ def _in_process(model: Any, inputs: Mapping[str, np.ndarray], engine: str | None
                 threads: int | None, batch_size: int,
                 progress: Callable[[int, int], None] | None) -> dict[str, np.ndarray]:
     import rtinfer
+    from rtinfer.engines.base import run_in_batches
 
-    n = len(next(iter(inputs.values())))
-    chunks: dict[str, list[np.ndarray]] = {}
     with rtinfer.load(model, engine, threads) as session:
-        for begin in range(0, n, batch_size):
-            out = session.run({k: v[begin:begin + batch_size] for k, v in inputs.items()})
-            for name, value in out.items():
-                chunks.setdefault(name, []).append(value)
-            if progress is not None:
-                progress(min(n, begin + batch_size), n)
-    return {name: np.concatenate(parts) for name, parts in chunks.items()}
+        return run_in_batches(session, inputs, batch_size, progress)
 
 
 class _Predictor:

@@ -98,15 +98,15 @@ def rayservice(spec: KubeRaySpec, cpus: int) -> str:
 def _dumper() -> Any:
     import yaml
 
-    class Dumper(yaml.SafeDumper):
-        pass
+    dumper: Any = type("Dumper", (yaml.SafeDumper,), {})  # our own, so that add_representer
+    #                                                       leaves yaml's SafeDumper alone
 
     def text(dumper: Any, value: str) -> Any:  # serveConfigV2 as a block, as KubeRay shows it
         style = "|" if "\n" in value else None
         return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
 
-    Dumper.add_representer(str, text)
-    return Dumper
+    dumper.add_representer(str, text)
+    return dumper
 
 
 def _pod(spec: KubeRaySpec, container: str, cpu: str, memory: str, *, head: bool

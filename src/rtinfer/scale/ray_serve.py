@@ -143,18 +143,21 @@ def replica_cpus(settings: Mapping[str, Any]) -> int:
 
 def application(settings: Mapping[str, Any], *, replicas: int | None = 1,
                 autoscale: tuple[int, int] | None = None, target_ongoing: float = 2.0,
-                max_ongoing: int = 256, name: str = APP, token: str | None = None) -> Any:
+                max_ongoing: int = 256, name: str = APP, token: str | None = None,
+                cpus: int | None = None) -> Any:
     """The Ray Serve Application of rtinfer's server over ``settings["repo"]`` (an absolute
     path every node can read): ``replicas`` fixed, or ``autoscale=(min, max)`` replicas with
     ``target_ongoing`` requests per replica (Ray Serve's ``target_ongoing_requests``).
     ``max_ongoing`` requests reach one replica at once (its batcher queues them; Ray's
-    default of 5 would starve dynamic batching)."""
+    default of 5 would starve dynamic batching). ``token`` names the shared actor
+    (:func:`shared_actor_name`; default: a new one), ``cpus`` what a replica reserves
+    (default: :func:`replica_cpus`)."""
     import uuid
 
     from rtinfer._deps import require
 
     serve = require("ray.serve", "Serving on Ray")
-    cpus = replica_cpus(settings)
+    cpus = cpus or replica_cpus(settings)
     replica_settings = {**settings, "cores": cpus, "workers": 1, "grpc_port": None}
     # One shared actor per deployment of the application: a redeploy starts from no records.
     # (A Serve config's builder passes a token of its arguments: re-reading the same config
@@ -188,10 +191,7 @@ def application(settings: Mapping[str, Any], *, replicas: int | None = 1,
     else:
         options["num_replicas"] = replicas or 1
     deployment = serve.deployment(serve.ingress()(Rtinfer), **options)
-    app = deployment.bind(replica_settings, shared_name)
-    app.rtinfer_shared = shared_name  # for run() to remove it with the application
-    app.rtinfer_cpus = cpus
-    return app
+    return deployment.bind(replica_settings, shared_name)
 
 
 def shared_actor_name(app_name: str, token: str) -> str:
@@ -204,6 +204,8 @@ def build(args: Mapping[str, Any]) -> Any:
     or ``api_key_env``, ``replicas``, ``min_replicas``/``max_replicas``, ``target_ongoing``,
     ``threads``, ``poll_s``, ``max_body_mb``, ``max_batch_size``, ``max_queue_delay_us``,
     ``drain_s``."""
+    import hashlib
+    import json
     import os
 
     known = {"repo", "api_key", "api_key_env", "replicas", "min_replicas", "max_replicas",
@@ -232,9 +234,6 @@ def build(args: Mapping[str, Any]) -> Any:
     autoscale = None
     if "min_replicas" in args or "max_replicas" in args:
         autoscale = (int(args.get("min_replicas", 1)), int(args.get("max_replicas", 1)))
-    import hashlib
-    import json
-
     token = hashlib.sha256(json.dumps(dict(args), sort_keys=True, default=str).encode())
     return application(settings, replicas=_int(args.get("replicas")) or 1, autoscale=autoscale,
                        target_ongoing=float(args.get("target_ongoing", 2.0)),
@@ -284,8 +283,7 @@ def _reachable(address: str) -> None:
     where = address.removeprefix("ray://")
     host, _, port = where.rpartition(":")
     try:
-        with socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=5):
-            pass
+        socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=5).close()
     except ValueError:
         raise ValueError(f"{address!r} is not host:port") from None
     except OSError as exc:
@@ -303,7 +301,7 @@ def run(settings: Mapping[str, Any], *, address: str | None, host: str, port: in
     where Serve already runs, its HTTP options are kept."""
     import os
     import signal
-    import threading
+    import uuid
 
     if ingress not in INGRESS:
         raise RtinferError(f"unknown Ray ingress {ingress!r}; choose one of {list(INGRESS)}")
@@ -312,40 +310,37 @@ def run(settings: Mapping[str, Any], *, address: str | None, host: str, port: in
     ray = connect(address)
     from ray import serve
 
-    app = application(settings, replicas=replicas, autoscale=autoscale,
-                      target_ongoing=target_ongoing, name=name)
+    cpus, token = replica_cpus(settings), uuid.uuid4().hex[:12]
     least = autoscale[0] if autoscale is not None else (replicas or 1)
     total = ray.cluster_resources().get("CPU", 0)
     # (a cluster's autoscaler may add nodes: only a local instance is known to be short)
-    if address is None and least and app.rtinfer_cpus * least > total:
-        raise RtinferError(f"{least} replica(s) of {app.rtinfer_cpus} CPU(s) need "
-                           f"{app.rtinfer_cpus * least} CPUs; the Ray cluster has {total:g}: "
-                           "give fewer replicas or threads")
+    if address is None and least and cpus * least > total:
+        raise RtinferError(f"{least} replica(s) of {cpus} CPU(s) need {cpus * least} CPUs; "
+                           f"the Ray cluster has {total:g}: give fewer replicas or threads")
+    app = application(settings, replicas=replicas, autoscale=autoscale,
+                      target_ongoing=target_ongoing, name=name, token=token, cpus=cpus)
     serve.start(http_options={"host": host, "port": port})
 
-    def interrupt(*_: Any) -> None:  # while deploying: stop it, and clean up below
+    def interrupt(*_: Any) -> None:  # while deploying or serving: stop, and clean up below
         raise KeyboardInterrupt
 
     saved = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        try:
-            serve.run(app, name=name, route_prefix="/", blocking=False)
-        except RuntimeError as exc:  # a replica failed to start: Serve's message says why
-            raise RtinferError(f"the application failed to deploy on Ray: "
-                               f"{str(exc).strip()[-1500:]}") from None
-        stop = threading.Event()
-        for sig in saved:
-            signal.signal(sig, lambda *_: stop.set())
-        stop.wait()
-    except KeyboardInterrupt:  # stopped while deploying
-        pass
+        with contextlib.suppress(KeyboardInterrupt):  # the way to stop
+            try:
+                serve.run(app, name=name, route_prefix="/", blocking=False)
+            except RuntimeError as exc:  # a replica failed to start: Serve's message says why
+                raise RtinferError(f"the application failed to deploy on Ray: "
+                                   f"{str(exc).strip()[-1500:]}") from None
+            while True:  # until SIGTERM/SIGINT (another signal's handler may wake pause)
+                signal.pause()
     finally:
         for sig, handler in saved.items():
             signal.signal(sig, handler)
         with contextlib.suppress(Exception):  # nothing deployed: nothing to delete
             serve.delete(name)  # replicas drain (graceful_shutdown_timeout_s) and stop
         with contextlib.suppress(ValueError):  # never created: no replica started
-            ray.kill(ray.get_actor(app.rtinfer_shared, namespace=NAMESPACE))
+            ray.kill(ray.get_actor(shared_actor_name(name, token), namespace=NAMESPACE))
         if address is None:
             serve.shutdown()
             ray.shutdown()

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +29,10 @@ __all__ = ["Table", "class_names", "encode_labels", "input_columns", "read_store
 Table = dict[str, np.ndarray]
 
 
-def read_table(path: Path) -> Table:
-    """The columns of a CSV (header row), Parquet or ``.npz`` file."""
+def read_table(path: Path, raw: Collection[str] = ()) -> Table:
+    """The columns of a CSV (header row), Parquet or ``.npz`` file. Columns named in ``raw``
+    stay as the file holds them (an id: CSV text "007", Parquet's own int64), the others
+    become numbers when every value is one."""
     suffix = path.suffix.lower()
     if suffix == ".npz":
         table = _read_npz(path)
@@ -42,10 +44,10 @@ def read_table(path: Path) -> Table:
             arrow = pq.read_table(str(path))
         except Exception as exc:  # pyarrow raises its own ArrowInvalid etc.
             raise TaskError(f"{path}: cannot read it as Parquet ({exc})") from None
-        table = {name: _column(arrow.column(name).to_pylist(), path, name)
+        table = {name: _column(arrow.column(name).to_pylist(), path, name, name in raw)
                  for name in arrow.column_names}
     else:
-        table = _read_csv(path)
+        table = _read_csv(path, raw)
     _check_lengths(table, str(path))
     return table
 
@@ -91,7 +93,7 @@ def _check_lengths(table: Table, where: str) -> None:
         raise TaskError(f"{where}: needs columns of one common, non-zero length; got {lengths}")
 
 
-def _read_csv(path: Path) -> Table:
+def _read_csv(path: Path, raw: Collection[str] = ()) -> Table:
     try:
         with path.open(newline="", encoding="utf-8-sig") as f:  # Excel's BOM
             rows = list(csv.reader(f))
@@ -108,14 +110,17 @@ def _read_csv(path: Path) -> Table:
             raise TaskError(f"{path}: line {i} has {len(row)} fields but the header has "
                             f"{len(header)}; fix or remove that row (quote fields that "
                             "contain commas)")
-    return {name: _column([r[j] for r in rows[1:]], path, name)
+    return {name: _column([r[j] for r in rows[1:]], path, name, name in raw)
             for j, name in enumerate(header)}
 
 
-def _column(values: Sequence[Any], path: Path, name: str) -> np.ndarray:
-    """Numbers when every value is one, else strings (never an object array)."""
+def _column(values: Sequence[Any], path: Path, name: str, raw: bool = False) -> np.ndarray:
+    """Numbers when every value is one, else strings (never an object array); with ``raw``
+    the values as they are."""
     if any(v is None or v == "" for v in values):
         raise TaskError(f"{path}: column '{name}' has empty values; fill or drop them")
+    if raw:
+        return np.asarray(values)
     try:
         return np.asarray([float(v) for v in values], dtype=np.float64)
     except (TypeError, ValueError):
