@@ -146,9 +146,6 @@ class GuardConfig:
             args["sample"] = float(args["sample"])
         return cls(**args)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
 
 def _guard_value(text: str) -> Any:
     """A command-line guard value: a number where it reads as one, else the text."""

@@ -141,8 +141,10 @@ def write(model: Any, out: str | Path, name: str, *,
     entries = recipe.to_dict() if isinstance(recipe, Recipe) else {
         "format_version": RECIPE_FORMAT, "passes": [dict(p) for p in recipe]}
     ref = None
-    if reference is not None and _sha(reference) != _sha(model):
-        ref = _reference(folder, reference, held, threads, task)
+    if reference is not None and reference is not model:
+        sha = _sha(reference)
+        if sha != _sha(model):
+            ref = _reference(folder, reference, sha, held, threads, task)
     art = save_artifact(
         model, out, name, recipe=entries,
         measurements={"accuracy": held.get(label, {}),
@@ -160,14 +162,13 @@ def _sha(model: Any) -> str:
     return sha256_file(model.path)
 
 
-def _reference(folder: Path, original: Any, held: Mapping[str, Any], threads: int | None,
-               task: Any) -> dict[str, Any]:
-    """The version of ``folder`` that holds ``original`` (written now when none does)."""
-    from rtinfer.deploy.artifact import MANIFEST, save_artifact
+def _reference(folder: Path, original: Any, sha: str, held: Mapping[str, Any],
+               threads: int | None, task: Any) -> dict[str, Any]:
+    """The version of ``folder`` that holds ``original`` (file hash ``sha``; written now when
+    none does)."""
+    from rtinfer.deploy.artifact import MANIFEST, _versions, save_artifact
 
-    sha = _sha(original)
-    for version in sorted((int(p.name) for p in folder.glob("[0-9]*")
-                           if p.name.isdigit() and (p / MANIFEST).is_file()), reverse=True):
+    for version in reversed(_versions(folder)):
         try:
             manifest = json.loads((folder / str(version) / MANIFEST).read_text())
             same = manifest["files"][manifest["model_file"]]["sha256"] == sha

@@ -111,7 +111,6 @@ class Guard:
         self.dropped = 0                  # samples the full queue turned away
         self.captured = 0
         self.failed = 0                   # samples the reference could not run
-        self.rollbacks = 0
         self.rolled_back_after: int | None = None  # rows scored when it last rolled back
 
     # -- the request path: two cheap calls ----------------------------------------------------
@@ -149,7 +148,7 @@ class Guard:
                 for row, score in enumerate(scores):
                     self._score(float(score))
                     if self.capture_dir is not None and self._disagrees(float(score)):
-                        await self._capture(sample.feeds, row)
+                        await self._capture(self.capture_dir, sample.feeds, row)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the reference is unloaded, busy or broken: not scored
@@ -178,7 +177,6 @@ class Guard:
             if self.config.action == "rollback":
                 self._enter("rolled_back", f"rolled back to version {self.reference.version}: "
                                            f"{why}")
-                self.rollbacks += 1
                 self.rolled_back_after = self.samples
                 if self.observer is not None:
                     self.observer.rolled_back()
@@ -202,8 +200,8 @@ class Guard:
         return score < 1.0 if self.config.metric == "top1_agreement" else \
             score < self.config.threshold
 
-    async def _capture(self, feeds: dict[str, np.ndarray], row: int) -> None:
-        if self.captured >= self.config.capture_max or self.capture_dir is None:
+    async def _capture(self, folder: Path, feeds: dict[str, np.ndarray], row: int) -> None:
+        if self.captured >= self.config.capture_max:
             return
         self.captured += 1
         one = ({k: v[row:row + 1] for k, v in feeds.items()} if self.primary.batchable
@@ -211,7 +209,6 @@ class Guard:
         # Unique across worker processes and restarts: the time, the process, a counter.
         name = (f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.getpid()}-"
                 f"{self.captured:06d}.npz")
-        folder = self.capture_dir
         try:
             await asyncio.to_thread(_write_npz, folder, name, one)
         except (OSError, TypeError, ValueError) as exc:
@@ -256,8 +253,7 @@ class Guard:
         guard settings): a reload is no way back from a rollback."""
         self._scores, self._sum = deque(old._scores, maxlen=self.config.window), old._sum
         self.state, self.reason, self.since = old.state, old.reason, old.since
-        for key in ("samples", "dropped", "captured", "failed", "rollbacks",
-                    "rolled_back_after"):
+        for key in ("samples", "dropped", "captured", "failed", "rolled_back_after"):
             setattr(self, key, getattr(old, key))
 
     def stop(self) -> None:
@@ -300,7 +296,7 @@ def _write_npz(folder: Path, name: str, arrays: dict[str, np.ndarray]) -> None:
     if folder.is_symlink():
         raise OSError(errno.ELOOP, "the capture folder became a link", str(folder))
     buffer = io.BytesIO()
-    np.savez(buffer, **{f"{k}": v for k, v in arrays.items()})  # type: ignore[arg-type]
+    np.savez(buffer, **arrays)  # type: ignore[arg-type]  # whole before the file exists
     fd = os.open(folder / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "wb") as fh:
         fh.write(buffer.getvalue())

@@ -191,7 +191,7 @@ class ServerMetrics:
         files, or its whole exposition to the hub."""
         self.refresh()
         if self.hub is not None:
-            await self.hub.push(self.replica, self._own())
+            await self.hub.push(self.replica, self._prom.generate_latest(self.registry).decode())
 
     def close(self) -> None:
         """This worker is stopping: its gauges leave the shared files (shared mode)."""
@@ -209,12 +209,9 @@ class ServerMetrics:
         """The metrics as Prometheus text: with a hub, every replica's merged."""
         if self.hub is None:
             return self.exposition()
-        await self.hub.push(self.replica, self._own())
+        await self.share()  # this replica's figures as of now, then everyone's
         merged = merge_expositions(await self.hub.pull())
         return merged, self._prom.CONTENT_TYPE_LATEST
-
-    def _own(self) -> str:
-        return self._prom.generate_latest(self.registry).decode()
 
 
 class MetricsHub(Protocol):
@@ -335,13 +332,14 @@ class _SharedGauges:
                                "(rtinfer serve --workers does this for its workers)")
         self.repository = repository
         self.folder = folder
-        self.gauges = [prom.Gauge(name, doc, _LABELS, registry=None, multiprocess_mode=mode)
-                       for name, doc, mode in _GAUGES]
-        self.guard_gauges = [prom.Gauge(name, doc, _LABELS, registry=None,
-                                        multiprocess_mode=mode)
-                             for name, doc, mode in _GUARD_GAUGES]
-        self.written: set[tuple[str, str]] = set()
-        self.guarded: set[tuple[str, str]] = set()
+        # Each group: its gauges, where their values come from, what a version no longer
+        # reported here writes (not served here: 0; no longer guarded: healthy, not stale),
+        # and the versions written so far.
+        self.groups: list[tuple[list[Any], Any, tuple[float, ...], set[tuple[str, str]]]] = [
+            ([prom.Gauge(name, doc, _LABELS, registry=None, multiprocess_mode=mode)
+              for name, doc, mode in gauges], values, absent, set())
+            for gauges, values, absent in ((_GAUGES, _gauge_values, (0, 0, 0)),
+                                           (_GUARD_GAUGES, _guard_values, (1.0, 0)))]
 
     def collector(self, registry: Any) -> None:
         from prometheus_client.multiprocess import MultiProcessCollector
@@ -349,20 +347,14 @@ class _SharedGauges:
         MultiProcessCollector(registry, path=str(self.folder))
 
     def refresh(self) -> None:
-        current = dict(_gauge_values(self.repository))
-        for key in self.written - set(current):  # retired or unloaded here: not served here
-            current[key] = (0, 0, 0)
-        for key, values in current.items():
-            for gauge, value in zip(self.gauges, values, strict=True):
-                gauge.labels(*key).set(value)
-        self.written |= set(current)
-        guarded = dict(_guard_values(self.repository))
-        for key in self.guarded - set(guarded):  # no longer guarded here: healthy, not stale
-            guarded[key] = (1.0, 0)
-        for key, values in guarded.items():
-            for gauge, value in zip(self.guard_gauges, values, strict=True):
-                gauge.labels(*key).set(value)
-        self.guarded |= set(guarded)
+        for gauges, values, absent, written in self.groups:
+            current: dict[tuple[str, str], tuple[float, ...]] = dict(values(self.repository))
+            for key in written - set(current):  # retired, unloaded or unguarded here
+                current[key] = absent
+            for key, row in current.items():
+                for gauge, value in zip(gauges, row, strict=True):
+                    gauge.labels(*key).set(value)
+            written |= set(current)
 
     def forget_dead_workers(self) -> None:
         """Drop the live gauges of workers that died without :meth:`close` (killed)."""

@@ -93,11 +93,11 @@ class ModelRepository:
                 raise ModelNotFoundError(f"model '{name}' is not ready: {self._why(name)}")
             raise ModelNotFoundError(f"unknown model '{name}'; this server has {known}")
         if version is None:
-            routed = self.routed.get(name)
-            default = set(versions) if routed is None else routed & set(versions)
-            if not default:  # only a guard's reference is loaded: it is no default
+            routed = self.routed.get(name)  # (every request: no sets built here)
+            default = max((v for v in versions if routed is None or v in routed), default=None)
+            if default is None:  # only a guard's reference is loaded: it is no default
                 raise ModelNotFoundError(f"model '{name}' is not ready: {self._why(name)}")
-            served = versions[max(default)]
+            served = versions[default]
         elif not _is_number(version) or int(version) not in versions:
             raise ModelNotFoundError(f"model '{name}' has no ready version {version}; it "
                                      f"serves versions {sorted(versions)}")

@@ -59,14 +59,14 @@ def routes(ctx: dict[str, Any]) -> list[Route]:
     async def model_ready(request: Request) -> Response:
         try:
             found(request)
-        except (ModelNotFoundError, ModelUnavailableError) as exc:
+        except ModelNotFoundError as exc:
             return error_response(classify(exc))
         return Response(status_code=200)
 
     async def model_metadata(request: Request) -> Response:
         try:
             served = found(request)
-        except (ModelNotFoundError, ModelUnavailableError) as exc:
+        except ModelNotFoundError as exc:
             return error_response(classify(exc))
         versions = [str(v) for v in sorted(repo.served.get(served.name, {}))]
         return JSONResponse(served.metadata(versions))
@@ -101,7 +101,7 @@ def routes(ctx: dict[str, Any]) -> list[Route]:
     async def model_stats(request: Request) -> Response:
         try:
             served = found(request)
-        except (ModelNotFoundError, ModelUnavailableError) as exc:
+        except ModelNotFoundError as exc:
             return error_response(classify(exc))
         stats = served.batcher.stats
         return JSONResponse({"model_stats": [{
