@@ -41,13 +41,15 @@ def test_overload_is_invalid_with_the_queue_in_p99_and_light_load_is_valid(
                        tmp_path / "over")
     assert light["validity"] == "VALID" and light["meets_objective"], light["invalid_reasons"]
     assert light["latency_ms"]["n"] >= 662  # what early stopping needs for a p99 claim
+    assert light["schedule"]["not_issued"] == 0
     assert over["validity"] == "INVALID" and not over["meets_objective"]
-    assert "latency bound at p99 not met" in over["invalid_reasons"]
+    assert any(r.startswith("latency bound at p99 not met") for r in over["invalid_reasons"])
     # Open loop, latency from the scheduled time: at 2x capacity the queue grows for the whole
     # run, so p99 is the queue's length in time, far above the service time and the objective.
     assert over["latency_ms"]["p99"] > slo > 10 * light["latency_ms"]["p50"]
-    assert over["latency_ms"]["p99"] == pytest.approx(
-        over["loadgen"]["percentiles_ms"]["99.00"], rel=0.1)  # our estimator agrees with LoadGen
+    # what the queue held when issuing stopped is counted, not served for as long again
+    assert over["schedule"]["not_issued"] > 0
+    assert over["throughput"]["samples_per_s"] < 0.75 * over["load"]["qps"]
     assert over["load"]["loop"].startswith("open") and over["load"]["latency_from"] == (
         "scheduled issue time")
 

@@ -1,4 +1,4 @@
-"""`rtinfer bench` and `rtinfer report` from the command line: JSON results beside LoadGen's
+"""`rtinfer bench` and `rtinfer report` from the command line: JSON results beside the run's
 logs, and one self-contained HTML page comparing runs."""
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def test_bench_cli_prints_the_verdict_and_keeps_logs_beside_the_json(
     result = json.loads(two_runs[0].read_text())
     logs = two_runs[0].with_name("light-loadgen")
     assert Path(result["logs"]["dir"]) == logs
-    assert (logs / "mlperf_log_summary.txt").is_file()
+    assert (logs / "server_queries.npz").is_file()
     assert result["load"]["scenario"] == "server" and result["load"]["qps"] == 100
     assert result["objective"]["p99_ms"] == 50 and result["series"] == "chain"
     assert result["target"]["engine"]["threads"] == 1

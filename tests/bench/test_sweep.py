@@ -60,7 +60,7 @@ def test_sweep_writes_a_config_that_meets_the_objective_when_rerun(
     assert best is not None and best["qps"] > 0 and best["p99_ms"] <= 300
     assert best["qps"] == max(r["qps"] or 0 for r in sweep["rows"])
     assert swept(read_config(model)) == best["config"]
-    assert (Path(sweep["runs"][0]["logs"]["dir"]) / "mlperf_log_detail.txt").is_file()
+    assert (Path(sweep["runs"][0]["logs"]["dir"]) / "server_queries.npz").is_file()
 
     # Re-run from the written config alone (no serving options on the command line). The
     # sweep's QPS sits at the edge of what held twice; the other test worker shares these two

@@ -1,23 +1,30 @@
-"""MLPerf LoadGen drives the load; rtinfer supplies the samples, the target and the report.
+"""Load tests: MLPerf LoadGen drives the closed scenarios, rtinfer's open loop the server one.
 
     target = open_target("http://127.0.0.1:8000/v2/models/intent")
     result = run_loadgen(target, load_samples(kit="intent"),
                          LoadSpec("server", qps=40, slo_p99_ms=50, duration_s=10), "results/a")
     result["validity"], result["latency_ms"]["p99"]
 
-Why LoadGen: it schedules queries itself (Poisson arrivals at the target QPS in the server
-scenario, open loop), and counts every latency from the *scheduled* issue time, so a target
-that falls behind cannot hide its queue (no coordinated omission); and it judges each run
-VALID or INVALID by MLPerf's rules (minimum duration and query count, the latency bound at the
-99th percentile, early stopping). Its logs (``mlperf_log_summary.txt``, ``_detail.txt``, the
-trace) are kept in ``out_dir``; rtinfer reads the verdict from the detail log's ``:::MLLOG``
-lines and the per-sample latencies from the trace, then summarises them with its own named
-estimator (LoadGen's figures are kept beside them).
+single-stream, multi-stream and offline run on MLPerf LoadGen: it schedules each query,
+counts every latency from the *scheduled* issue time, and judges each run VALID or INVALID by
+MLPerf's rules (minimum duration and query count, early stopping). Its logs
+(``mlperf_log_summary.txt``, ``_detail.txt``, the trace) are kept in ``out_dir``; rtinfer reads
+the verdict from the detail log's ``:::MLLOG`` lines and the per-sample latencies from the
+trace, then summarises them with its own named estimator (LoadGen's figures beside them).
+
+The server scenario (open loop, Poisson arrivals at ``qps``) runs on
+:mod:`rtinfer.bench.openloop` by the same rules: latency from the scheduled time, p99 within
+the bound, LoadGen's early-stopping test. LoadGen's own server scenario builds its whole
+schedule first and issues every query of it however late, so a load far past capacity took
+``qps x duration / capacity`` seconds and ~460 bytes a query (200,000 QPS for 15 s: 3 M
+queries, minutes and GBs); the open loop draws arrivals as they come, stops issuing at the
+duration, counts what it could not issue and says INVALID with the capacity it measured.
 
 LoadGen calls ``issue`` on its own thread, holding the GIL, so ``issue`` only queues the work;
 ``target.concurrency`` worker threads run it and report completion. While a test runs, the
 interpreter's thread switch interval is lowered to 0.2 ms (restored afterwards) so the issue
-thread gets the GIL promptly; LoadGen's per-sample issue delay is reported all the same.
+thread (or a worker waking for its next arrival) gets the GIL promptly; the client's own issue
+delay is reported all the same.
 """
 
 from __future__ import annotations
@@ -30,8 +37,9 @@ import shutil
 import sys
 import threading
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +48,7 @@ import numpy as np
 from rtinfer._deps import require
 from rtinfer._progress import Progress
 from rtinfer.bench.inprocess import SCHEMA
+from rtinfer.bench.openloop import DRAIN_S, OpenLoopRun, early_stopping_met, run_open_loop
 from rtinfer.bench.resources import ResourceMonitor, bottleneck_warnings
 from rtinfer.bench.samples import Samples
 from rtinfer.bench.stats import latency_summary
@@ -51,6 +60,7 @@ __all__ = ["SCENARIOS", "LoadSpec", "probe_capacity", "run_loadgen"]
 SCENARIOS = ("single-stream", "multi-stream", "server", "offline")
 _SWITCH_INTERVAL_S = 0.0002
 EARLY_STOPPING_MIN = 662  # queries LoadGen's early-stopping rule needs for a p99 claim
+DEFAULT_BOUND_MS = 1000.0  # the latency bound without an objective (LoadGen's server default)
 _LG_SCENARIO = {"single-stream": "SingleStream", "multi-stream": "MultiStream",
                 "server": "Server", "offline": "Offline"}
 _MLLOG = re.compile(r":::MLLOG (\{.*\})")
@@ -85,11 +95,10 @@ class LoadSpec:
 def run_loadgen(target: Target, samples: Samples, load: LoadSpec, out_dir: str | Path,
                 *, series: str | None = None, progress: Progress | None = None
                 ) -> dict[str, Any]:
-    """Warm up, run one LoadGen test of ``load`` against ``target``, return the result dict.
+    """Warm up, run one test of ``load`` against ``target``, return the result dict.
 
     ``series`` names what is measured (e.g. "rtinfer serve", "kserve"): runs of one series
     at several loads form one line in the report."""
-    lg = require("mlperf_loadgen", "Load testing with MLPerf LoadGen")
     say = progress or (lambda _msg: None)
     if not samples.items:
         raise ValueError("no samples to send")
@@ -97,6 +106,115 @@ def run_loadgen(target: Target, samples: Samples, load: LoadSpec, out_dir: str |
     out.mkdir(parents=True, exist_ok=True)
     say("warm-up")
     warm = _warm_up(target, samples)
+    if load.scenario == "server":
+        measured = _run_server(target, samples, load, out, say)
+    else:
+        measured = _run_on_loadgen(target, samples, load, out, warm, say)
+    return _result(target, samples, load, out, warm, series, measured)
+
+
+@dataclass
+class _Measured:
+    """What one run measured, whichever generator drove it (arrays in seconds)."""
+
+    generator: str
+    latencies: np.ndarray     # from the scheduled issue time to the answer
+    issue_delays: np.ndarray  # the client's own lateness in issuing
+    queue_waits: np.ndarray   # queued work waiting for a free worker
+    samples_per_s: float
+    throughput_note: str
+    reasons: list[str]        # empty: VALID
+    errors: int
+    error_examples: list[str]
+    usage: dict[str, Any]
+    batch: int
+    load: dict[str, Any] = field(default_factory=dict)      # joins result["load"]
+    sections: dict[str, Any] = field(default_factory=dict)  # "loadgen" or "schedule"
+    throughput: dict[str, Any] = field(default_factory=dict)
+
+
+@contextmanager
+def _prompt_gil() -> Iterator[None]:
+    # The issue thread (LoadGen's, or a worker waking for its arrival) needs the GIL; with the
+    # default 5 ms switch interval a busy worker delays each scheduled issue by up to 5 ms.
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(_SWITCH_INTERVAL_S)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(switch)
+
+
+def _run_server(target: Target, samples: Samples, load: LoadSpec, out: Path,
+                say: Progress) -> _Measured:
+    bound_s = (load.slo_p99_ms or DEFAULT_BOUND_MS) / 1e3
+    min_queries = EARLY_STOPPING_MIN if load.min_queries is None else load.min_queries
+    qps = float(load.qps or 1.0)
+    monitor = ResourceMonitor(target.pid)
+    tids = monitor.target_tids if isinstance(target, InProcessTarget) else monitor.client_tids
+    say(f"server: {qps:g} QPS, Poisson arrivals, for {load.duration_s:g} s")
+    with _prompt_gil():
+        monitor.start()
+        try:
+            run = run_open_loop(target, samples, qps=qps, duration_s=load.duration_s,
+                                bound_s=bound_s, min_queries=min_queries, seed=load.seed,
+                                on_thread=lambda t: tids.add(t.native_id or 0))
+        finally:
+            usage = monitor.stop()
+    np.savez_compressed(out / "server_queries.npz", latency_s=run.latencies,
+                        queue_wait_s=run.queue_waits, issue_delay_s=run.issue_delays)
+    return _Measured(
+        generator="rtinfer open loop (Poisson arrivals drawn as they come)",
+        latencies=run.latencies, issue_delays=run.issue_delays, queue_waits=run.queue_waits,
+        samples_per_s=run.achieved_qps,
+        throughput_note="completed queries from the start to the last completion: the "
+                        "target's capacity when offered more than it carries",
+        reasons=_server_verdict(run, bound_s, min_queries), errors=run.errors,
+        error_examples=run.error_examples, usage=usage, batch=1,
+        load={"effective_min_query_count": min_queries,
+              "effective_min_duration_ms": run.duration_s * 1e3},
+        sections={"loadgen": None, "schedule": {
+            "offered_qps": qps, "duration_s": run.duration_s, "scheduled": run.scheduled,
+            "issued": run.issued, "not_issued": run.not_issued, "late": run.late,
+            "late_means": f"sent more than {bound_s * 1e3:g} ms (the bound) after due",
+            "completed": run.completed, "unfinished": run.unfinished,
+            "achieved_qps": run.achieved_qps,
+            "end": f"issuing stops {bound_s * 1e3:g} ms after the duration; calls in flight "
+                   f"then get {DRAIN_S:g} s"}},
+        throughput={"scheduled_samples_per_s": run.scheduled / run.duration_s})
+
+
+def _server_verdict(run: OpenLoopRun, bound_s: float, min_queries: int) -> list[str]:
+    """LoadGen's server rules on an open-loop run, plus what LoadGen never has to say: that
+    scheduled queries were not issued (counted as over the bound)."""
+    bound_ms = bound_s * 1e3
+    reasons = []
+    if run.not_issued or run.unfinished:
+        reasons.append(
+            f"overloaded: offered {run.qps:,.0f} QPS, achieved {run.achieved_qps:,.1f} QPS "
+            f"(the target's capacity at this load); {run.not_issued:,} of "
+            f"{run.scheduled:,} scheduled queries not issued, {run.late:,} issued more than "
+            f"{bound_ms:g} ms late" + (f", {run.unfinished:,} unanswered after the "
+                                       f"{DRAIN_S:g} s drain" if run.unfinished else ""))
+    if run.completed < min_queries:
+        reasons.append(f"minimum query count not met ({run.completed:,} answered < "
+                       f"{min_queries:,})")
+    p99_ms = float(np.percentile(run.latencies, 99) * 1e3) if run.completed else None
+    if p99_ms is not None and p99_ms > bound_ms:
+        reasons.append(f"latency bound at p99 not met: p99 {p99_ms:,.2f} ms > {bound_ms:g} ms"
+                       " (answered queries)")
+    over = int(np.count_nonzero(run.latencies > bound_s)) + run.not_issued + run.unfinished
+    if not early_stopping_met(run.scheduled, over):
+        reasons.append(f"early stopping not met: {over:,} of {run.scheduled:,} queries over "
+                       f"{bound_ms:g} ms (not issued or unanswered ones counted as over)")
+    if run.errors:
+        reasons.append(f"{run.errors} requests failed, e.g. {run.error_examples[0]}")
+    return reasons
+
+
+def _run_on_loadgen(target: Target, samples: Samples, load: LoadSpec, out: Path,
+                    warm: float, say: Progress) -> _Measured:
+    lg = require("mlperf_loadgen", "Load testing with MLPerf LoadGen")
     expected = load.qps
     if load.scenario == "offline" and not expected:
         say("offline: probing capacity")
@@ -114,20 +232,16 @@ def run_loadgen(target: Target, samples: Samples, load: LoadSpec, out_dir: str |
     log.log_output.copy_summary_to_stdout = False
     log.enable_trace = True
     say(f"{load.scenario}: running LoadGen")
-    # LoadGen's issue thread needs the GIL to call back into Python; with the default 5 ms
-    # switch interval a busy worker delays each scheduled issue by up to 5 ms.
-    switch = sys.getswitchinterval()
-    sys.setswitchinterval(_SWITCH_INTERVAL_S)
-    monitor.start()
-    try:
-        lg.StartTestWithLogSettings(sut, qsl, settings, log)
-    finally:
-        usage = monitor.stop()
-        sys.setswitchinterval(switch)
-        driver.stop()
-        lg.DestroyQSL(qsl)
-        lg.DestroySUT(sut)
-    return _result(target, samples, load, out, usage, driver, warm, series)
+    with _prompt_gil():
+        monitor.start()
+        try:
+            lg.StartTestWithLogSettings(sut, qsl, settings, log)
+        finally:
+            usage = monitor.stop()
+            driver.stop()
+            lg.DestroyQSL(qsl)
+            lg.DestroySUT(sut)
+    return _from_loadgen_logs(out, driver, usage)
 
 
 def _settings(lg: Any, load: LoadSpec, warm_s: float, n_samples: int,
@@ -140,13 +254,8 @@ def _settings(lg: Any, load: LoadSpec, warm_s: float, n_samples: int,
         1 if load.scenario == "offline" else EARLY_STOPPING_MIN)
     ts.performance_sample_count_override = n_samples
     ts.schedule_rng_seed = ts.sample_index_rng_seed = ts.qsl_rng_seed = load.seed
-    slo_ns = int((load.slo_p99_ms or 1000.0) * 1e6)
     warm_ns = max(int(warm_s * 1e9), 1000)
-    if load.scenario == "server":
-        ts.server_target_qps = float(load.qps or 1.0)
-        ts.server_target_latency_ns = slo_ns
-        ts.server_target_latency_percentile = 0.99
-    elif load.scenario == "single-stream":
+    if load.scenario == "single-stream":
         ts.single_stream_expected_latency_ns = warm_ns
         ts.single_stream_target_latency_percentile = 0.99
     elif load.scenario == "multi-stream":
@@ -307,8 +416,8 @@ def _cdf(seconds: np.ndarray) -> list[list[float]]:
             zip(qs, np.percentile(seconds * 1e3, qs, method="linear"), strict=True)]
 
 
-def _result(target: Target, samples: Samples, load: LoadSpec, out: Path, usage: dict[str, Any],
-            driver: _Driver, warm_s: float, series: str | None) -> dict[str, Any]:
+def _from_loadgen_logs(out: Path, driver: _Driver, usage: dict[str, Any]) -> _Measured:
+    """LoadGen's verdict from its detail log, per-sample figures from its trace."""
     detail = read_detail_log(out / "mlperf_log_detail.txt")
     trace = out / "mlperf_log_trace.json"
     delays, latencies, rate = read_trace(trace) if trace.is_file() else (
@@ -317,9 +426,8 @@ def _result(target: Target, samples: Samples, load: LoadSpec, out: Path, usage: 
         with trace.open("rb") as src, gzip.open(f"{trace}.gz", "wb") as dst:
             shutil.copyfileobj(src, dst)
         trace.unlink()
-    lg_valid = detail.get("result_validity") == "VALID"
     reasons = []
-    if not lg_valid:
+    if detail.get("result_validity") != "VALID":
         reasons.append(f"LoadGen: {str(detail.get('result_invalid_reason') or '').strip()}")
         for key, what in (("result_min_duration_met", "minimum duration"),
                           ("result_min_queries_met", "minimum query count"),
@@ -329,17 +437,43 @@ def _result(target: Target, samples: Samples, load: LoadSpec, out: Path, usage: 
                 reasons.append(f"{what} not met")
     if driver.error_count:
         reasons.append(f"{driver.error_count} requests failed, e.g. {driver.errors[0]}")
-    latency = latency_summary(latencies) if latencies.size else None
-    delay_p99 = float(np.percentile(delays, 99) * 1e3) if delays.size else None
-    warnings = bottleneck_warnings(usage, delay_p99, load.slo_p99_ms)
-    waits = np.asarray(driver.waits)
     lg_pct = {k.removeprefix("result_").removesuffix("_percentile_latency_ns"): v / 1e6
               for k, v in detail.items()
               if k.startswith("result_") and k.endswith("percentile_latency_ns")}
+    return _Measured(
+        generator="MLPerf LoadGen " + str(detail.get("loadgen_version", "")),
+        latencies=latencies, issue_delays=delays, queue_waits=np.asarray(driver.waits),
+        samples_per_s=rate, throughput_note="samples from the first scheduled issue to the "
+                                            "last completion",
+        reasons=reasons, errors=driver.error_count, error_examples=driver.errors,
+        usage=usage, batch=driver.batch,
+        load={"effective_min_query_count": detail.get("effective_min_query_count"),
+              "effective_min_duration_ms": detail.get("effective_min_duration_ms")},
+        sections={"loadgen": {
+            "validity": detail.get("result_validity"),
+            "early_stopping": detail.get("early_stopping_result"),
+            "query_count": detail.get("result_query_count"),
+            "overlatency_query_count": detail.get("result_overlatency_query_count"),
+            "percentiles_ms": lg_pct,
+            "estimator": "LoadGen's own (sorted samples, index at the percentile)"}},
+        throughput={"loadgen_samples_per_s": detail.get("result_completed_samples_per_sec")
+                    or detail.get("result_samples_per_second")
+                    or detail.get("result_qps_with_loadgen_overhead"),
+                    "scheduled_samples_per_s": detail.get("result_scheduled_samples_per_sec")})
+
+
+def _p99_ms(seconds: np.ndarray) -> float | None:
+    return float(np.percentile(seconds, 99) * 1e3) if seconds.size else None
+
+
+def _result(target: Target, samples: Samples, load: LoadSpec, out: Path, warm_s: float,
+            series: str | None, m: _Measured) -> dict[str, Any]:
+    latency = latency_summary(m.latencies) if m.latencies.size else None
+    delay_p99 = _p99_ms(m.issue_delays)
     model = None
     if isinstance(target, InProcessTarget):
-        m = target.sessions[0].model
-        model = {"source": m.source.to_dict(), "path": str(m.path)}
+        src = target.sessions[0].model
+        model = {"source": src.source.to_dict(), "path": str(src.path)}
     p99 = latency["p99"] if latency else None
     return {
         "schema": SCHEMA,
@@ -350,46 +484,32 @@ def _result(target: Target, samples: Samples, load: LoadSpec, out: Path, usage: 
         "target": target.describe(),
         "model": model,
         "samples": samples.describe(),
-        "load": {**asdict(load), "generator": "MLPerf LoadGen "
-                 + str(detail.get("loadgen_version", "")),
+        "load": {**asdict(load), "generator": m.generator,
                  "loop": "open (Poisson arrivals)" if load.scenario == "server" else "closed"
                  if load.scenario != "offline" else "all queries at once",
-                 "latency_from": "scheduled issue time", "batch": driver.batch,
-                 "concurrency": target.concurrency,
-                 "effective_min_query_count": detail.get("effective_min_query_count"),
-                 "effective_min_duration_ms": detail.get("effective_min_duration_ms"),
+                 "latency_from": "scheduled issue time", "batch": m.batch,
+                 "concurrency": target.concurrency, **m.load,
                  "warm_up_median_ms": warm_s * 1e3},
         "objective": {"p99_ms": load.slo_p99_ms},
-        "validity": "VALID" if lg_valid and not driver.error_count else "INVALID",
-        "valid": lg_valid and not driver.error_count,
+        "validity": "INVALID" if m.reasons else "VALID",
+        "valid": not m.reasons,
         "meets_objective": (p99 <= load.slo_p99_ms) if p99 is not None and load.slo_p99_ms
         else None,
-        "invalid_reasons": reasons,
-        "loadgen": {"validity": detail.get("result_validity"),
-                    "early_stopping": detail.get("early_stopping_result"),
-                    "query_count": detail.get("result_query_count"),
-                    "overlatency_query_count": detail.get("result_overlatency_query_count"),
-                    "percentiles_ms": lg_pct,
-                    "estimator": "LoadGen's own (sorted samples, index at the percentile)"},
-        "throughput": {"samples_per_s": rate,
-                       "note": "samples from the first scheduled issue to the last completion",
-                       "loadgen_samples_per_s": detail.get("result_completed_samples_per_sec")
-                       or detail.get("result_samples_per_second")
-                       or detail.get("result_qps_with_loadgen_overhead"),
-                       "scheduled_samples_per_s": detail.get("result_scheduled_samples_per_sec"),
-                       "offered_qps": load.qps},
+        "invalid_reasons": m.reasons,
+        **m.sections,
+        "throughput": {"samples_per_s": m.samples_per_s, "note": m.throughput_note,
+                       **m.throughput, "offered_qps": load.qps},
         "latency_ms": latency,
-        "cdf_ms": _cdf(latencies) if latencies.size else [],
-        "issue_delay_ms": {"p50": float(np.median(delays) * 1e3) if delays.size else None,
-                           "p99": delay_p99},
-        "client_queue_wait_ms": {"p99": float(np.percentile(waits, 99) * 1e3)
-                                 if waits.size else None,
+        "cdf_ms": _cdf(m.latencies) if m.latencies.size else [],
+        "issue_delay_ms": {"p50": float(np.median(m.issue_delays) * 1e3)
+                           if m.issue_delays.size else None, "p99": delay_p99},
+        "client_queue_wait_ms": {"p99": _p99_ms(m.queue_waits),
                                  "note": "time queued work waited for a free worker"},
-        "errors": {"count": driver.error_count, "examples": driver.errors},
-        "resources": usage,
-        "warnings": warnings,
-        "logs": {"dir": str(out), "files": sorted(p.name for p in out.iterdir()
-                                                  if p.name.startswith("mlperf_log"))},
+        "errors": {"count": m.errors, "examples": m.error_examples},
+        "resources": m.usage,
+        "warnings": bottleneck_warnings(m.usage, delay_p99, load.slo_p99_ms),
+        "logs": {"dir": str(out), "files": sorted(
+            p.name for p in out.iterdir() if p.name.startswith(("mlperf_log", "server_")))},
         "environment": environment(),
     }
 
