@@ -1,4 +1,5 @@
-"""Measurement: in-process benchmarks, and MLPerf LoadGen load tests of models and servers."""
+"""Measurement: in-process benchmarks, and load tests of models and servers (MLPerf LoadGen's
+scenarios; the server scenario on rtinfer's open loop)."""
 
 from rtinfer.bench.compare import compare_engines
 from rtinfer.bench.inprocess import SCHEMA, bench_model

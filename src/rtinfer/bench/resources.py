@@ -141,9 +141,10 @@ def bottleneck_warnings(usage: dict[str, Any], issue_delay_p99_ms: float | None,
                    f"{client:.0f}% of that: client and target compete for the CPU")
     limit = 0.1 * objective_ms if objective_ms else 2.0
     if issue_delay_p99_ms is not None and issue_delay_p99_ms > limit:
-        out.append(f"LoadGen issued queries late (p99 issue delay {issue_delay_p99_ms:.2f} ms "
-                   f"> {limit:.2f} ms): the client could not keep the schedule (a busy machine or "
-                   "the client itself); latency still counts from the schedule")
+        out.append(f"the load generator issued queries late (p99 issue delay "
+                   f"{issue_delay_p99_ms:.2f} ms > {limit:.2f} ms): the client could not keep "
+                   "the schedule (a busy machine or the client itself); latency still counts "
+                   "from the schedule")
     return out
 
 

@@ -7,10 +7,10 @@
 In the spirit of Triton's model analyzer: every combination of intra-op threads, instances and
 dynamic batching (max batch size, queue delay) that fits the machine's cores is served
 in-process by rtinfer's engines and batcher; for each, a 1 s closed-loop probe measures its
-capacity C, then server-scenario LoadGen runs offer ``f x C`` QPS for falling fractions ``f``
-until one is VALID with p99 within the objective twice in a row. The best configuration is the
-one with the highest such QPS. Every run's full result is kept, so the report can plot
-throughput against p99.
+capacity C, then server-scenario runs (open loop, Poisson arrivals) offer ``f x C`` QPS for
+falling fractions ``f`` until one is VALID with p99 within the objective twice in a row. The
+best configuration is the one with the highest such QPS. Every run's full result is kept, so
+the report can plot throughput against p99.
 """
 
 from __future__ import annotations

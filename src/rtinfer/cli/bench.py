@@ -1,4 +1,5 @@
-"""``rtinfer bench`` (MLPerf LoadGen load tests and sweeps) and ``rtinfer report``."""
+"""``rtinfer bench`` (load tests on MLPerf LoadGen or rtinfer's open loop, sweeps) and
+``rtinfer report``."""
 
 from __future__ import annotations
 
@@ -35,17 +36,21 @@ def bench(
                                  "grpc://HOST:PORT/NAME (KServe v2 over gRPC)."),
     scenario: str = typer.Option("server", help="single-stream | multi-stream | server | "
                                  "offline"),
-    qps: float | None = typer.Option(None, help="Offered load (server: Poisson arrivals)."),
+    qps: float | None = typer.Option(None, help="Offered load (server: Poisson arrivals; "
+                                     "past the target's capacity the run still ends on "
+                                     "time, INVALID, with the capacity it measured)."),
     slo_p99_ms: float | None = typer.Option(None, "--slo-p99-ms", help="Latency objective "
                                             "at p99 (default: the kit's)."),
-    duration: float = typer.Option(10.0, help="Minimum run length in seconds."),
+    duration: float = typer.Option(10.0, help="Run length in seconds (longer only until "
+                                   "--min-queries are scheduled; server: issuing stops "
+                                   "then, queries not issued by then are counted)."),
     min_queries: int | None = typer.Option(None, help="Minimum queries (default 662, what "
                                            "LoadGen's early stopping needs for p99)."),
     kit: str | None = typer.Option(None, "--kit", help="Samples from a kit's test split."),
     kit_size: str = typer.Option("full", help="Kit build size (full or small)."),
     data: Path | None = typer.Option(None, "--data", help=".npz of input arrays."),
     name: str | None = typer.Option(None, "--name", help="Series name in reports."),
-    out: Path | None = typer.Option(None, "--out", help="Folder for LoadGen's logs "
+    out: Path | None = typer.Option(None, "--out", help="Folder for the run's logs "
                                     "(default: beside --json, else results/bench-<time>)."),
     engine: str | None = typer.Option(None, "--engine", "-e"),
     threads: int | None = typer.Option(None, "--threads", "-t"),
@@ -68,7 +73,8 @@ def bench(
     json_path: Path | None = JsonOpt,
     quiet: bool = QuietOpt,
 ) -> None:
-    """Load-test a model or server with MLPerf LoadGen against a p99 objective."""
+    """Load-test a model or server against a p99 objective (MLPerf LoadGen; server: an open
+    loop that stays bounded in time and memory past capacity)."""
     from rtinfer.bench.samples import load_samples
 
     if kit and slo_p99_ms is None:
@@ -180,12 +186,17 @@ def _print_run(r: dict[str, Any]) -> None:
                   str(lat.get("n", 0)), f"{r['objective']['p99_ms'] or ''}",
                   f"{res['client']['cpu_percent']:.0f}", f"{res['target']['cpu_percent']:.0f}")
     console.print(table)
+    if sched := r.get("schedule"):
+        console.print(f"offered {sched['offered_qps']:,.0f} QPS for {sched['duration_s']:g} s: "
+                      f"{sched['scheduled']:,} scheduled, {sched['issued']:,} issued, "
+                      f"{sched['not_issued']:,} not issued, {sched['late']:,} late; achieved "
+                      f"{sched['achieved_qps']:,.1f} QPS", highlight=False)
     for reason in r["invalid_reasons"]:
         console.print(f"INVALID: {reason}", style="red", highlight=False)
     for w in r["warnings"]:
         console.print(f"warning: {w}", style="yellow", highlight=False)
-    console.print(f"latency from scheduled issue time; {lat.get('estimator', '')}; LoadGen "
-                  f"logs in {r['logs']['dir']}", highlight=False)
+    console.print(f"latency from scheduled issue time; {lat.get('estimator', '')}; logs in "
+                  f"{r['logs']['dir']}", highlight=False)
 
 
 @app.command()
