@@ -6,6 +6,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -134,3 +135,29 @@ def intent_kit():  # type: ignore[no-untyped-def]
 
     with _one_builder("minilm"), _one_builder("intent"):  # its build exports MiniLM too
         return kits.load("intent", size="small")
+
+
+# Keras models (TensorFlow is imported only by the tests that use them).
+@pytest.fixture(scope="session")
+def keras_cnn() -> Any:
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((32, 32, 3), name="image")
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inp)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.Conv2D(16, 3, strides=2, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inp, keras.layers.Dense(10, name="logits")(x), name="cnn")
+
+
+@pytest.fixture(scope="session")
+def keras_mlp() -> Any:
+    """Two named inputs, two named outputs: names and order survive every form."""
+    import keras
+
+    keras.utils.set_random_seed(1)
+    amount, merchant = keras.Input((4,), name="amount"), keras.Input((3,), name="merchant")
+    h = keras.layers.Dense(32, activation="relu")(keras.layers.Concatenate()([amount, merchant]))
+    return keras.Model([amount, merchant], {"score": keras.layers.Dense(1)(h),
+                                            "classes": keras.layers.Dense(2)(h)}, name="mlp")

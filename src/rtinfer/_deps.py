@@ -31,6 +31,10 @@ _EXTRA_OF = {
     "grpc": "serve",
     "tritonclient": "serve",
     "ray": "ray",
+    "ai_edge_litert": "litert",
+    "tensorflow": "tensorflow",
+    "tf2onnx": "tensorflow",
+    "keras": "tensorflow",
 }
 
 

@@ -83,11 +83,15 @@ def _working_threads(session: rtinfer.Session, feeds: dict[str, np.ndarray],
     return sum(1 for w in work if w >= 0.1 * max(work))
 
 
-@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("engine", [*ENGINES, "litert"])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_thread_budget_takes_effect(engine: str, threads: int, cnn: ImportedModel) -> None:
+def test_thread_budget_takes_effect(engine: str, threads: int, cnn: ImportedModel,
+                                    request: pytest.FixtureRequest) -> None:
     if threads > usable_cores():
         pytest.skip(f"needs {threads} usable cores")
+    if engine == "litert":  # LiteRT runs TensorFlow models: the same CNN, built in Keras
+        pytest.importorskip("tensorflow", reason="needs rtinfer[tensorflow]")
+        cnn = rtinfer.import_model(request.getfixturevalue("keras_cnn"))
     feeds = cnn.spec.example_inputs(batch=256)  # enough work per call to be worth splitting
     with rtinfer.load(cnn, engine, threads=threads) as s:
         assert s.threads == threads  # as the runtime itself reports it
@@ -104,7 +108,7 @@ def test_thread_budget_takes_effect(engine: str, threads: int, cnn: ImportedMode
 
 def test_unknown_engine_lists_the_choices(cnn: ImportedModel) -> None:
     with pytest.raises(UnknownEngineError, match=r"unknown engine 'tensorflow'; choose one of "
-                       r"\['onnxruntime', 'openvino', 'torch'\]"):
+                       r"\['onnxruntime', 'openvino', 'torch', 'litert'\]"):
         rtinfer.load(cnn, "tensorflow")
 
 

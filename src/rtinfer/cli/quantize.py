@@ -34,9 +34,12 @@ def quantize(
     data: Path | None = DataOpt,
     method: str = typer.Option("static", help="static or dynamic (ONNX Runtime: MatMulInteger; "
                                "OpenVINO: int8 weights, activations quantized per group at "
-                               "run time)."),
-    engine: str | None = typer.Option(None, help="Whose quantizer: onnxruntime or openvino "
-                                      "(NNCF); the result also runs on that engine. Not "
+                               "run time; LiteRT: TFLite's dynamic range), or float16 "
+                               "(LiteRT). LiteRT's static is TFLite's full integer."),
+    engine: str | None = typer.Option(None, help="Whose quantizer: onnxruntime, openvino "
+                                      "(NNCF) or litert (TFLite's converter, for Keras and "
+                                      "SavedModel models); the result also runs on that "
+                                      "engine. Not "
                                       "given: ONNX Runtime first; when static int8 misses "
                                       "the budget, OpenVINO's int8 weights with run-time "
                                       "activation quantization are tried too."),

@@ -168,7 +168,7 @@ def save_artifact(
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, default=_jsonable))
         (model_dir / CONFIG).write_text(
             triton_config(name, model.spec, max_batch_size=max_batch_size, threads=threads,
-                          instances=instances)
+                          instances=instances, model_filename=model.path.name)
         )
         staging.rename(model_dir / str(version))
     except BaseException:
@@ -186,6 +186,7 @@ def load_artifact(path: str | Path, *, verify: bool = True,
     may share files between versions).
     """
     from rtinfer.models.onnx_file import load_onnx
+    from rtinfer.models.tflite_file import load_tflite
 
     path = Path(path)
     if not is_artifact(path):
@@ -211,7 +212,8 @@ def load_artifact(path: str | Path, *, verify: bool = True,
         _verify_files(path, manifest["files"], bound)
     model_file = relative_inside(path, manifest.get("model_file"), "the manifest's model_file",
                                  bound)
-    model = load_onnx(model_file, source=Source(**manifest["source"]))
+    reader = load_tflite if model_file.suffix.lower() == ".tflite" else load_onnx
+    model = reader(model_file, source=Source(**manifest["source"]))
     stored = ModelSpec.from_dict(manifest["spec"])
     if stored != model.spec:
         raise ArtifactIntegrityError(

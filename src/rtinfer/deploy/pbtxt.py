@@ -105,8 +105,11 @@ def triton_config(
     instances: int = 1,
     dynamic_batching: bool = True,
     max_queue_delay_us: int = 0,
+    model_filename: str | None = None,
 ) -> str:
-    """A ``config.pbtxt`` for Triton's ``onnxruntime_onnx`` platform.
+    """A ``config.pbtxt`` for Triton's ``onnxruntime_onnx`` platform; for a ``.tflite``
+    ``model_filename``, ``backend: "litert"`` (rtinfer's: Triton has no LiteRT backend of its
+    own) and that file as ``default_model_filename``.
 
     When every input and output has a leading batch dimension, the model batches: Triton's
     ``max_batch_size`` is set and the batch axis is left out of ``dims``. Otherwise
@@ -116,8 +119,11 @@ def triton_config(
     batching = max_batch_size > 0 and all(
         t.shape and not isinstance(t.shape[0], int) for t in (*spec.inputs, *spec.outputs)
     )
-    lines = [f'name: "{name}"', 'platform: "onnxruntime_onnx"',
+    tflite = model_filename is not None and model_filename.endswith(".tflite")
+    lines = [f'name: "{name}"', 'backend: "litert"' if tflite else 'platform: "onnxruntime_onnx"',
              f"max_batch_size: {max_batch_size if batching else 0}"]
+    if tflite:
+        lines.append(f'default_model_filename: "{model_filename}"')
     for kind, tensors in (("input", spec.inputs), ("output", spec.outputs)):
         for t in tensors:
             lines.append(_triton_tensor(kind, t, batching))

@@ -372,9 +372,11 @@ def _from_pbtxt(config: ModelConfig, msg: dict[str, list[Any]], path: Path) -> M
         raise ConfigError(f"{path} names the model '{name}' but its folder is "
                           f"'{config.name}'; they must agree (as in Triton)")
     platform = first(msg, "platform") or first(msg, "backend")
-    if platform not in (None, "onnxruntime_onnx", "onnxruntime"):
+    if platform not in (None, "onnxruntime_onnx", "onnxruntime", "litert",
+                        "tensorflow_savedmodel"):
         raise ConfigError(f"{path}: platform '{platform}' is not servable by rtinfer; it "
-                          "serves ONNX models (platform onnxruntime_onnx)")
+                          "serves ONNX models (platform onnxruntime_onnx), .tflite files "
+                          "(backend litert) and SavedModels (tensorflow_savedmodel)")
     batching = first(msg, "dynamic_batching")
     queue = first(batching or {}, "default_queue_policy", {})
     groups = msg.get("instance_group") or []

@@ -3,7 +3,8 @@
     >>> session = rtinfer.load("model.onnx", engine="openvino", threads=2)  # doctest: +SKIP
     >>> session.run({"x": x})["y"].shape                                      # doctest: +SKIP
 
-Names: ``onnxruntime`` (alias ``ort``), ``openvino`` (``ov``), ``torch`` (``pytorch``).
+Names: ``onnxruntime`` (alias ``ort``), ``openvino`` (``ov``), ``torch`` (``pytorch``),
+``litert`` (``tflite``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from rtinfer.engines.base import Engine, Session
-from rtinfer.errors import UnknownEngineError
+from rtinfer.errors import EngineUnavailableError, UnknownEngineError
 from rtinfer.hardware import usable_cores
 
 __all__ = ["DEFAULT_ENGINE", "Engine", "Session", "available_engines", "chosen_engine",
@@ -28,8 +29,9 @@ _REGISTRY = {
     "onnxruntime": ("rtinfer.engines.ort_engine:OnnxRuntimeEngine", "onnxruntime"),
     "openvino": ("rtinfer.engines.openvino_engine:OpenVinoEngine", "openvino"),
     "torch": ("rtinfer.engines.torch_engine:TorchEngine", "torch"),
+    "litert": ("rtinfer.engines.litert_engine:LiteRtEngine", "ai_edge_litert"),
 }
-_ALIASES = {"ort": "onnxruntime", "ov": "openvino", "pytorch": "torch"}
+_ALIASES = {"ort": "onnxruntime", "ov": "openvino", "pytorch": "torch", "tflite": "litert"}
 
 
 def engine_names() -> list[str]:
@@ -98,6 +100,10 @@ def load(
         raise ValueError(f"threads must be >= 1, got {threads}; pass None for all usable cores")
     cls = engine_class(name)
     imported = import_model(model, example_inputs)
+    if imported.is_tflite and name != "litert":
+        raise EngineUnavailableError(
+            f"{imported.source.description} is a .tflite model, which only engine='litert' "
+            f"runs; to run it on {name}, import its Keras or SavedModel source instead")
     start = time.perf_counter()
     session = Session(cls(imported, threads, **options), load_seconds=0.0)
     session.load_seconds = time.perf_counter() - start

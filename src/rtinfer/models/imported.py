@@ -1,4 +1,7 @@
-"""The common form every importer produces: an ONNX file on disk plus its spec and provenance."""
+"""The common form every importer produces: a model file on disk plus its spec and provenance.
+
+The file is ONNX, which every engine but LiteRT runs, or, for a model that came as one, a
+``.tflite`` file, which only LiteRT runs."""
 
 from __future__ import annotations
 
@@ -16,7 +19,8 @@ __all__ = ["ImportedModel", "Source"]
 
 @dataclass(frozen=True)
 class Source:
-    """Where a model came from: ``kind`` is onnx, torch, transformers, sklearn or xgboost."""
+    """Where a model came from: ``kind`` is onnx, torch, transformers, sklearn, xgboost, keras,
+    saved_model or tflite."""
 
     kind: str
     description: str
@@ -30,9 +34,12 @@ class Source:
 class ImportedModel:
     """A model in rtinfer's common form.
 
-    ``path`` is an ONNX file every engine can run. ``torch_module`` is kept when the model came
-    from PyTorch, so the PyTorch engine can run the original rather than a conversion.
-    ``export_check`` records how closely the ONNX export matched the source, per output.
+    ``path`` is an ONNX file every engine but LiteRT can run, or a ``.tflite`` file only LiteRT
+    runs (:attr:`is_tflite`). ``torch_module`` is kept when the model came from PyTorch, so the
+    PyTorch engine can run the original rather than a conversion; ``tensorflow`` (a SavedModel
+    folder) when it came from Keras or TensorFlow, so LiteRT and TFLite's quantizer work from
+    the original. ``export_check`` records how closely the ONNX export matched the source, per
+    output.
     """
 
     path: Path
@@ -43,6 +50,12 @@ class ImportedModel:
     torch_loader: Callable[[], Any] | None = field(default=None, repr=False)
     torch_kwargs: bool = True  # call the module as module(**inputs), else module(*inputs)
     export_check: dict[str, Any] = field(default_factory=dict)
+    tensorflow: Path | None = None  # the SavedModel folder of a Keras / TensorFlow model
+
+    @property
+    def is_tflite(self) -> bool:
+        """The file is a ``.tflite`` flatbuffer (LiteRT's), not ONNX."""
+        return self.path.suffix.lower() == ".tflite"
 
     def own_folder(self, folder: Path) -> None:
         """Delete ``folder`` (a temporary export) when this model object is garbage collected."""
@@ -65,10 +78,12 @@ class ImportedModel:
 
 
 def _model_files(path: Path) -> list[Path]:
-    """The ONNX file plus the external-data files it references."""
+    """The model file plus, for ONNX, the external-data files it references."""
+    files = [path]
+    if path.suffix.lower() == ".tflite":
+        return files
     import onnx
 
-    files = [path]
     proto = onnx.load(str(path), load_external_data=False)
     locations = set()
     for init in proto.graph.initializer:

@@ -171,6 +171,11 @@ def quantize_within_budget(
         result.steps.append(_step(config, ev, "everything quantized"))
         if ev.within_budget:
             return _accept(result, q, config, ev)
+        if config.engine == "litert":
+            # TFLite's converter offers no per-layer float fallback to search over: over
+            # budget is the answer (another method may fit: dynamic, float16).
+            result.evaluation = ev
+            return result
 
         if config.method == "static" and config.engine == "onnxruntime" and try_calibrations:
             # A different range estimate can fix outlier-heavy activations without giving up any

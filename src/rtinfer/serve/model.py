@@ -102,6 +102,23 @@ def _stats(folder: Path, files: list[Path]) -> tuple[Any, ...]:
     return tuple(out)
 
 
+def _model_file(folder: Path, config: ModelConfig, root: Path) -> Path:
+    """A plain version folder's model: the config's ``default_model_filename``; without one,
+    ``model.onnx``, ``model.tflite``, Triton's ``model.savedmodel`` folder, or the version
+    folder itself when it is a SavedModel (TF Serving's ``<model>/<version>/saved_model.pb``,
+    converted once at load and cached by content)."""
+    names = [config.model_filename]
+    if config.model_filename == ModelConfig.model_filename:  # the default: none was given
+        names += ["model.tflite", "model.savedmodel"]
+    for name in names:
+        if (folder / name).exists():
+            return relative_inside(folder, name, "default_model_filename", root)
+    if (folder / "saved_model.pb").is_file():
+        return folder
+    raise RtinferError(f"{folder} holds neither rtinfer's manifest.json, {' nor '.join(names)} "
+                       "nor a SavedModel (saved_model.pb); put the model there")
+
+
 def load_version(model_dir: Path, version: int, config: ModelConfig,
                  observer: BatchObserver | None = None, root: Path | None = None
                  ) -> ServedModel:
@@ -119,12 +136,8 @@ def load_version(model_dir: Path, version: int, config: ModelConfig,
         artifact = load_artifact(folder, boundary=root)
         model = artifact.model
         deployed = deployed_engine(artifact)
-    elif (folder / config.model_filename).is_file():
-        model = import_model(relative_inside(folder, config.model_filename,
-                                             "default_model_filename", root))
     else:
-        raise RtinferError(f"{folder} holds neither rtinfer's manifest.json nor "
-                           f"{config.model_filename}; put the ONNX model there")
+        model = import_model(_model_file(folder, config, root))
     raw = (raw_inputs_for(config.kit, config.kit_size) if config.kit else
            raw_inputs_from(config.raw, config.name, model_dir, root) if config.raw else None)
     sessions = [load(model, config.engine or deployed, config.thread_budget, warmup=True)

@@ -4,11 +4,15 @@
     q = quantize(model, Quantize(method="dynamic"))                        # no data needed
     q = quantize(model, Quantize(engine="openvino", preset="transformer"), calibration=feeds)
     q = quantize(model, Quantize(method="dynamic", engine="openvino"))    # no data needed
+    q = quantize(keras_model, Quantize(method="static", engine="litert"), calibration=feeds)
 
 ``engine`` names whose quantizer does the work: ``onnxruntime`` (ONNX Runtime's quantization
 tool: static QDQ with MinMax/Entropy/Percentile calibration, or dynamic) or ``openvino`` (NNCF
 on the ONNX graph, with its transformer preset when asked). Either way the result is a QDQ (or
-integer-op) ONNX file that both ONNX Runtime and OpenVINO run as int8.
+integer-op) ONNX file that both ONNX Runtime and OpenVINO run as int8. ``litert`` is TFLite's
+converter on the model's TensorFlow form (:mod:`rtinfer.optimize.passes.quantize_litert`:
+``dynamic`` range, ``static`` full integer, or ``float16``); its result is a ``.tflite`` file
+for LiteRT.
 
 ``method="dynamic", engine="openvino"`` is different in kind: NNCF stores the MatMul/Gemm
 weights as int8 (symmetric, one scale per output channel, a DequantizeLinear each) and
@@ -49,6 +53,7 @@ from rtinfer.engines.openvino_engine import DYNAMIC_GROUP_KEY
 from rtinfer.errors import ExportError
 from rtinfer.models.imported import ImportedModel, Source
 from rtinfer.models.onnx_file import load_onnx
+from rtinfer.models.tflite_file import load_tflite
 
 __all__ = ["CONFIG_VERSION", "DYNAMIC_GROUP_KEY", "QDQ_OPSET", "Feeds", "Quantize", "as_feeds",
            "batches", "quantize"]
@@ -56,8 +61,8 @@ __all__ = ["CONFIG_VERSION", "DYNAMIC_GROUP_KEY", "QDQ_OPSET", "Feeds", "Quantiz
 CONFIG_VERSION = 1
 Feeds = Mapping[str, np.ndarray]
 
-_METHODS = ("static", "dynamic")
-_ENGINES = ("onnxruntime", "openvino")
+_METHODS = ("static", "dynamic", "float16")
+_ENGINES = ("onnxruntime", "openvino", "litert")
 _CALIBRATIONS = ("minmax", "entropy", "percentile")
 _PRESETS = ("default", "transformer")
 # The ops whose weights carry the arithmetic. Quantizing only these (op_types="compute") with
@@ -110,19 +115,28 @@ class Quantize:
             raise ValueError("OpenVINO's dynamic int8 stores weights per output channel; "
                              "per_channel=False is not available there (use "
                              "engine='onnxruntime' for per-tensor dynamic int8)")
+        if self.method == "float16" and self.engine != "litert":
+            raise ValueError("method='float16' is TFLite's (engine='litert'); ONNX Runtime and "
+                             "OpenVINO quantize to int8")
+        if self.engine == "litert" and (self.calibration != "minmax" or self.exclude
+                                        or self.preset != "default"):
+            raise ValueError("engine='litert' takes TFLite's own settings: method, per_channel "
+                             "and calib_samples (no other calibration, preset or exclude)")
         object.__setattr__(self, "exclude", tuple(self.exclude))
 
     @property
     def runtime(self) -> str:
         """The engine that judges and deploys the result: OpenVINO for NNCF's results (its
         quantizer, and the only runtime of its run-time activation quantization), else ONNX
-        Runtime."""
-        return "openvino" if self.engine == "openvino" else "onnxruntime"
+        Runtime; LiteRT for TFLite's."""
+        return self.engine if self.engine in ("openvino", "litert") else "onnxruntime"
 
     @property
     def int8_engines(self) -> tuple[str, ...]:
         """The engines that run the result as int8: QDQ runs on both; OpenVINO's run-time
         activation quantization only there (ONNX Runtime runs that file in float)."""
+        if self.engine == "litert":
+            return ("litert",)
         if self.method == "dynamic" and self.engine == "openvino":
             return ("openvino",)
         return ("onnxruntime", "openvino")
@@ -140,6 +154,12 @@ class Quantize:
         return cls(**fields)
 
     def describe(self) -> str:
+        if self.engine == "litert":
+            gran = "" if self.per_channel else ", per-tensor"
+            return {"dynamic": f"int8 dynamic range (TFLite{gran}, LiteRT)",
+                    "static": f"int8 full integer (TFLite{gran}, {self.calib_samples} "
+                              "calibration samples, LiteRT)",
+                    "float16": "float16 weights (TFLite, LiteRT)"}[self.method]
         if self.method == "dynamic" and self.engine == "openvino":
             extra = f", {len(self.exclude)} layer(s) in float" if self.exclude else ""
             return (f"int8 weights + activations quantized at run time per {self.dynamic_group} "
@@ -210,9 +230,13 @@ def quantize(model: ImportedModel, config: Quantize,
     folder = Path(tempfile.mkdtemp(prefix="rtinfer-quant-") if out_dir is None
                   else out_dir).absolute()
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "model.onnx"
+    path = folder / ("model.tflite" if config.engine == "litert" else "model.onnx")
     with sandbox():
-        if config.engine == "openvino" and config.method == "dynamic":
+        if config.engine == "litert":
+            from rtinfer.optimize.passes.quantize_litert import quantize_litert
+
+            quantize_litert(model, config, calibration, path)
+        elif config.engine == "openvino" and config.method == "dynamic":
             _nncf_weights(upgraded(model), config, path)
         elif config.engine == "openvino":
             _nncf(upgraded(model), config, calibration or {}, path)
@@ -222,9 +246,9 @@ def quantize(model: ImportedModel, config: Quantize,
                 _ort_dynamic(pre, config, path)
             else:
                 _ort_static(model, pre, config, calibration or {}, path)
-    result = load_onnx(path, source=Source(
-        "onnx", f"{config.describe()} of {model.source.description}",
-        _file_hash(path)))
+    result = (load_tflite if config.engine == "litert" else load_onnx)(path, source=Source(
+        "tflite" if config.engine == "litert" else "onnx",
+        f"{config.describe()} of {model.source.description}", _file_hash(path)))
     if owned:
         result.own_folder(folder)
     result.torch_loader = None
