@@ -311,7 +311,8 @@ def _least_harmful(records: Mapping[str, dict[str, Any]],
     """The static int8 setting that uses the least of the budget: the base for mixed
     precision."""
     static = [(r["validation"]["budget_used"], v) for v, r in records.items()
-              if variants[v].quantized and variants[v].recipe[-1].get("method") == "static"]
+              if variants[v].quantized and variants[v].recipe[-1].get("method") == "static"
+              and variants[v].recipe[-1].get("engine") != "litert"]  # no layer fallback there
     if not static:
         return None
     _, vid = min(static)
@@ -406,8 +407,15 @@ def _write(result: dict[str, Any], variant: Variant, chosen: Mapping[str, Any],
            original: Any = None) -> None:
     from rtinfer.optimize.report import render_html
 
+    model = variant.model
+    if chosen["engine"] == "litert" and not model.is_tflite:
+        # The float original was fastest on LiteRT: deploy the .tflite LiteRT ran.
+        from rtinfer.models.tensorflow_model import tflite_of
+        from rtinfer.models.tflite_file import load_tflite
+
+        model = load_tflite(tflite_of(model), source=model.source)
     art = pipeline.write(
-        variant.model, out, name, recipe=Recipe.of(variant.recipe), held=result["held_out"],
+        model, out, name, recipe=Recipe.of(variant.recipe), held=result["held_out"],
         label="chosen", performance={k: v for k, v in result["chosen"].items() if k != "why"},
         engine=str(chosen["engine"]), threads=threads, task=kit,
         measurements={"budget": result["budget"]}, reference=original)

@@ -22,7 +22,8 @@ __all__ = ["SEARCH_VERSION", "SearchState"]
 
 # Part of the saved state's key: bump when the variants a search builds change, so a resumed
 # search never reuses a variant built by an older recipe.
-SEARCH_VERSION = 5  # 4: tasks; MLP prune/distill; 5: recipes record the steps trained
+SEARCH_VERSION = 6  # 4: tasks; MLP prune/distill; 5: recipes record the steps trained;
+# 6: variants record their file (.onnx or .tflite)
 
 
 class SearchState:
@@ -53,10 +54,12 @@ class SearchState:
         return cls(folder)
 
     def save(self, variant: Variant, record: dict[str, Any]) -> None:
+        file = None
         if variant.id != "fp32":
-            target = self.folder / f"{variant.id}.onnx"
-            shutil.copyfile(variant.model.path, target)
+            file = f"{variant.id}{variant.model.path.suffix}"  # .onnx, or LiteRT's .tflite
+            shutil.copyfile(variant.model.path, self.folder / file)
         self.variants[variant.id] = {"label": variant.label, "recipe": variant.recipe,
+                                     "file": file,
                                      "quantized": variant.quantized, "parent": variant.parent,
                                      "record": record}
         self._flush()
@@ -69,7 +72,7 @@ class SearchState:
         if vid == "fp32":
             return build(), saved["record"]
         variant = Variant(vid, saved["label"], saved["recipe"],
-                          import_model(self.folder / f"{vid}.onnx"), saved["quantized"],
+                          import_model(self.folder / saved["file"]), saved["quantized"],
                           saved["parent"])
         return variant, saved["record"]
 

@@ -16,6 +16,8 @@ order of cost, cheapest first, so a tight time budget still sees the most likely
 4b. ``int8-ov-dynamic`` int8 weights (NNCF) with activations quantized at run time by
                       OpenVINO, per group of 128 channels — MatMul/Gemm models; runs on
                       OpenVINO only (ONNX Runtime would run the file in float)
+4c. ``litert-*``     TFLite's dynamic range, full integer and float16 conversions of the
+                      model's TensorFlow form, run on LiteRT — Keras and SavedModel models only
 5. ``int8-mixed``     the best static setting with its most sensitive layers kept in float
                       until the budget holds (:func:`quantize_within_budget`); built only when
                       no plain variant within budget was faster than the original
@@ -60,15 +62,22 @@ class Variant:
         return next((q.runtime for q in self.quantize_passes()), "onnxruntime")
 
     def engines(self, available: list[str]) -> list[str]:
-        """Engines to time it on: QDQ int8 runs on ONNX Runtime and OpenVINO; the original
-        float model also on PyTorch eager when its module is known."""
-        names: list[str] = [e for e in ("onnxruntime", "openvino")
-                            if e in available and all(e in q.int8_engines
-                                                      for q in self.quantize_passes())]
+        """Engines to time it on: QDQ int8 runs on ONNX Runtime and OpenVINO, a ``.tflite``
+        variant on LiteRT; the original float model also on LiteRT when it has a TensorFlow
+        form, and on PyTorch eager when its module is known."""
+        names: list[str] = [e for e in ("onnxruntime", "openvino", "litert")
+                            if e in available and self._runs_on(e)]
         if self.id == "fp32" and "torch" in available and (
                 self.model.torch_module is not None or self.model.torch_loader is not None):
             names.append("torch")
         return names
+
+    def _runs_on(self, engine: str) -> bool:
+        if self.model.is_tflite:
+            return engine == "litert"
+        if engine == "litert":  # the float original, converted from its TensorFlow form
+            return self.model.tensorflow is not None and not self.quantize_passes()
+        return all(engine in q.int8_engines for q in self.quantize_passes())
 
 
 def op_histogram(model: ImportedModel) -> dict[str, int]:
@@ -116,6 +125,12 @@ def quantized_variants(
         if dense:
             configs.append(("int8-ov-dynamic", "int8 weights, run-time activations (OpenVINO)",
                             Quantize(method="dynamic", engine="openvino")))
+    if base.tensorflow is not None and "litert" in engines:  # TFLite's own, from the TF form
+        configs += [("litert-dynamic", "int8 dynamic range (LiteRT)",
+                     Quantize(method="dynamic", engine="litert")),
+                    ("litert-int8", "int8 full integer (LiteRT)", Quantize(engine="litert")),
+                    ("litert-fp16", "float16 weights (LiteRT)",
+                     Quantize(method="float16", engine="litert"))]
     for vid, label, config in configs:
         def build(config: Quantize = config, vid: str = vid, label: str = label) -> Variant:
             model = quantize(base, config, calibration if config.method == "static" else None)
