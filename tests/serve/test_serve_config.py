@@ -67,8 +67,7 @@ def test_version_policies(policy: object, available: list[int], chosen: list[int
 
 @pytest.mark.parametrize(("pbtxt", "own", "message"), [
     ('name: "other"', None, "names the model 'other' but its folder is 'm'"),
-    ('platform: "tensorflow_savedmodel"', None, "platform 'tensorflow_savedmodel' is not "
-                                                "servable"),
+    ('platform: "tensorrt_plan"', None, "platform 'tensorrt_plan' is not servable"),
     (None, {"version_policy": "newest"}, "version_policy 'newest' is not understood"),
     (None, {"instances": 0}, "instances must be >= 1"),
     (None, {"batch": 4}, r"unknown model setting\(s\) \['batch'\]"),

@@ -11,6 +11,7 @@ import pytest
 import rtinfer
 from rtinfer.errors import (
     EngineUnavailableError,
+    ExportError,
     InvalidInputError,
     ModelLoadError,
     UnsupportedModelError,
@@ -168,3 +169,99 @@ def test_import_rtinfer_imports_no_tensorflow() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_saved_model_initializer_never_runs(tmp_path: Path) -> None:
+    """Loading a SavedModel runs its resources' initializers: a model whose initializer writes
+    a file is refused before TensorFlow loads it, and the file is never written."""
+    import tensorflow as tf
+
+    target = tmp_path / "written-by-the-model"
+
+    class Resource(tf.saved_model.experimental.TrackableResource):
+        def _create_resource(self) -> Any:
+            return tf.raw_ops.VarHandleOp(dtype=tf.float32, shape=[], shared_name="r")
+
+        def _initialize(self) -> Any:
+            tf.io.write_file(str(target), "x")
+            return tf.raw_ops.AssignVariableOp(resource=self.resource_handle, value=1.0)
+
+    class Model(tf.Module):
+        def __init__(self) -> None:
+            self.resource = Resource()
+
+        @tf.function(input_signature=[tf.TensorSpec((None,), tf.float32, name="x")])
+        def serve(self, x: Any) -> Any:
+            return {"y": x * 2.0}
+
+    module = Model()
+    tf.saved_model.save(module, str(tmp_path / "sm"), signatures={"serving_default": module.serve})
+    with pytest.raises(UnsupportedModelError, match=r"\['WriteFile'\].*before TensorFlow loads"):
+        rtinfer.import_model(tmp_path / "sm")
+    assert not target.exists()
+
+
+def test_asset_outside_the_folder_is_refused(keras_mlp: Any, tmp_path: Path) -> None:
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    keras_mlp.export(str(tmp_path / "sm"), verbose=False)
+    saved = saved_model_pb2.SavedModel()
+    saved.ParseFromString((tmp_path / "sm" / "saved_model.pb").read_bytes())
+    saved.meta_graphs[0].asset_file_def.add(filename="../../etc/hostname")
+    (tmp_path / "sm" / "saved_model.pb").write_bytes(saved.SerializeToString())
+    with pytest.raises(UnsupportedModelError, match="asset '../../etc/hostname'"):
+        rtinfer.import_model(tmp_path / "sm")
+
+
+def test_flex_ops_are_named_with_the_fix(tmp_path: Path) -> None:
+    import tensorflow as tf
+
+    class Inverse(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec((None, 3, 3), tf.float32, name="x")])
+        def serve(self, x: Any) -> Any:
+            return {"y": tf.linalg.inv(x)}
+
+    module = Inverse()
+    tf.saved_model.save(module, str(tmp_path / "sm"), signatures={"serving_default": module.serve})
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(tmp_path / "sm"))
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS,
+                                           tf.lite.OpsSet.SELECT_TF_OPS]
+    (tmp_path / "flex.tflite").write_bytes(converter.convert())
+    with pytest.raises(ModelLoadError, match=r"Flex: FlexMatrixInverse.*TFLITE_BUILTINS only"):
+        rtinfer.import_model(tmp_path / "flex.tflite")
+    with pytest.raises(ExportError, match=r"no ONNX conversion for \['MatrixInverse'\]"):
+        rtinfer.import_model(tmp_path / "sm")
+
+
+def test_in_memory_keras_model_is_converted_once_and_tflite_loads_on_litert(
+        keras_cnn: Any, tmp_path: Path) -> None:
+    import tensorflow as tf
+
+    assert rtinfer.import_model(keras_cnn).path == rtinfer.import_model(keras_cnn).path
+    path = tmp_path / "cnn.tflite"
+    path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(keras_cnn).convert())
+    with rtinfer.load(path, threads=1) as s:  # no engine named: a .tflite runs on LiteRT
+        assert s.engine == "litert"
+    assert rtinfer.engines.chosen_engine(str(path)) == "litert"
+
+
+def test_tflite_runs_with_the_litert_extra_alone(keras_cnn: Any, tmp_path: Path) -> None:
+    """rtinfer[litert] without TensorFlow: a .tflite file imports and runs, nothing imports
+    TensorFlow, Keras or tf2onnx (they are made unimportable in the child process)."""
+    import subprocess
+    import sys
+
+    import tensorflow as tf
+
+    path = tmp_path / "cnn.tflite"
+    path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(keras_cnn).convert())
+    code = (
+        "import sys\n"
+        "for m in ('tensorflow', 'keras', 'tf2onnx'): sys.modules[m] = None\n"
+        "import numpy as np, rtinfer\n"
+        f"s = rtinfer.load({str(path)!r}, threads=1)\n"
+        "x = np.ones((2, 32, 32, 3), np.float32)\n"
+        "print(s.engine, s.run({'image': x})['output_0'].shape)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split("\n")[-2] == "litert (2, 10)"

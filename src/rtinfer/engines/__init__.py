@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -79,7 +80,8 @@ def load(
     folder, nn.Module or scikit-learn/XGBoost model with ``example_inputs``, ImportedModel).
     ``engine`` defaults to the engine an artifact's manifest records (``deployment.engine``:
     where ``rtinfer optimize`` / ``quantize`` measured it, and where ``rtinfer serve`` runs it),
-    else ``onnxruntime``; ``threads`` to the cores this process may use.
+    else ``litert`` for a ``.tflite`` model and ``onnxruntime`` for the rest; ``threads`` to
+    the cores this process may use.
     With ``warmup`` one batch runs before the session is returned, so the first real request
     does not pay for lazy initialisation: the inputs given (``warmup={"x": real_batch}``, which
     must run), else a synthetic batch whose free dimensions are 1 — a model that cannot take
@@ -91,15 +93,16 @@ def load(
 
     if engine is None:
         model, engine = _deployed(model)
-    name = resolve_engine(engine or DEFAULT_ENGINE)
+    name = resolve_engine(engine) if engine else None  # unknown names fail before any work
     if threads is None:
         threads = usable_cores()
     if isinstance(threads, bool) or not isinstance(threads, int):
         raise TypeError(f"threads must be an int, got {type(threads).__name__}")
     if threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}; pass None for all usable cores")
-    cls = engine_class(name)
     imported = import_model(model, example_inputs)
+    name = name or ("litert" if imported.is_tflite else DEFAULT_ENGINE)
+    cls = engine_class(name)
     if imported.is_tflite and name != "litert":
         raise EngineUnavailableError(
             f"{imported.source.description} is a .tflite model, which only engine='litert' "
@@ -159,14 +162,20 @@ def deployed_engine(artifact: Any) -> str | None:
 
 def chosen_engine(model: Any) -> str:
     """The engine :func:`load` runs ``model`` on when none is given: the one an artifact (or a
-    model folder's newest version) records when installed here, else the default."""
-    return _deployed(model)[1] or DEFAULT_ENGINE
+    model folder's newest version) records when installed here, else LiteRT for a ``.tflite``
+    model and the default for the rest."""
+    model, engine = _deployed(model)
+    if engine:
+        return engine
+    tflite = getattr(model, "is_tflite", None)
+    if tflite is None and isinstance(model, (str, os.PathLike)):
+        tflite = str(model).lower().endswith(".tflite")
+    return "litert" if tflite else DEFAULT_ENGINE
 
 
 def _deployed(model: Any) -> tuple[Any, str | None]:
     """For an artifact folder: its model (loaded once, hashes checked) and its
     :func:`deployed_engine`; anything else as given, with no engine."""
-    import os
     from pathlib import Path
 
     if not isinstance(model, (str, os.PathLike)) or not Path(model).is_dir():

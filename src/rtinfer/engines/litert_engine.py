@@ -35,11 +35,7 @@ class LiteRtEngine(Engine):
         path = model.path if model.is_tflite else _converted(model)
         self.file = path
         self._interpreter = interpreter(path, threads)
-        key = signature_key(self._interpreter)
-        if key is None:
-            raise EngineUnavailableError(
-                f"{path.name} has no serving signature; rtinfer calls .tflite models through "
-                "one (re-convert with TFLiteConverter.from_saved_model or Keras' export)")
+        key = signature_key(self._interpreter)  # load_tflite refused files without one
         self._runner = self._interpreter.get_signature_runner(key)
         self._outputs = model.spec.output_names
         missing = set(self._outputs) - set(self._runner.get_output_details())

@@ -104,7 +104,8 @@ def _import_path(path: Path) -> ImportedModel:
             return from_transformers(path)
         if is_saved_model(path):
             return from_saved_model(path)
-        versions = [p for p in path.iterdir() if p.name.isdigit() and is_saved_model(p)]
+        versions = [p for p in path.iterdir()
+                    if p.name.isascii() and p.name.isdigit() and is_saved_model(p)]
         if versions:  # a TF Serving model base path: its newest version
             return from_saved_model(max(versions, key=lambda p: int(p.name)))
         raise ModelLoadError(

@@ -12,14 +12,19 @@ SavedModel stays attached (:attr:`ImportedModel.tensorflow`): LiteRT runs it con
 ``.tflite`` (:func:`tflite_of`) and TFLite's quantizer starts from it.
 
 Conversions are cached by content (``$RTINFER_CACHE/tensorflow``), so a served TF Serving
-folder is converted once, not at every start. Before anything of a SavedModel runs, its
-serving graph is read for ops that reach outside the model (file reads and writes, Python
-callbacks): such a model is refused, since importing it would run them.
+folder is converted once, not at every start. Before TensorFlow loads a SavedModel (loading
+runs its initializers), ``saved_model.pb`` is read as a protobuf: every graph and function in
+it is checked for ops that reach outside the model (file reads and writes, datasets, readers,
+summaries, Python callbacks; the checkpoint ops of the saver excepted, which restore
+the folder's own variables), and every asset must be a relative path inside the folder. A
+model that fails is refused before any of it runs.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -43,14 +48,20 @@ __all__ = ["KERAS_SUFFIXES", "OPSET", "convert_tflite", "from_keras", "from_save
 
 KERAS_SUFFIXES = (".keras", ".h5")
 OPSET = 17
-# Ops that read or write files or call back into Python: a served model never needs them.
+# Bumped when the conversion changes (naming, checks): older cached conversions are not reused.
+CONVERSION_VERSION = 1
+# Ops that reach outside the model: by name part (ReadFile, TFRecordDatasetV2, WholeFileReader,
+# WriteScalarSummary, EagerPyFunc, DebugIdentityV3, PrintV2, ...) and by name.
+_OUTSIDE_PARTS = ("File", "Dataset", "Reader", "Summary", "PyFunc", "Debug", "Print")
 _OUTSIDE_OPS = frozenset({
-    "ReadFile", "WriteFile", "MatchingFiles", "DeleteFile", "ImmutableConst", "PyFunc",
-    "PyFuncStateless", "EagerPyFunc", "Save", "SaveV2", "SaveSlices", "Restore", "RestoreV2",
-    "RestoreSlice", "MergeV2Checkpoints", "ShardedFilename", "WholeFileReader",
-    "WholeFileReaderV2", "TextLineDataset", "TFRecordDataset", "FixedLengthRecordDataset",
-    "PrintV2", "Print", "DebugIdentity", "DebugIdentityV2",
+    "ImmutableConst", "LoadAndRemapMatrix", "GenerateVocabRemapping", "DecodeProtoV2",
+    "EncodeProto", "Save", "SaveV2", "SaveSlices", "Restore", "RestoreV2", "RestoreSlice",
+    "MergeV2Checkpoints", "ShardedFilename", "ShardedFilespec",
 })
+# The checkpoint ops a SavedModel's saver uses to restore its own variables (top level and in
+# the functions its saver_def names).
+_CHECKPOINT_OPS = frozenset({"SaveV2", "RestoreV2", "MergeV2Checkpoints", "ShardedFilename",
+                             "ShardedFilespec"})
 
 
 def is_saved_model(path: Path) -> bool:
@@ -66,24 +77,52 @@ def from_keras(model: Any, *, use_cache: bool = True) -> ImportedModel:
     """A ``.keras`` / ``.h5`` file (path) or an in-memory Keras model, exported to a SavedModel
     and imported as :func:`from_saved_model` does."""
     tf = _tensorflow()
+    digest: str | None
     if isinstance(model, (str, Path)):
-        path = Path(model)
-        digest = sha256_file(path)
+        digest, loaded = sha256_file(model), None
+        source = Source("keras", f"Keras file {model}", digest)
+    else:
+        # An in-memory model is keyed by its architecture and weights (a SavedModel export of
+        # the same model differs byte for byte); one Keras cannot describe is not cached.
+        digest, loaded = _keras_digest(model), model
+        name = getattr(model, "name", type(model).__name__)
+        source = Source("keras", f"Keras model {name} (TensorFlow {tf.__version__})",
+                        digest or "")
+    if digest is not None and use_cache:
         folder = _cache_folder(digest) / "saved_model"
-        if not (use_cache and is_saved_model(folder)):
-            _export_keras(_load_keras(path), folder)
-        source = Source("keras", f"Keras file {path}", digest)
-        return from_saved_model(folder, source=source, use_cache=use_cache)
+        if not is_saved_model(folder):
+            _export_keras(loaded if loaded is not None else _load_keras(Path(model)), folder)
+        return from_saved_model(folder, source=source)
     tmp = Path(tempfile.mkdtemp(prefix="rtinfer-keras-"))
-    _export_keras(model, tmp / "saved_model")
-    files = [p for p in (tmp / "saved_model").rglob("*") if p.is_file()]
-    digest = sha256_files(files, tmp / "saved_model")
-    name = getattr(model, "name", type(model).__name__)
-    imported = from_saved_model(tmp / "saved_model", source=Source(
-        "keras", f"Keras model {name} (TensorFlow {tf.__version__})", digest), use_cache=False,
-        out_dir=tmp)
+    try:
+        _export_keras(loaded if loaded is not None else _load_keras(Path(model)),
+                      tmp / "saved_model")
+        if not source.sha256:
+            files = [p for p in (tmp / "saved_model").rglob("*") if p.is_file()]
+            source = Source(source.kind, source.description,
+                            sha256_files(files, tmp / "saved_model"))
+        imported = from_saved_model(tmp / "saved_model", source=source, use_cache=False,
+                                    out_dir=tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     imported.own_folder(tmp)
     return imported
+
+
+def _keras_digest(model: Any) -> str | None:
+    """sha256 of a Keras model's config and weights, or None when Keras cannot describe it
+    (a subclassed model without get_config)."""
+    try:
+        config = model.to_json()
+    except Exception:  # NotImplementedError and friends: not serializable, so not cached
+        return None
+    digest = hashlib.sha256(config.encode())
+    for weight in model.weights:
+        value = np.ascontiguousarray(weight.numpy())
+        digest.update(f"{weight.path}:{value.dtype}:{value.shape}".encode())
+        digest.update(value.tobytes())
+    return digest.hexdigest()
 
 
 def from_saved_model(folder: str | Path, *, source: Source | None = None,
@@ -103,16 +142,22 @@ def from_saved_model(folder: str | Path, *, source: Source | None = None,
     try:
         model = _convert(folder, source, work / "model.onnx")
         if not use_cache:
+            if out_dir is None:
+                model.own_folder(work)
             return model
         check = {**model.export_check, "onnx_sha256": sha256_file(work / "model.onnx")}
         (work / "check.json").write_text(json.dumps(check))
         cached.mkdir(parents=True, exist_ok=True)
         for name in ("model.onnx", "check.json"):  # check.json last: it marks the export done
-            shutil.copyfile(work / name, cached / f".{name}")
-            (cached / f".{name}").rename(cached / name)
-    finally:
-        if use_cache:
-            shutil.rmtree(work, ignore_errors=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{name}-", dir=cached)
+            os.close(fd)
+            shutil.copyfile(work / name, tmp)
+            os.replace(tmp, cached / name)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    if use_cache:
+        shutil.rmtree(work, ignore_errors=True)
     model = _cached(cached, source, folder)
     if model is None:
         raise ExportError(f"the conversion of {source.description} in {cached} changed while "
@@ -133,10 +178,11 @@ def _cached(cached: Path, source: Source, folder: Path) -> ImportedModel | None:
 
 
 def tflite_of(model: ImportedModel) -> Path:
-    """The float32 ``.tflite`` of ``model``'s TensorFlow form, converted once per content."""
+    """The float32 ``.tflite`` of ``model``'s TensorFlow form, converted once and kept beside
+    its ONNX conversion (in the cache, or in an uncached model's own temporary folder)."""
     if model.tensorflow is None:
         raise ExportError(f"{model.source.description} has no TensorFlow form to convert")
-    out = _cache_folder(model.source.sha256) / "float32.tflite"
+    out = model.path.parent / "float32.tflite"
     if not out.is_file():
         convert_tflite(model.tensorflow, out)
     return out
@@ -156,19 +202,22 @@ def convert_tflite(saved_model: Path, out: Path,
         flatbuffer = converter.convert()
     except Exception as exc:  # ConverterError carries the MLIR diagnostics
         text = str(exc)
+        lower = text.lower()
         hint = ("the model uses TensorFlow ops that TFLite has no built-in kernel for (they "
                 "would need the Flex delegate, which the LiteRT runtime lacks): replace those "
                 "layers, or serve the model's ONNX form on onnxruntime"
-                if "flex" in text.lower() or "select_tf_ops" in text.lower()
-                or "not supported" in text.lower() else "see the converter's message")
+                if "flex" in lower or "select_tf_ops" in lower else
+                "an op has no int8 kernel in TFLite: try method='dynamic' or 'float16'"
+                if "int8" in lower or "quantiz" in lower else "see the converter's message")
         first = next((ln.strip() for ln in text.splitlines() if "error" in ln.lower()),
                      text.strip().splitlines()[0] if text.strip() else type(exc).__name__)
         raise ExportError(f"TFLite could not convert {saved_model}: {first[:300]}; {hint}") \
             from exc
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{id(flatbuffer)}")
-    tmp.write_bytes(flatbuffer)
-    tmp.rename(out)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}-", dir=out.parent)
+    with os.fdopen(fd, "wb") as f:
+        f.write(flatbuffer)
+    os.replace(tmp, out)
     return out
 
 
@@ -179,9 +228,20 @@ def _tensorflow() -> Any:
 
 
 def _cache_folder(digest: str) -> Path:
-    """Conversions of one model's content by this TensorFlow and tf2onnx."""
-    versions = f"tf{_tensorflow().__version__}-tf2onnx{metadata.version('tf2onnx')}"
-    return cache_dir() / "tensorflow" / f"{digest[:16]}-{versions}"
+    """Conversions of one model's content by this conversion, TensorFlow and tf2onnx (their
+    versions read from the installed packages: a cache hit imports no TensorFlow)."""
+    versions = "-".join(f"{name}{_version(name)}" for name in ("tensorflow", "tf2onnx"))
+    return (cache_dir() / "tensorflow" /
+            f"{digest[:16]}-v{CONVERSION_VERSION}-opset{OPSET}-{versions}")
+
+
+def _version(name: str) -> str:
+    for dist in (name, f"{name}-cpu"):  # tensorflow-cpu installs the module "tensorflow"
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return "none"
 
 
 def _load_keras(path: Path) -> Any:
@@ -217,8 +277,11 @@ def _export_keras(model: Any, folder: Path) -> None:
             _export_named(model, tmp / "sm")
         else:
             model.export(str(tmp / "sm"), format="tf_saved_model", verbose=False)
-        shutil.rmtree(folder, ignore_errors=True)
-        (tmp / "sm").rename(folder)
+        try:
+            (tmp / "sm").rename(folder)
+        except OSError:  # another process exported the same content first: keep its copy
+            if not is_saved_model(folder):
+                raise
     except Exception as exc:
         raise ExportError(f"Keras could not export {getattr(model, 'name', 'the model')} as a "
                           f"SavedModel: {' '.join(str(exc).split())[:300]}") from exc
@@ -258,6 +321,7 @@ def _convert(folder: Path, source: Source, path: Path) -> ImportedModel:
 
     from rtinfer.models.torch_export import DEFAULT_ATOL, DEFAULT_RTOL, verify_export
 
+    _refuse_outside(folder)  # before TensorFlow loads it: loading runs its initializers
     try:
         loaded = tf.saved_model.load(str(folder))
     except Exception as exc:
@@ -270,7 +334,6 @@ def _convert(folder: Path, source: Source, path: Path) -> ImportedModel:
             f"{sorted(signatures) or 'none'}); save it with one: Keras' model.export(dir), or "
             "tf.saved_model.save(obj, dir, signatures={'serving_default': fn})")
     sig = signatures[SIGNATURE]
-    _refuse_outside_ops(sig, folder)
     specs = sig.structured_input_signature[1]
     names = list(specs)
     if sig.structured_input_signature[0] or not names:
@@ -291,17 +354,29 @@ def _convert(folder: Path, source: Source, path: Path) -> ImportedModel:
     except Exception as exc:
         raise ExportError(f"tf2onnx could not convert {source.description}: "
                           f"{' '.join(str(exc).split())[:300]}") from exc
-    _name_batch_axes(proto, {n: specs[n].shape for n in names},
-                     {k: v.shape for k, v in outputs.items()})
+    _name_batch_axes(proto.graph.input, {n: specs[n].shape for n in names})
     path.write_bytes(proto.SerializeToString())
-    model = load_onnx(path, source=source)
+    try:
+        model = load_onnx(path, source=source)
+    except ModelLoadError as exc:  # tf2onnx leaves ops it cannot convert in the graph
+        unknown = sorted({n.op_type for n in proto.graph.node if n.domain == ""
+                          and "No Op registered for " + n.op_type in str(exc)})
+        raise ExportError(
+            f"tf2onnx has no ONNX conversion for {unknown or 'an op'} of "
+            f"{source.description}; replace that layer, or convert the model to .tflite "
+            "yourself and serve that on litert") from exc
     if sorted(model.spec.output_names) != sorted(outputs):
         raise ExportError(f"tf2onnx named the outputs {model.spec.output_names}, the signature "
                           f"{sorted(outputs)}")
-    feeds = model.spec.example_inputs(batch=2)
-    feeds = {k: _probe(v) for k, v in feeds.items()}
+    feeds = {k: _probe(v) for k, v in model.spec.example_inputs(batch=2).items()}
     reference = {k: np.asarray(v) for k, v in sig(**{k: tf.constant(v)
                                                       for k, v in feeds.items()}).items()}
+    # An output's free leading axis is the batch only when it follows the inputs' batch (not a
+    # data-dependent count: boxes kept, a boolean mask), or the server would split it wrongly.
+    _name_batch_axes(proto.graph.output, {k: v.shape for k, v in outputs.items()
+                                          if reference[k].ndim and reference[k].shape[0] == 2})
+    path.write_bytes(proto.SerializeToString())
+    model = load_onnx(path, source=source)
     model.export_check = verify_export(model, feeds, reference, atol=DEFAULT_ATOL,
                                        rtol=DEFAULT_RTOL)
     model.tensorflow = folder
@@ -318,26 +393,59 @@ def _probe(value: np.ndarray) -> np.ndarray:
     return value
 
 
-def _refuse_outside_ops(sig: Any, folder: Path) -> None:
-    graph = sig.graph.as_graph_def()
-    ops = {n.op for n in graph.node} | {n.op for f in graph.library.function for n in f.node_def}
-    bad = sorted(ops & _OUTSIDE_OPS)
+def _outside(op: str) -> bool:
+    return op in _OUTSIDE_OPS or any(part in op for part in _OUTSIDE_PARTS)
+
+
+def _refuse_outside(folder: Path) -> None:
+    """Refuse a SavedModel whose graphs reach outside it (see the module docstring), read from
+    ``saved_model.pb`` without running any of it."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved = saved_model_pb2.SavedModel()
+    try:
+        saved.ParseFromString((folder / "saved_model.pb").read_bytes())
+    except Exception as exc:  # DecodeError: truncated or not a SavedModel
+        raise ModelLoadError(f"{folder / 'saved_model.pb'} is not a readable SavedModel "
+                             f"({type(exc).__name__}); re-export it") from exc
+    bad: set[str] = set()
+    for graph in saved.meta_graphs:
+        for asset in graph.asset_file_def:
+            name = asset.filename
+            if not name or os.path.isabs(name) or "\\" in name or ".." in Path(name).parts:
+                raise UnsupportedModelError(
+                    f"the SavedModel {folder} names the asset {name!r}, a path outside its "
+                    "assets folder; rtinfer opens no file outside the model. Re-export it")
+        saver = _saver_functions(graph)
+        bad |= {n.op for n in graph.graph_def.node
+                if _outside(n.op) and n.op not in _CHECKPOINT_OPS}
+        bad |= {n.op for f in graph.graph_def.library.function for n in f.node_def
+                if _outside(n.op) and not (f.signature.name in saver
+                                           and n.op in _CHECKPOINT_OPS)}
     if bad:
         raise UnsupportedModelError(
-            f"the SavedModel {folder} runs {bad} in its serving signature: ops that read or "
-            "write files or call Python, which a served model never needs and rtinfer will not "
-            "run. Export the model without them")
+            f"the SavedModel {folder} holds {sorted(bad)}: ops that read or write files or "
+            "call Python, which a served model never needs and which loading it could run; "
+            "rtinfer refuses it before TensorFlow loads it. Export the model without them")
 
 
-def _name_batch_axes(proto: Any, inputs: dict[str, Any], outputs: dict[str, Any]) -> None:
-    """The leading axis TensorFlow leaves free becomes ``batch`` (tf2onnx writes ``unk__N``),
-    so every input and output shares one batch dimension the server can batch along."""
-    for values, shapes in ((proto.graph.input, inputs), (proto.graph.output, outputs)):
-        for value in values:
-            shape = shapes.get(value.name)
-            if shape is None or shape.rank is None or shape.rank == 0 or shape[0] is not None:
-                continue
-            dims = value.type.tensor_type.shape.dim
-            if dims:
-                dims[0].ClearField("dim_value")
-                dims[0].dim_param = "batch"
+def _saver_functions(graph: Any) -> set[str]:
+    """The functions the meta graph's saver calls to save and restore the folder's variables
+    (TF2 writes them as ``__inference__traced_save_N`` / ``..._restore_N``): the only place
+    the checkpoint ops belong, found by what the saver names, not by function name."""
+    ends = {graph.saver_def.save_tensor_name.split(":")[0], graph.saver_def.restore_op_name}
+    return {n.attr["f"].func.name for n in graph.graph_def.node
+            if n.name in ends and "f" in n.attr}
+
+
+def _name_batch_axes(values: Any, shapes: dict[str, Any]) -> None:
+    """The leading axis TensorFlow leaves free becomes ``batch`` (tf2onnx writes ``unk__N``)
+    for the tensors named in ``shapes``, so they share the dimension the server batches."""
+    for value in values:
+        shape = shapes.get(value.name)
+        if shape is None or shape.rank is None or shape.rank == 0 or shape[0] is not None:
+            continue
+        dims = value.type.tensor_type.shape.dim
+        if dims:
+            dims[0].ClearField("dim_value")
+            dims[0].dim_param = "batch"

@@ -111,7 +111,8 @@ def _model_file(folder: Path, config: ModelConfig, root: Path) -> Path:
     if config.model_filename == ModelConfig.model_filename:  # the default: none was given
         names += ["model.tflite", "model.savedmodel"]
     for name in names:
-        if (folder / name).exists():
+        found = folder / name
+        if found.is_dir() if name.endswith(".savedmodel") else found.is_file():
             return relative_inside(folder, name, "default_model_filename", root)
     if (folder / "saved_model.pb").is_file():
         return folder
