@@ -265,3 +265,32 @@ def test_tflite_runs_with_the_litert_extra_alone(keras_cnn: Any, tmp_path: Path)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split("\n")[-2] == "litert (2, 10)"
+
+
+def test_advise_measures_litert_for_the_models_it_runs(keras_cnn: Any, cnn: Any,
+                                                      tmp_path: Path) -> None:
+    import tensorflow as tf
+
+    keras_advice = rtinfer.advise(keras_cnn, threads=[1], window_s=0.05)
+    measured = {c["engine"] for c in keras_advice["candidates"]}
+    assert {"litert", "onnxruntime", "openvino"} <= measured
+    path = tmp_path / "cnn.tflite"
+    path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(keras_cnn).convert())
+    tflite_advice = rtinfer.advise(path, threads=[1], window_s=0.05)
+    assert {c["engine"] for c in tflite_advice["candidates"]} == {"litert"}
+    assert "only engine='litert' runs" in tflite_advice["skipped"]["onnxruntime"]
+    onnx_advice = rtinfer.advise(cnn, threads=[1], window_s=0.05)  # no TensorFlow form
+    assert "litert" in onnx_advice["skipped"]
+
+
+def test_inspect_describes_a_tflite_file(keras_cnn: Any, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    import tensorflow as tf
+    from rtinfer.cli import app
+
+    path = tmp_path / "cnn.tflite"
+    path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(keras_cnn).convert())
+    res = CliRunner().invoke(app, ["inspect", str(path)])
+    assert res.exit_code == 0, res.output
+    assert "CONV_2D" in res.output and "not counted (.tflite)" in res.output

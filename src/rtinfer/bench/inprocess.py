@@ -178,6 +178,8 @@ _FLOPS: dict[tuple[str, str, tuple[tuple[str, int], ...], int], int] = {}
 def _flops(session: Session, dims: dict[str, int], batch: int) -> int:
     """FLOPs per call, counted once per model and shape: counting runs shape inference over
     the whole graph (~0.3 s on MiniLM), and interleaved comparisons ask many times."""
+    if session.model.is_tflite:  # FLOPs are counted on ONNX graphs; a .tflite has none
+        return 0
     key = (str(session.model.path), session.model.source.sha256, tuple(sorted(dims.items())),
            batch)
     if key not in _FLOPS:

@@ -64,21 +64,28 @@ def inspect(
     else:
         counted_at = "free dims = 1 (give --shape or --dim)"
     info = summarize(import_model(path), dims, shapes)
-    info["flops"]["counted_at"] = counted_at
+    if info["flops"] is not None:
+        info["flops"]["counted_at"] = counted_at
     _write_json(json_path, info)
     table = Table(title=f"{info['source']['description']}", show_header=False)
     for t in info["inputs"]:
         table.add_row("input", f"{t['name']}  {t['dtype']}  {_shape(t['shape'])}")
     for t in info["outputs"]:
         table.add_row("output", f"{t['name']}  {t['dtype']}  {_shape(t['shape'])}")
-    table.add_row("parameters", f"{info['parameters']:,}")
+    if info["parameters"] is not None:
+        table.add_row("parameters", f"{info['parameters']:,}")
     table.add_row("size on disk", _bytes(info["size_bytes"]))
-    table.add_row("opset", ", ".join(f"{d} {v}" for d, v in info["opset"].items()))
+    table.add_row("opset", ", ".join(f"{d} {v}" for d, v in info["opset"].items())
+                  or info.get("format", ""))
     table.add_row("nodes", f"{info['nodes']:,}")
     ops = list(info["op_histogram"].items())
     table.add_row("ops", ", ".join(f"{op} {n}" for op, n in ops[:12])
                   + (f", … {len(ops) - 12} more types" if len(ops) > 12 else ""))
     flops = info["flops"]
+    if flops is None:  # a .tflite: LiteRT's op list, no ONNX graph to count
+        table.add_row("FLOPs / sample", "not counted (.tflite)")
+        console.print(table)
+        return
     at = ", ".join(f"{k}{tuple(v)}" for k, v in flops["input_shapes"].items())
     table.add_row("FLOPs / sample", f"{flops['per_sample'] / 1e9:.4g} GFLOP at {at}, "
                   f"from {counted_at}"

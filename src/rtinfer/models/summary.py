@@ -28,7 +28,10 @@ _COUNTED = ("MatMul", "Gemm", "Conv", "ConvTranspose", "MatMulInteger", "QLinear
 def summarize(model: ImportedModel, dims: Mapping[str, int] | None = None,
               shapes: Mapping[str, Sequence[int]] | None = None) -> dict[str, Any]:
     """A JSON-ready description of ``model``; FLOPs are per sample at batch 1, at ``shapes``
-    and ``dims`` (see :func:`count_flops`)."""
+    and ``dims`` (see :func:`count_flops`). A ``.tflite`` model is described by LiteRT's op
+    list; its FLOPs are not counted (the count reads ONNX graphs)."""
+    if model.is_tflite:
+        return _summarize_tflite(model)
     onnx = require("onnx", "Inspecting ONNX models")
     proto = onnx.load(str(model.path), load_external_data=False)
     params = sum(math.prod(init.dims) for init in proto.graph.initializer)
@@ -46,6 +49,20 @@ def summarize(model: ImportedModel, dims: Mapping[str, int] | None = None,
         "nodes": len(proto.graph.node),
         "op_histogram": dict(Counter(n.op_type for n in proto.graph.node).most_common()),
         "flops": flops,
+    }
+
+
+def _summarize_tflite(model: ImportedModel) -> dict[str, Any]:
+    from rtinfer.models.tflite_file import interpreter
+
+    ops = [op["op_name"] for op in interpreter(model.path)._get_ops_details()]
+    return {
+        "source": model.source.to_dict(), "path": str(model.path),
+        "size_bytes": model.size_bytes, "opset": {}, "format": "tflite",
+        "inputs": [t.to_dict() for t in model.spec.inputs],
+        "outputs": [t.to_dict() for t in model.spec.outputs],
+        "parameters": None, "nodes": len(ops),
+        "op_histogram": dict(Counter(ops).most_common()), "flops": None,
     }
 
 
