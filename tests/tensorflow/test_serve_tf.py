@@ -58,6 +58,12 @@ def test_tflite_artifact_and_tf_serving_folder(digits_keras: Path, digits: dict[
         np.testing.assert_allclose(np.array(got["predictions"]), want, atol=1e-4)
         status, got = call(url, "/v1/models/tfs:predict", {"instances": [[1.0, 2.0]]})
         assert status == 400 and "pixels" in got["error"]
+        status, got = call(url, "/v1/models/tfs:predict", {  # as TF Serving clients send it
+            "signature_name": "serving_default", "instances": x[:1].tolist()})
+        assert status == 200, got
+        status, got = call(url, "/v1/models/tfs:predict", {"signature_name": "classify",
+                                                           "instances": x[:1].tolist()})
+        assert status == 400 and "'classify' not found" in got["error"]
 
         grpc = grpcclient.InferenceServerClient(f"127.0.0.1:{app.state.grpc_port}")
         ginp = grpcclient.InferInput("pixels", list(x.shape), "FP32")

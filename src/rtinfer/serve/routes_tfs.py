@@ -26,6 +26,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from rtinfer.errors import InvalidInputError, ModelNotFoundError
+from rtinfer.models.tflite_file import SIGNATURE
 from rtinfer.serve._json import dumps, loads
 from rtinfer.serve.handler import Failure, classify, refused, run
 from rtinfer.serve.http import read_body
@@ -51,6 +52,10 @@ def decode_predict(request: Any, spec: ModelSpec, raw: RawInputs | None = None
     if not isinstance(request, dict) or ("instances" in request) == ("inputs" in request):
         raise InvalidInputError('a predict request is a JSON object with either "instances" '
                                 '(row form) or "inputs" (columnar form), not both')
+    signature = request.get("signature_name", SIGNATURE)
+    if signature not in ("", SIGNATURE):  # as TF Serving answers a name it does not have
+        raise InvalidInputError(f"serving signature name {str(signature)[:64]!r} not found; "
+                                f"this model's only signature is '{SIGNATURE}'")
     names = [t.name for t in spec.inputs]
     row = "instances" in request
     if row:
@@ -219,7 +224,7 @@ def routes(ctx: dict[str, Any]) -> list[Route]:
         return JSONResponse({
             "model_spec": {"name": served.name, "signature_name": "",
                            "version": served.version},
-            "metadata": {"signature_def": {"signature_def": {"serving_default": signature}}}})
+            "metadata": {"signature_def": {"signature_def": {SIGNATURE: signature}}}})
 
     model = "/v1/models/{model}"
     version = "/v1/models/{model}/versions/{version}"
