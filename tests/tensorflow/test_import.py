@@ -294,3 +294,18 @@ def test_inspect_describes_a_tflite_file(keras_cnn: Any, tmp_path: Path) -> None
     res = CliRunner().invoke(app, ["inspect", str(path)])
     assert res.exit_code == 0, res.output
     assert "CONV_2D" in res.output and "not counted (.tflite)" in res.output
+
+
+def test_weights_behind_a_linked_folder_count_in_the_digest(keras_mlp: Any,
+                                                             tmp_path: Path) -> None:
+    """A SavedModel whose variables/ is a link (allowed inside a repository): the content
+    digest, the cache key, covers the weights behind it, so new weights mean a new conversion."""
+    import shutil
+
+    keras_mlp.export(str(tmp_path / "plain"), verbose=False)
+    shutil.copytree(tmp_path / "plain", tmp_path / "linked")
+    shutil.move(tmp_path / "linked" / "variables", tmp_path / "weights")
+    (tmp_path / "linked" / "variables").symlink_to(tmp_path / "weights")
+    plain = rtinfer.import_model(tmp_path / "plain")
+    linked = rtinfer.import_model(tmp_path / "linked")
+    assert linked.source.sha256 == plain.source.sha256

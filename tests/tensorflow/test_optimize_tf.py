@@ -14,10 +14,12 @@ from rtinfer.optimize.search import optimize
 def test_litert_variants_compete_with_the_onnx_engines(digits_keras: Path, digits_npz: Path,
                                                        tmp_path: Path) -> None:
     result = optimize(digits_keras, data=digits_npz, max_drop="1pt", time_budget_s=300,
-                      window_s=0.1, out=tmp_path / "repo", name="digits")
+                      window_s=0.1, out=tmp_path / "repo")
+    assert Path(result["artifact"]).parent.name == "digits"  # the file's name, not the cache's
     ids = {r["id"] for r in result["candidates"]}
-    assert {"fp32@onnxruntime", "fp32@litert", "litert-dynamic@litert", "litert-int8@litert",
-            "litert-fp16@litert"} <= ids, ids
+    assert {"fp32@onnxruntime", "litert-fp32@litert", "litert-dynamic@litert",
+            "litert-int8@litert", "litert-fp16@litert"} <= ids, ids
+    assert "fp32@litert" not in ids  # the float model on LiteRT is judged as its own variant
     assert "int8-static@onnxruntime" in ids
     for r in result["candidates"]:  # a .tflite variant is timed on LiteRT only
         if r["variant"].startswith("litert-"):

@@ -31,8 +31,10 @@ def test_tflite_artifact_and_tf_serving_folder(digits_keras: Path, digits: dict[
     repo = tmp_path / "repo"
     model = rtinfer.import_model(digits_keras)
     int8 = quantize(model, Quantize(method="dynamic", engine="litert"))
-    rtinfer.save_artifact(int8, repo, "digits", engine="litert")
+    rtinfer.save_artifact(model, repo, "digits")  # version 1: the ONNX original, on ORT
+    rtinfer.save_artifact(int8, repo, "digits")   # version 2: the .tflite, on LiteRT
     assert 'backend: "litert"' in (repo / "digits" / "config.pbtxt").read_text()
+    (repo / "digits" / "rtinfer.json").write_text('{"version_policy": "all"}')
     keras_model = keras.saving.load_model(digits_keras)
     for version in (1, 2):  # TF Serving's layout: <base>/<version>/saved_model.pb, no config
         keras_model.export(str(repo / "tfs" / str(version)), verbose=False)
@@ -43,6 +45,9 @@ def test_tflite_artifact_and_tf_serving_folder(digits_keras: Path, digits: dict[
     with running(app) as url:
         status, meta = call(url, "/v2/models/digits")
         assert status == 200 and meta["platform"] == "litert"
+        # One folder, two formats: each version runs on its own engine.
+        status, meta = call(url, "/v2/models/digits/versions/1")
+        assert status == 200 and meta["platform"] == "onnxruntime_onnx", meta
         http = httpclient.InferenceServerClient(url)
         inp = httpclient.InferInput("pixels", list(x.shape), "FP32")
         inp.set_data_from_numpy(x)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.table import Table
@@ -29,6 +29,9 @@ from rtinfer.cli._app import (
     kits_app,
     print_comparison,
 )
+
+if TYPE_CHECKING:  # the demo module is imported when the verb runs
+    from rtinfer.demo import BeforeAfter
 
 
 @app.command()
@@ -303,7 +306,8 @@ def kits_show(
 
 @app.command()
 def demo(
-    kit: str = typer.Option("fraud", "--kit", help="fraud (fast), intent or perception."),
+    kit: str = typer.Option("perception", "--kit", help="perception (where the search finds "
+                            "a gain), fraud (where the original stays) or intent (longer)."),
     out: Path = typer.Option(Path("demo-repo"), "--out", help="Model repository to write."),
     time_budget: str = typer.Option("4m", "--time-budget", help="For the optimize step."),
     requests: int = typer.Option(200, help="Requests sent to the served model."),
@@ -313,7 +317,7 @@ def demo(
 ) -> None:
     """The main job on a built-in kit: build, optimize, serve on loopback, load, summarise."""
     from rtinfer.cli.optimize import parse_duration, print_optimize
-    from rtinfer.demo import run_demo
+    from rtinfer.demo import BeforeAfter, run_demo
 
     with _progress(quiet) as say:
         result = run_demo(kit, out=out, time_budget_s=parse_duration(time_budget),
@@ -327,3 +331,15 @@ def demo(
         f"p50 {lat['p50']:.2f} ms, p99 {lat['p99']:.2f} ms over HTTP incl. JSON; answers equal "
         f"in-process within {s['max_abs_diff_vs_in_process']:.1e}; server stopped",
         highlight=False)
+    _print_before_after(BeforeAfter.of(result["optimize"]))
+
+
+def _print_before_after(ba: BeforeAfter) -> None:
+    """The demo's answer in one table: the original against the chosen model."""
+    table = Table(title=f"before → after: the original against the chosen model "
+                        f"({ba.threads} thread(s))", caption=ba.why)
+    for col in ("", "original", "chosen"):
+        table.add_column(col, justify="left" if not col else "right")
+    for row in ba.rows():
+        table.add_row(*row)
+    console.print(table)

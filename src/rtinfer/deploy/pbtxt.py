@@ -109,7 +109,8 @@ def triton_config(
 ) -> str:
     """A ``config.pbtxt`` for Triton's ``onnxruntime_onnx`` platform; for a ``.tflite``
     ``model_filename``, ``backend: "litert"`` (rtinfer's: Triton has no LiteRT backend of its
-    own) and that file as ``default_model_filename``.
+    own). The engine still comes from each version (a ``.tflite`` runs on LiteRT, an ONNX
+    version of the same model on its own engine).
 
     When every input and output has a leading batch dimension, the model batches: Triton's
     ``max_batch_size`` is set and the batch axis is left out of ``dims``. Otherwise
@@ -122,8 +123,6 @@ def triton_config(
     tflite = model_filename is not None and model_filename.endswith(".tflite")
     lines = [f'name: "{name}"', 'backend: "litert"' if tflite else 'platform: "onnxruntime_onnx"',
              f"max_batch_size: {max_batch_size if batching else 0}"]
-    if tflite:
-        lines.append(f'default_model_filename: "{model_filename}"')
     for kind, tensors in (("input", spec.inputs), ("output", spec.outputs)):
         for t in tensors:
             lines.append(_triton_tensor(kind, t, batching))

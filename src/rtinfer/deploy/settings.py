@@ -396,7 +396,6 @@ def _from_pbtxt(config: ModelConfig, msg: dict[str, list[Any]], path: Path) -> M
         default_timeout_us=int(first(queue, "default_timeout_microseconds", 0)),
         instances=instances,
         threads=threads,
-        engine="litert" if platform == "litert" else config.engine,
         version_policy=_pbtxt_policy(policy, path),
         model_filename=first(msg, "default_model_filename", config.model_filename),
     )

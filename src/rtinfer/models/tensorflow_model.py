@@ -98,9 +98,8 @@ def from_keras(model: Any, *, use_cache: bool = True) -> ImportedModel:
         _export_keras(loaded if loaded is not None else _load_keras(Path(model)),
                       tmp / "saved_model")
         if not source.sha256:
-            files = [p for p in (tmp / "saved_model").rglob("*") if p.is_file()]
             source = Source(source.kind, source.description,
-                            sha256_files(files, tmp / "saved_model"))
+                            sha256_files(_files(tmp / "saved_model"), tmp / "saved_model"))
         imported = from_saved_model(tmp / "saved_model", source=source, use_cache=False,
                                     out_dir=tmp)
     except BaseException:
@@ -132,8 +131,7 @@ def from_saved_model(folder: str | Path, *, source: Source | None = None,
     folder = Path(folder).resolve()
     if not is_saved_model(folder):
         raise ModelLoadError(f"'{folder}' is not a SavedModel folder (no saved_model.pb)")
-    files = [p for p in folder.rglob("*") if p.is_file()]
-    digest = sha256_files(files, folder)
+    digest = sha256_files(_files(folder), folder)
     source = source or Source("saved_model", f"SavedModel {folder}", digest)
     cached = _cache_folder(digest)
     if use_cache and (model := _cached(cached, source, folder)) is not None:
@@ -163,6 +161,21 @@ def from_saved_model(folder: str | Path, *, source: Source | None = None,
         raise ExportError(f"the conversion of {source.description} in {cached} changed while "
                           "it was written; import it again")
     return model
+
+
+def _files(folder: Path) -> list[Path]:
+    """Every file below ``folder``, linked folders followed (once each: a link back up is a
+    loop), so new weights behind a ``variables`` link change the digest."""
+    seen: set[str] = set()
+    out = []
+    for top, dirs, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(top)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        out += [Path(top, n) for n in names if Path(top, n).is_file()]
+    return out
 
 
 def _cached(cached: Path, source: Source, folder: Path) -> ImportedModel | None:

@@ -52,7 +52,8 @@ from rtinfer.optimize.passes import Recipe
 from rtinfer.optimize.passes.qat import QAT, finetune
 from rtinfer.optimize.passes.quantize import Quantize
 
-__all__ = ["Splits", "budget_for", "extra_set", "loaded_kit", "run_quantize", "task_data"]
+__all__ = ["Splits", "budget_for", "extra_set", "loaded_kit", "model_name", "run_quantize",
+           "task_data"]
 
 
 
@@ -178,7 +179,7 @@ def run_quantize(
     if out is not None:
         passes = ([qat] if qat is not None and result.finetuned else []) + [result.config]
         art = pipeline.write(
-            result.model, out, name or _default_name(float_model, kit), recipe=Recipe(
+            result.model, out, name or f"{model_name(model, float_model, kit)}-int8", recipe=Recipe(
                 tuple(passes)), held=held, label="int8", performance=report["performance"],
             engine=runtime, threads=threads, task=kit_obj,
             measurements={"quantization": {"budget": report["budget"],
@@ -306,6 +307,14 @@ def _label_metric(targets: np.ndarray, outputs: Mapping[str, np.ndarray]) -> dic
     return {"accuracy": accuracy(targets, first)}
 
 
-def _default_name(model: ImportedModel, kit: Any) -> str:
-    base = getattr(kit, "name", kit) or Path(str(model.path)).parent.name or "model"
-    return f"{base}-int8"
+def model_name(given: Any, model: ImportedModel, kit: Any = None) -> str:
+    """The repository name a job writes under when none is given: the kit's; for a Keras
+    file or SavedModel, the name it was given by (its conversion sits in a cache folder);
+    else the model file's folder."""
+    if kit is not None:
+        return str(getattr(kit, "name", kit))
+    if model.source.kind in ("keras", "saved_model") and isinstance(given, (str, Path)):
+        path = Path(given)
+        path = path.parent if path.name.isdigit() else path  # a TF Serving version folder
+        return path.stem if path.is_file() else path.name
+    return Path(str(model.path)).parent.name or "model"

@@ -64,7 +64,14 @@ from rtinfer.optimize.evaluate import (
 from rtinfer.optimize.passes import Recipe
 from rtinfer.optimize.passes.quantize import Quantize
 from rtinfer.optimize.report import search_result
-from rtinfer.optimize.run import Splits, budget_for, extra_set, loaded_kit, task_data
+from rtinfer.optimize.run import (
+    Splits,
+    budget_for,
+    extra_set,
+    loaded_kit,
+    model_name,
+    task_data,
+)
 from rtinfer.optimize.state import SearchState
 from rtinfer.optimize.variants import Variant, quantized_variants, torch_variants
 
@@ -255,7 +262,7 @@ def optimize(
                                    budget, threads, extra, kit_obj)
     if out is not None:
         _write(result, variants[chosen["variant"]], chosen, out,
-               name or (kit_name or Path(str(original.path)).parent.name or "model"), threads,
+               name or model_name(model, original, kit_name), threads,
                kit_obj, original=original)
     state.finish(result)
     return result
@@ -303,7 +310,9 @@ def _mixed_may_pay(records: Mapping[str, dict[str, Any]],
               and pipeline.faster(original / best(r))}
     if any(records[v]["validation"]["within_budget"] for v in faster):
         return False
-    return any(variants[v].quantized and variants[v].parent == "fp32" for v in faster)
+    # Mixed precision starts from ONNX static int8: LiteRT's speed says nothing about it.
+    return any(variants[v].quantized and variants[v].parent == "fp32"
+               and variants[v].recipe[-1].get("engine") != "litert" for v in faster)
 
 
 def _least_harmful(records: Mapping[str, dict[str, Any]],
@@ -407,15 +416,8 @@ def _write(result: dict[str, Any], variant: Variant, chosen: Mapping[str, Any],
            original: Any = None) -> None:
     from rtinfer.optimize.report import render_html
 
-    model = variant.model
-    if chosen["engine"] == "litert" and not model.is_tflite:
-        # The float original was fastest on LiteRT: deploy the .tflite LiteRT ran.
-        from rtinfer.models.tensorflow_model import tflite_of
-        from rtinfer.models.tflite_file import load_tflite
-
-        model = load_tflite(tflite_of(model), source=model.source)
     art = pipeline.write(
-        model, out, name, recipe=Recipe.of(variant.recipe), held=result["held_out"],
+        variant.model, out, name, recipe=Recipe.of(variant.recipe), held=result["held_out"],
         label="chosen", performance={k: v for k, v in result["chosen"].items() if k != "why"},
         engine=str(chosen["engine"]), threads=threads, task=kit,
         measurements={"budget": result["budget"]}, reference=original)

@@ -16,8 +16,9 @@ order of cost, cheapest first, so a tight time budget still sees the most likely
 4b. ``int8-ov-dynamic`` int8 weights (NNCF) with activations quantized at run time by
                       OpenVINO, per group of 128 channels — MatMul/Gemm models; runs on
                       OpenVINO only (ONNX Runtime would run the file in float)
-4c. ``litert-*``     TFLite's dynamic range, full integer and float16 conversions of the
-                      model's TensorFlow form, run on LiteRT — Keras and SavedModel models only
+4c. ``litert-*``     TFLite's float32, dynamic range, full integer and float16 conversions
+                      of the model's TensorFlow form, run on LiteRT — Keras and SavedModel
+                      models only
 5. ``int8-mixed``     the best static setting with its most sensitive layers kept in float
                       until the budget holds (:func:`quantize_within_budget`); built only when
                       no plain variant within budget was faster than the original
@@ -63,8 +64,9 @@ class Variant:
 
     def engines(self, available: list[str]) -> list[str]:
         """Engines to time it on: QDQ int8 runs on ONNX Runtime and OpenVINO, a ``.tflite``
-        variant on LiteRT; the original float model also on LiteRT when it has a TensorFlow
-        form, and on PyTorch eager when its module is known."""
+        variant on LiteRT (the float model on LiteRT is its own variant, ``litert-fp32``,
+        judged there); the original float model also on PyTorch eager when its module is
+        known."""
         names: list[str] = [e for e in ("onnxruntime", "openvino", "litert")
                             if e in available and self._runs_on(e)]
         if self.id == "fp32" and "torch" in available and (
@@ -73,10 +75,8 @@ class Variant:
         return names
 
     def _runs_on(self, engine: str) -> bool:
-        if self.model.is_tflite:
-            return engine == "litert"
-        if engine == "litert":  # the float original, converted from its TensorFlow form
-            return self.model.tensorflow is not None and not self.quantize_passes()
+        if self.model.is_tflite or engine == "litert":
+            return self.model.is_tflite and engine == "litert"
         return all(engine in q.int8_engines for q in self.quantize_passes())
 
 
@@ -126,7 +126,9 @@ def quantized_variants(
             configs.append(("int8-ov-dynamic", "int8 weights, run-time activations (OpenVINO)",
                             Quantize(method="dynamic", engine="openvino")))
     if base.tensorflow is not None and "litert" in engines:  # TFLite's own, from the TF form
-        configs += [("litert-dynamic", "int8 dynamic range (LiteRT)",
+        configs += [("litert-fp32", "float32 (LiteRT)",
+                     Quantize(method="float32", engine="litert")),
+                    ("litert-dynamic", "int8 dynamic range (LiteRT)",
                      Quantize(method="dynamic", engine="litert")),
                     ("litert-int8", "int8 full integer (LiteRT)", Quantize(engine="litert")),
                     ("litert-fp16", "float16 weights (LiteRT)",
@@ -135,7 +137,8 @@ def quantized_variants(
         def build(config: Quantize = config, vid: str = vid, label: str = label) -> Variant:
             model = quantize(base, config, calibration if config.method == "static" else None)
             return Variant(prefix + vid, (prefix + " " if prefix else "") + label,
-                           [*(base_recipe or []), config.to_dict()], model, True, parent)
+                           [*(base_recipe or []), config.to_dict()], model,
+                           config.method != "float32", parent)
         yield prefix + vid, label, build
 
 

@@ -53,6 +53,8 @@ def decode_predict(request: Any, spec: ModelSpec, raw: RawInputs | None = None
         raise InvalidInputError('a predict request is a JSON object with either "instances" '
                                 '(row form) or "inputs" (columnar form), not both')
     signature = request.get("signature_name", SIGNATURE)
+    if not isinstance(signature, str):
+        raise InvalidInputError('"signature_name" must be a string')
     if signature not in ("", SIGNATURE):  # as TF Serving answers a name it does not have
         raise InvalidInputError(f"serving signature name {str(signature)[:64]!r} not found; "
                                 f"this model's only signature is '{SIGNATURE}'")

@@ -61,7 +61,7 @@ __all__ = ["CONFIG_VERSION", "DYNAMIC_GROUP_KEY", "QDQ_OPSET", "Feeds", "Quantiz
 CONFIG_VERSION = 1
 Feeds = Mapping[str, np.ndarray]
 
-_METHODS = ("static", "dynamic", "float16")
+_METHODS = ("static", "dynamic", "float16", "float32")
 _ENGINES = ("onnxruntime", "openvino", "litert")
 _CALIBRATIONS = ("minmax", "entropy", "percentile")
 _PRESETS = ("default", "transformer")
@@ -115,9 +115,9 @@ class Quantize:
             raise ValueError("OpenVINO's dynamic int8 stores weights per output channel; "
                              "per_channel=False is not available there (use "
                              "engine='onnxruntime' for per-tensor dynamic int8)")
-        if self.method == "float16" and self.engine != "litert":
-            raise ValueError("method='float16' is TFLite's (engine='litert'); ONNX Runtime and "
-                             "OpenVINO quantize to int8")
+        if self.method in ("float16", "float32") and self.engine != "litert":
+            raise ValueError(f"method='{self.method}' is TFLite's (engine='litert'); ONNX "
+                             "Runtime and OpenVINO quantize to int8")
         if self.engine == "litert" and (self.calibration != "minmax" or self.exclude
                                         or self.preset != "default"):
             raise ValueError("engine='litert' takes TFLite's own settings: method, per_channel "
@@ -159,7 +159,8 @@ class Quantize:
             return {"dynamic": f"int8 dynamic range (TFLite{gran}, LiteRT)",
                     "static": f"int8 full integer (TFLite{gran}, {self.calib_samples} "
                               "calibration samples, LiteRT)",
-                    "float16": "float16 weights (TFLite, LiteRT)"}[self.method]
+                    "float16": "float16 weights (TFLite, LiteRT)",
+                    "float32": "float32, converted (TFLite, LiteRT)"}[self.method]
         if self.method == "dynamic" and self.engine == "openvino":
             extra = f", {len(self.exclude)} layer(s) in float" if self.exclude else ""
             return (f"int8 weights + activations quantized at run time per {self.dynamic_group} "

@@ -7,11 +7,13 @@ make the same file::
     + converter.representative_dataset = calibration split           # method="static":
     + target_spec.supported_ops = [TFLITE_BUILTINS_INT8]             #   int8 kernels throughout
     + target_spec.supported_types = [tf.float16]                     # method="float16"
+    no optimizations                                                 # method="float32"
 
 Dynamic range stores weights as int8 and quantizes activations per call; full integer
 calibrates every activation's range on ``calib_samples`` rows and runs int8 kernels end to end
 (inputs and outputs stay float: LiteRT quantizes and dequantizes at the edges); float16 halves
-the weights and computes in float32 on x86. The model needs its TensorFlow form
+the weights and computes in float32 on x86; float32 is the plain conversion (the float model
+as LiteRT runs it, judged like any variant). The model needs its TensorFlow form
 (:attr:`ImportedModel.tensorflow`: imported from Keras or a SavedModel).
 """
 
@@ -45,6 +47,8 @@ def quantize_litert(model: ImportedModel, config: Quantize,
     def configure(converter: Any) -> None:
         import tensorflow as tf
 
+        if config.method == "float32":
+            return
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         if config.method == "float16":
             converter.target_spec.supported_types = [tf.float16]
