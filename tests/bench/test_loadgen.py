@@ -48,8 +48,11 @@ def test_overload_is_invalid_with_the_queue_in_p99_and_light_load_is_valid(
     # run, so p99 is the queue's length in time, far above the service time and the objective.
     assert over["latency_ms"]["p99"] > slo > 10 * light["latency_ms"]["p50"]
     # what the queue held when issuing stopped is counted, not served for as long again
-    assert over["schedule"]["not_issued"] > 0
-    assert over["throughput"]["samples_per_s"] < 0.75 * over["load"]["qps"]
+    schedule = over["schedule"]
+    assert schedule["not_issued"] > 0
+    assert schedule["issued"] + schedule["not_issued"] == schedule["scheduled"]
+    # (No rate comparison here: capacity measured a moment earlier on a shared machine does
+    # not bound what the target serves now; test_openloop asserts the overload verdict.)
     assert over["load"]["loop"].startswith("open") and over["load"]["latency_from"] == (
         "scheduled issue time")
 
