@@ -22,7 +22,7 @@ $(VENV)/.installed-dev: pyproject.toml constraints.txt | $(BIN)/python
 	@touch $@ $(VENV)/.installed-all
 
 demo: $(VENV)/.installed-all
-	$(BIN)/rtinfer demo --kit fraud --out demo-repo
+	$(BIN)/rtinfer demo --kit perception --out demo-repo
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests benchmarks
