@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import psutil
@@ -109,3 +110,31 @@ def test_within_capacity_nothing_is_dropped(target: InProcessTarget, tmp_path: P
     assert r["errors"]["count"] == 0 and r["loadgen"] is None
     # the client's own lateness (a free worker waking late) stays apart from queueing
     assert r["issue_delay_ms"]["p99"] < 200 and r["client_queue_wait_ms"]["p99"] is not None
+
+
+class _FailingAfterWarmUp(InProcessTarget):
+    """Answers through the warm-up (its first 0.5 s), then fails every request at once, as a
+    server answering 503 under overload."""
+
+    first = 0.0
+
+    def run(self, feeds: Any) -> Any:
+        self.first = self.first or time.perf_counter()
+        if time.perf_counter() - self.first > 0.55:
+            raise RuntimeError("503: queue full")
+        return super().run(feeds)
+
+
+def test_failed_requests_are_not_capacity(chain: ImportedModel, tmp_path: Path) -> None:
+    """Quick failures are errors, not answers: no achieved rate, no latency, counted as over
+    the bound, and the objective is not met."""
+    failing = _FailingAfterWarmUp(chain, threads=1)
+    r = run_loadgen(failing, load_samples(spec=failing.spec),
+                    LoadSpec("server", qps=500, slo_p99_ms=50, duration_s=0.3), tmp_path)
+    failing.close()
+    sched = r["schedule"]
+    assert sched["failed"] > 0 and sched["unfinished"] == 0
+    assert sched["completed"] + sched["failed"] == sched["issued"]
+    assert r["latency_ms"]["n"] == sched["completed"]  # failures have no latency
+    assert r["validity"] == "INVALID" and not r["meets_objective"]
+    assert any("requests failed, e.g. RuntimeError: 503" in x for x in r["invalid_reasons"])

@@ -177,11 +177,17 @@ def _run_server(target: Target, samples: Samples, load: LoadSpec, out: Path,
             "offered_qps": qps, "duration_s": run.duration_s, "scheduled": run.scheduled,
             "issued": run.issued, "not_issued": run.not_issued, "late": run.late,
             "late_means": f"sent more than {bound_s * 1e3:g} ms (the bound) after due",
-            "completed": run.completed, "unfinished": run.unfinished,
+            "completed": run.completed, "unfinished": run.unfinished, "failed": run.errors,
             "achieved_qps": run.achieved_qps,
             "end": f"issuing stops {bound_s * 1e3:g} ms after the duration; calls in flight "
                    f"then get {DRAIN_S:g} s"}},
         throughput={"scheduled_samples_per_s": run.scheduled / run.duration_s})
+
+
+def _unserved(sections: dict[str, Any]) -> int:
+    """Scheduled queries a server run never answered (not issued, unanswered or failed)."""
+    schedule = sections.get("schedule") or {}
+    return sum(int(schedule.get(k, 0)) for k in ("not_issued", "unfinished", "failed"))
 
 
 def _server_verdict(run: OpenLoopRun, bound_s: float, min_queries: int) -> list[str]:
@@ -203,10 +209,12 @@ def _server_verdict(run: OpenLoopRun, bound_s: float, min_queries: int) -> list[
     if p99_ms is not None and p99_ms > bound_ms:
         reasons.append(f"latency bound at p99 not met: p99 {p99_ms:,.2f} ms > {bound_ms:g} ms"
                        " (answered queries)")
-    over = int(np.count_nonzero(run.latencies > bound_s)) + run.not_issued + run.unfinished
+    over = (int(np.count_nonzero(run.latencies > bound_s)) + run.not_issued + run.unfinished
+            + run.errors)
     if not early_stopping_met(run.scheduled, over):
         reasons.append(f"early stopping not met: {over:,} of {run.scheduled:,} queries over "
-                       f"{bound_ms:g} ms (not issued or unanswered ones counted as over)")
+                       f"{bound_ms:g} ms (not issued, unanswered or failed ones counted as "
+                       "over)")
     if run.errors:
         reasons.append(f"{run.errors} requests failed, e.g. {run.error_examples[0]}")
     return reasons
@@ -493,8 +501,10 @@ def _result(target: Target, samples: Samples, load: LoadSpec, out: Path, warm_s:
         "objective": {"p99_ms": load.slo_p99_ms},
         "validity": "INVALID" if m.reasons else "VALID",
         "valid": not m.reasons,
-        "meets_objective": (p99 <= load.slo_p99_ms) if p99 is not None and load.slo_p99_ms
-        else None,
+        # Queries never answered have no latency: with any of them the answered queries' p99
+        # is only a lower bound, and the objective cannot be said to be met.
+        "meets_objective": (p99 <= load.slo_p99_ms and not _unserved(m.sections))
+        if p99 is not None and load.slo_p99_ms else None,
         "invalid_reasons": m.reasons,
         **m.sections,
         "throughput": {"samples_per_s": m.samples_per_s, "note": m.throughput_note,

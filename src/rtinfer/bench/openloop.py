@@ -108,7 +108,8 @@ class PoissonSchedule:
 
 @dataclass
 class OpenLoopRun:
-    """What one open-loop run measured; arrays hold completed queries only, in seconds."""
+    """What one open-loop run measured; arrays hold answered queries only (a failed request
+    is an error, not an answer: its quick failure must not pass for capacity), in seconds."""
 
     qps: float
     duration_s: float
@@ -133,13 +134,13 @@ class OpenLoopRun:
 
     @property
     def unfinished(self) -> int:
-        """Issued but not answered before the drain ended."""
-        return self.issued - self.completed
+        """Issued but neither answered nor failed before the drain ended."""
+        return self.issued - self.completed - self.errors
 
     @property
     def achieved_qps(self) -> float:
-        """Completed queries per second over the run: the target's capacity when it was
-        offered more than it could carry."""
+        """Answered queries per second over the run: the target's capacity when it was
+        offered more than it could carry (failures left out)."""
         return self.completed / self.span_s if self.span_s > 0 else 0.0
 
 
@@ -188,11 +189,12 @@ class _Workers:
             with self.lock:
                 if self.closed:
                     return
+                self.late += sent - due > self.bound_s
                 if failure is not None:
                     self.errors += 1
                     if len(self.examples) < 5:
                         self.examples.append(failure)
-                self.late += sent - due > self.bound_s
+                    continue
                 self.latencies.append(done - due)
                 self.waits.append(wait)
                 self.delays.append(sent - due - wait)

@@ -95,7 +95,10 @@ class Session:
             return self._engine.run(feeds)
 
     def close(self) -> None:
-        self._engine.close()
+        # After any call in flight (a load generator's straggler): closing a runtime's session
+        # under a running call would free what that call is using.
+        with self._lock:
+            self._engine.close()
 
     def __enter__(self) -> Session:
         return self
