@@ -7,13 +7,16 @@ import json
 import re
 import xml.dom.minidom
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from rtinfer.bench.report import flatten_runs, load_report
 from rtinfer.cli import app
 from rtinfer.models import ImportedModel
+from svg_layout import assert_laid_out, frame, parse
 
 runner = CliRunner()
 
@@ -75,3 +78,42 @@ def test_bench_cli_refuses_a_server_run_without_qps(chain: ImportedModel) -> Non
     res = runner.invoke(app, ["bench", str(chain.path), "--scenario", "server"])
     assert res.exit_code != 0
     assert "needs the offered load" in str(res.exception)
+
+
+def _run(series: str, qps: float, p99: float, objective: float) -> dict[str, Any]:
+    """A server-scenario LoadGen result as ``rtinfer bench --json`` writes it (trimmed)."""
+    ms = np.random.default_rng(int(qps)).lognormal(np.log(p99 / 3), 0.4, 2000)
+    qs = [*range(0, 100), 99.5, 99.9, 100.0]
+    pct = np.percentile(ms, qs)
+    return {"kind": "loadgen", "label": f"{series} server @ {qps:g} QPS", "series": series,
+            "load": {"scenario": "server", "qps": qps, "generator": "MLPerf LoadGen"},
+            "throughput": {"samples_per_s": qps * 0.99},
+            "latency_ms": {"p50": float(pct[50]), "p90": float(pct[90]), "p99": p99,
+                           "p99_9": float(pct[101]), "n": 2000,
+                           "estimator": "numpy linear (Hyndman-Fan type 7)"},
+            "objective": {"p99_ms": objective}, "valid": p99 <= objective,
+            "validity": "VALID" if p99 <= objective else "INVALID",
+            "invalid_reasons": [], "warnings": [], "resources": {}, "logs": {"dir": "/tmp/x"},
+            "environment": {"cpu": {"model": "AMD EPYC", "usable_cores": 2, "flags": ["avx2"]},
+                            "versions": {"onnxruntime": "1.20"}},
+            "cdf_ms": [[float(q), float(v)] for q, v in zip(qs, pct, strict=True)]}
+
+
+@pytest.mark.parametrize("names", [
+    ["chain", "chain int8"],
+    [f"bert-base-uncased int8-dynamic on onnxruntime, {t} threads, max batch {b}, "
+     "dynamic batching with a 2 ms queue delay" for t in (1, 2, 4) for b in (1, 8, 32)],
+], ids=["short", "nine-long"])
+def test_report_charts_keep_every_label_inside(names: list[str]) -> None:
+    results = [_run(name, qps, p99=3.0 * k * (i + 1), objective=25.0)
+               for k, name in enumerate(names, 1) for i, qps in enumerate((50, 200, 800))]
+    page = load_report(results)
+    svgs = re.findall(r"<svg.*?</svg>", page, flags=re.S)
+    assert len(svgs) == 3
+    for svg in svgs:
+        items = assert_laid_out(svg)    # inside the viewBox; objective labels in the frame
+        legend = " ".join(t.text for t in items if t.cls == "legend")
+        assert all(name in legend for name in names)   # wrapped, not cut
+        assert sum(t.text.startswith("objective 25 ms") for t in items) == 1
+        plot = frame(parse(svg))
+        assert all(t.box.within(plot) for t in items if t.text.startswith("objective"))

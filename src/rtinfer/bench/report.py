@@ -16,12 +16,11 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from rtinfer._svg import Chart
+
 __all__ = ["LOAD_KINDS", "flatten_runs", "load_report"]
 
 LOAD_KINDS = ("loadgen", "loadgen-sweep")
-_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2",
-           "#7f7f7f", "#bcbd22", "#17becf")
-_W, _H, _M = 560, 320, 52  # plot width, height, margin (px)
 
 
 def flatten_runs(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -158,74 +157,19 @@ def _best(results: Sequence[dict[str, Any]]) -> str:
 def _plot(series: dict[str, list[tuple[float, float]]], xlabel: str, ylabel: str, *,
           hline: float | None = None, vline: float | None = None, logx: bool = False,
           logy: bool = False, markers: bool = True) -> str:
-    """A line chart as inline SVG; log axes where latencies span decades."""
-    pts = [p for s in series.values() for p in s if p[0] is not None and p[1] is not None]
-    if not pts:
+    """A line chart as inline SVG (``rtinfer._svg``); log axes where latencies span decades."""
+    series = {k: [p for p in s if p[0] is not None and p[1] is not None]
+              for k, s in series.items()}
+    if not any(series.values()):
         return "<p>no data</p>"
-    xs = [p[0] for p in pts] + ([vline] if vline else [])
-    ys = [p[1] for p in pts] + ([hline] if hline else [])
-    fx, x0, x1 = _axis(xs, logx)
-    fy, y0, y1 = _axis(ys, logy)
-
-    def px(x: float) -> float:
-        return _M + (fx(x) - x0) / (x1 - x0 or 1) * (_W - 2 * _M)
-
-    def py(y: float) -> float:
-        return _H - _M - (fy(y) - y0) / (y1 - y0 or 1) * (_H - 2 * _M)
-
-    svg = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{_W + 380}' height='{_H}'>",
-           f"<rect x='{_M}' y='{_M}' width='{_W - 2 * _M}' height='{_H - 2 * _M}' "
-           "fill='none' stroke='#888'/>"]
-    for t in _ticks(x0, x1, logx):
-        svg.append(f"<text x='{px(t):.1f}' y='{_H - _M + 16}' font-size='11' "
-                   f"text-anchor='middle'>{_n(t)}</text>")
-    for t in _ticks(y0, y1, logy):
-        svg.append(f"<text x='{_M - 5}' y='{py(t) + 4:.1f}' font-size='11' "
-                   f"text-anchor='end'>{_n(t)}</text>")
-    svg.append(f"<text x='{_W / 2}' y='{_H - 10}' font-size='12' text-anchor='middle'>"
-               f"{_e(xlabel)}</text><text x='14' y='{_H / 2}' font-size='12' "
-               f"transform='rotate(-90 14 {_H / 2})' text-anchor='middle'>{_e(ylabel)}</text>")
+    chart = Chart(xlabel, ylabel, log_x=logx, log_y=logy, zero=True)
+    for name, points in series.items():
+        chart.series(name, points, marker=markers, line=True)
     if hline:
-        svg.append(f"<line x1='{_M}' x2='{_W - _M}' y1='{py(hline):.1f}' y2='{py(hline):.1f}' "
-                   f"stroke='#b00' stroke-dasharray='5,4'/><text x='{_W - _M - 4}' "
-                   f"y='{py(hline) - 4:.1f}' font-size='11' fill='#b00' text-anchor='end'>"
-                   f"objective {_n(hline)} ms</text>")
+        chart.hline(hline, f"objective {_n(hline)} ms")
     if vline:
-        svg.append(f"<line y1='{_M}' y2='{_H - _M}' x1='{px(vline):.1f}' x2='{px(vline):.1f}' "
-                   f"stroke='#b00' stroke-dasharray='5,4'/><text x='{px(vline) + 4:.1f}' "
-                   f"y='{_M + 12}' font-size='11' fill='#b00'>objective {_n(vline)} ms</text>")
-    for k, (name, s) in enumerate(series.items()):
-        color = _COLORS[k % len(_COLORS)]
-        path = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in s)
-        svg.append(f"<polyline points='{path}' fill='none' stroke='{color}' stroke-width='2'/>")
-        if markers:
-            svg.extend(f"<circle cx='{px(x):.1f}' cy='{py(y):.1f}' r='3.5' fill='{color}'/>"
-                       for x, y in s)
-        svg.append(f"<rect x='{_W + 4}' y='{_M + 18 * k - 9}' width='12' height='12' "
-                   f"fill='{color}'/><text x='{_W + 20}' y='{_M + 18 * k + 1}' "
-                   f"font-size='11'>{_e(name[:64])}</text>")
-    svg.append("</svg>")
-    return "".join(svg)
-
-
-def _axis(values: list[float], log: bool) -> tuple[Any, float, float]:
-    if log and min(values) > 0:
-        lo, hi = math.log10(min(values)), math.log10(max(values))
-        pad = max((hi - lo) * 0.05, 0.05)
-        return math.log10, lo - pad, hi + pad
-    lo, hi = min(0.0, min(values)), max(values)
-    return (lambda v: v), lo, hi * 1.05 if hi > 0 else 1.0
-
-
-def _ticks(lo: float, hi: float, log: bool) -> list[float]:
-    if log:  # 1-2-5 steps when the axis spans under two decades, else powers of ten
-        steps = (1, 2, 5) if hi - lo < 2 else (1,)
-        ticks = [m * 10.0 ** e for e in range(math.floor(lo), math.ceil(hi) + 1)
-                 for m in steps if lo <= math.log10(m * 10.0 ** e) <= hi]
-        return ticks or [10 ** lo, 10 ** hi]
-    step = 10 ** math.floor(math.log10((hi - lo) / 4 or 1))
-    step *= next(m for m in (1, 2, 5, 10) if (hi - lo) / (step * m) <= 6)
-    return [i * step for i in range(math.ceil(lo / step), math.floor(hi / step) + 1)]
+        chart.vline(vline, f"objective {_n(vline)} ms")
+    return chart.render()
 
 
 def _n(v: Any) -> str:
