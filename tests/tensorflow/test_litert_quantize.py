@@ -23,6 +23,8 @@ def _quantize(model: Path, data: Path, method: str, out: Path) -> dict[str, Any]
         "--max-drop", "1pt", "--out", str(out), "--name", f"digits-{method}",
         "--json", str(report), "--quiet"])
     assert res.exit_code == 0, res.output
+    shown = "float16" if method == "float16" else "int8"  # what the output calls the model
+    assert f"{shown} on held-out data: accuracy" in res.output, res.output
     return dict(json.loads(report.read_text()))
 
 

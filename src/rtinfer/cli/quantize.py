@@ -114,24 +114,29 @@ def quantize(
         console.print(f"QAT: {result['qat']['outcome']}", highlight=False)
     if result["kept_in_float"]:
         console.print(f"kept in float: {', '.join(result['kept_in_float'])}", highlight=False)
+    # The report's key is "int8" for every method; say what the model really is.
+    kind = result["config"]["method"] if result["config"]["method"].startswith("float") \
+        else "int8"
     if "held_out" in result:
         held = result["held_out"]
         for label in ("original", "int8"):
             if label in held:
-                console.print(f"{label} on held-out data: " + ", ".join(
+                shown = kind if label == "int8" else label
+                console.print(f"{shown} on held-out data: " + ", ".join(
                     f"{k} {v:.4f}" for k, v in held[label].items()), highlight=False)
         if "budget" in held:
             print_checks(held["budget"]["checks"], "the same limits on held-out data "
                          "(reported, not used to choose)")
-        print_beyond(held.get("beyond_split"), "int8")
+        print_beyond(held.get("beyond_split"), kind)
         for output, fid in held["fidelity"].items():
             console.print(f"fidelity of {output}: worst cosine {fid['cosine_min']:.4f}, "
                           f"mean {fid['cosine_mean']:.4f}, SQNR {fid['sqnr_db']:.1f} dB",
                           highlight=False)
         perf = result["performance"]
         console.print(f"latency at batch 1 on {perf['engine']}: float "
-                      f"{perf['p50_ms']['original']:.2f} ms, int8 {perf['p50_ms']['int8']:.2f} ms "
-                      f"p50 → {perf['speedup']:.2f}x", highlight=False)
+                      f"{perf['p50_ms']['original']:.2f} ms, {kind} "
+                      f"{perf['p50_ms']['int8']:.2f} ms p50 → {perf['speedup']:.2f}x",
+                      highlight=False)
     if "message" in result:
         console.print(f"[bold yellow]{result['message']}[/]", highlight=False)
     if "artifact" in result:
