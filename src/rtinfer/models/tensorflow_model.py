@@ -357,7 +357,7 @@ def _convert(folder: Path, source: Source, path: Path) -> ImportedModel:
                              f"{type(outputs).__name__}, not named outputs")
     input_signature = [tf.TensorSpec(specs[n].shape, specs[n].dtype, name=n) for n in names]
 
-    @tf.function(input_signature=input_signature)
+    @tf.function(input_signature=input_signature, autograph=False)  # no generated code in /tmp
     def call(*args: Any) -> Any:
         return sig(**dict(zip(names, args, strict=True)))
 
