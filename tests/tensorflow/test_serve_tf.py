@@ -85,3 +85,27 @@ def test_tflite_artifact_and_tf_serving_folder(digits_keras: Path, digits: dict[
                 break
             time.sleep(0.2)
         assert [v["version"] for v in got["model_version_status"]] == ["3"]
+
+
+def test_a_tf_serving_base_path_is_served_as_it_is(keras_mlp: Any, tmp_path: Path) -> None:
+    """``rtinfer serve /models/fraud``, as ``tensorflow_model_server --model_base_path``: one
+    model named after the folder, its newest version, the base path the boundary."""
+    from rtinfer.serve import create_app, load_repository
+
+    base = tmp_path / "models" / "fraud"
+    keras_mlp.export(str(base / "1"), verbose=False)
+    (tmp_path / "models" / "other").mkdir()  # a sibling folder is not part of it
+    feeds = {"amount": np.ones((1, 4), np.float32), "merchant": np.ones((1, 3), np.float32)}
+    want = keras_mlp(feeds)["score"].numpy()
+    app = create_app(load_repository(base, threads=1), poll_interval_s=0.2)
+    with running(app) as url:
+        status, got = call(url, "/v1/models/fraud:predict", {
+            "instances": [{"amount": feeds["amount"][0].tolist(),
+                           "merchant": feeds["merchant"][0].tolist()}]})
+        assert status == 200, got
+        np.testing.assert_allclose(np.array(got["predictions"][0]["score"]), want[0],
+                                   atol=1e-4)
+        assert call(url, "/v2/repository/index", b"")[1] == [
+            {"name": "fraud", "state": "READY", "reason": "", "version": "1"}]
+        assert call(url, "/v2/repository/models/other/load", b"")[0] == 404
+        assert call(url, "/v2/repository/models/..%2Fother/load", b"")[0] in (400, 404)

@@ -64,7 +64,10 @@ class ModelRepository:
     def __init__(self, path: Path | None, overrides: dict[str, Any] | None = None,
                  drain_timeout_s: float = 30.0, workers: int = 1, cores: int | None = None
                  ) -> None:
-        self.path = path
+        # A TF Serving model base path (<base>/<version>/saved_model.pb) is served as it is:
+        # one model, named after the folder, the base path itself the boundary.
+        self.single = path.name if path is not None and is_base_path(path) else None
+        self.path = path.parent if self.single and path is not None else path
         self.root = Path(os.path.realpath(path)) if path is not None else None  # the boundary
         self.overrides = dict(overrides or {})
         self.drain_timeout_s = drain_timeout_s
@@ -167,8 +170,9 @@ class ModelRepository:
         folder that resolves outside the repository."""
         check_name(name)
         if action == "load":
-            if self.path is None or not (self.path / name).is_dir():
-                raise ModelNotFoundError(f"model '{name}' is not in the repository {self.path}")
+            if self.path is None or not (self.path / name).is_dir() or (
+                    self.single is not None and name != self.single):
+                raise ModelNotFoundError(f"model '{name}' is not in the repository {self.root}")
             self.folder(name)
         if action == "unload" and name not in self.states:
             raise ModelNotFoundError(f"unknown model '{name}'")
@@ -177,6 +181,9 @@ class ModelRepository:
         """``<repo>/<name>``, checked: a plain name whose real path is inside the repository."""
         assert self.path is not None and self.root is not None
         check_name(name)
+        if self.single is not None and name != self.single:
+            raise ModelNotFoundError(f"model '{name}' is not served here: this server serves "
+                                     f"the one model '{self.single}' (a TF Serving base path)")
         folder = self.path / name
         contained(self.root, folder)
         return folder
@@ -246,6 +253,8 @@ class ModelRepository:
 
     def _model_names(self) -> list[str]:
         assert self.path is not None
+        if self.single is not None:
+            return [self.single]
         if not self.path.is_dir():
             raise RtinferError(f"model repository '{self.path}' is not a folder")
         names = []
@@ -485,6 +494,14 @@ def _manifest_reference(root: Path | None, version_dir: Path) -> int | None:
         return None
     version = ref.get("version") if isinstance(ref, dict) else None
     return version if isinstance(version, int) and not isinstance(version, bool) else None
+
+
+def is_base_path(folder: Path) -> bool:
+    """A TF Serving model base path: numbered version folders holding SavedModels, and no
+    config.pbtxt (a Triton model folder is served from its repository)."""
+    if not folder.is_dir() or (folder / "config.pbtxt").is_file():
+        return False
+    return any((folder / str(v) / "saved_model.pb").is_file() for v in _numbered(folder))
 
 
 def _numbered(folder: Path) -> list[int]:
