@@ -138,6 +138,11 @@ class OpenLoopRun:
         return self.issued - self.completed - self.errors
 
     @property
+    def unserved(self) -> int:
+        """Scheduled queries never answered: not issued, unanswered or failed."""
+        return self.not_issued + self.unfinished + self.errors
+
+    @property
     def achieved_qps(self) -> float:
         """Answered queries per second over the run: the target's capacity when it was
         offered more than it could carry (failures left out)."""

@@ -101,12 +101,14 @@ def load(
     if threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}; pass None for all usable cores")
     imported = import_model(model, example_inputs)
-    name = name or ("litert" if imported.is_tflite else DEFAULT_ENGINE)
+    name = name or _default_for(imported.is_tflite)
     cls = engine_class(name)
-    if imported.is_tflite and name != "litert":
+    if imported.format not in cls.formats:
+        runs = [n for n in engine_names() if imported.format in engine_class(n).formats]
         raise EngineUnavailableError(
-            f"{imported.source.description} is a .tflite model, which only engine='litert' "
-            f"runs; to run it on {name}, import its Keras or SavedModel source instead")
+            f"{imported.source.description} is a .{imported.format} model, which only "
+            f"engine={' or '.join(repr(n) for n in runs)} runs; to run it on {name}, import "
+            "its Keras or SavedModel source instead")
     start = time.perf_counter()
     session = Session(cls(imported, threads, **options), load_seconds=0.0)
     session.load_seconds = time.perf_counter() - start
@@ -170,6 +172,12 @@ def chosen_engine(model: Any) -> str:
     tflite = getattr(model, "is_tflite", None)
     if tflite is None and isinstance(model, (str, os.PathLike)):
         tflite = str(model).lower().endswith(".tflite")
+    return _default_for(bool(tflite))
+
+
+def _default_for(tflite: bool) -> str:
+    """The engine a model with no recorded engine runs on: LiteRT for a .tflite file (only it
+    runs one), else the default."""
     return "litert" if tflite else DEFAULT_ENGINE
 
 

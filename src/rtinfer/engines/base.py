@@ -31,6 +31,7 @@ class Engine(ABC):
     """Base class of engines; subclasses import their runtime inside ``__init__``."""
 
     name: ClassVar[str]
+    formats: ClassVar[tuple[str, ...]] = ("onnx",)  # the model files it runs (ImportedModel.format)
 
     def __init__(self, model: ImportedModel, threads: int, **options: Any) -> None:
         self.model = model

@@ -27,6 +27,7 @@ class LiteRtEngine(Engine):
     built with, and the engine contract test counts the threads that do the work."""
 
     name = "litert"
+    formats = ("tflite", "onnx")  # ONNX only with a TensorFlow form to convert (_converted)
 
     def __init__(self, model: ImportedModel, threads: int, **options: Any) -> None:
         super().__init__(model, threads, **options)

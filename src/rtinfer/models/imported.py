@@ -57,6 +57,11 @@ class ImportedModel:
         """The file is a ``.tflite`` flatbuffer (LiteRT's), not ONNX."""
         return self.path.suffix.lower() == ".tflite"
 
+    @property
+    def format(self) -> str:
+        """``tflite`` or ``onnx``: what an engine must run (``Engine.formats``)."""
+        return "tflite" if self.is_tflite else "onnx"
+
     def own_folder(self, folder: Path) -> None:
         """Delete ``folder`` (a temporary export) when this model object is garbage collected."""
         weakref.finalize(self, shutil.rmtree, folder, True)

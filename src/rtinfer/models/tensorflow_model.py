@@ -88,15 +88,17 @@ def from_keras(model: Any, *, use_cache: bool = True) -> ImportedModel:
         name = getattr(model, "name", type(model).__name__)
         source = Source("keras", f"Keras model {name} (TensorFlow {tf.__version__})",
                         digest or "")
+    def keras_model() -> Any:  # a file is opened only when it must be exported
+        return loaded if loaded is not None else _load_keras(Path(model))
+
     if digest is not None and use_cache:
         folder = _cache_folder(digest) / "saved_model"
         if not is_saved_model(folder):
-            _export_keras(loaded if loaded is not None else _load_keras(Path(model)), folder)
+            _export_keras(keras_model(), folder)
         return from_saved_model(folder, source=source)
     tmp = Path(tempfile.mkdtemp(prefix="rtinfer-keras-"))
     try:
-        _export_keras(loaded if loaded is not None else _load_keras(Path(model)),
-                      tmp / "saved_model")
+        _export_keras(keras_model(), tmp / "saved_model")
         if not source.sha256:
             source = Source(source.kind, source.description,
                             sha256_files(_files(tmp / "saved_model"), tmp / "saved_model"))
