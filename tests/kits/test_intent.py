@@ -81,3 +81,15 @@ def test_same_logits_on_every_engine(intent_kit: Kit, engine: str) -> None:
 def test_preprocess_rejects_non_text(intent_kit: Kit) -> None:
     with pytest.raises(TypeError, match="sentences"):
         intent_kit.preprocess([42])
+
+
+def test_development_requests_cover_every_intent_and_share_none_with_the_evaluation_set(
+) -> None:
+    from rtinfer.kits.intent_requests import REQUESTS
+    from rtinfer.kits.intent_requests_dev import DEV_REQUESTS
+
+    per_intent: dict[str, int] = {}
+    for intent, _ in DEV_REQUESTS:
+        per_intent[intent] = per_intent.get(intent, 0) + 1
+    assert per_intent == dict.fromkeys({intent for intent, _ in REQUESTS}, 2)
+    assert not {t for _, t in DEV_REQUESTS} & {t for _, t in REQUESTS}  # tuned on != judged by
