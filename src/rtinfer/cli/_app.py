@@ -202,7 +202,8 @@ def _write_json(path: Path | None, data: dict[str, Any]) -> None:
     if path is None:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, default=str))
+    path.write_text(json.dumps(data, indent=2, default=str, ensure_ascii=False),
+                    encoding="utf-8")
     err_console.print(f"wrote {path}", highlight=False)
 
 

@@ -165,7 +165,8 @@ def save_artifact(
             manifest["task"] = dict(task)
         if reference is not None:
             manifest["reference"] = dict(reference)
-        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, default=_jsonable))
+        (staging / MANIFEST).write_text(
+            json.dumps(manifest, indent=2, default=_jsonable, ensure_ascii=False), encoding="utf-8")
         (model_dir / CONFIG).write_text(
             triton_config(name, model.spec, max_batch_size=max_batch_size, threads=threads,
                           instances=instances, model_filename=model.path.name)
@@ -198,7 +199,7 @@ def load_artifact(path: str | Path, *, verify: bool = True,
             )
         path = path / str(max(versions))
     try:
-        manifest = json.loads((path / MANIFEST).read_text())
+        manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise ArtifactError(f"cannot read {path / MANIFEST}: {exc}") from exc
     fmt = manifest.get("format_version")

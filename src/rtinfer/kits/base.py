@@ -195,7 +195,8 @@ def build_kit(recipe: KitRecipe, size: str = "full", *, force: bool = False,
             meta = recipe.build(staging, size, say)
             meta.update(kit=recipe.name, size=size, key=recipe.key(size),
                         build_seconds=round(time.perf_counter() - start, 1))
-            (staging / "kit.json").write_text(json.dumps(meta, indent=2))
+            (staging / "kit.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False),
+                                               encoding="utf-8")
             try:
                 staging.rename(folder)
             except OSError:  # built concurrently by another process: keep theirs
@@ -203,7 +204,7 @@ def build_kit(recipe: KitRecipe, size: str = "full", *, force: bool = False,
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-    meta = json.loads((folder / "kit.json").read_text())
+    meta = json.loads((folder / "kit.json").read_text(encoding="utf-8"))
     return Kit(recipe=recipe, path=folder, meta=meta)
 
 

@@ -26,7 +26,7 @@ __all__ = ["task_file"]
 def task_file(kit: Kit) -> str:
     """The TOML task file that describes ``kit`` (see the module docstring)."""
     folder = kit.model_path
-    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
     spec = ModelSpec.from_dict(manifest["spec"])
     recipe = kit.recipe
     size = kit.meta.get("size", "full")
@@ -38,7 +38,7 @@ def task_file(kit: Kit) -> str:
              f"metric = {_value(recipe.task_metric or recipe.metric)}",
              "", f"[model]                          # the kit's main model, {main}"]
     for name in others:  # the kit's other models, as a task would name them
-        other = json.loads((kit.models[name] / "manifest.json").read_text())
+        other = json.loads((kit.models[name] / "manifest.json").read_text(encoding="utf-8"))
         lines.append(f"# {name}: onnx = {_value(str(kit.models[name] / other['model_file']))}")
     later: list[str] = []  # sub-tables: after their table's own keys
     torch_form = manifest.get("torch")
@@ -86,7 +86,8 @@ def _value(value: Any) -> str:
     if isinstance(value, int | float):
         return repr(value)
     if isinstance(value, str):
-        return json.dumps(value)  # JSON's escapes are TOML's basic-string escapes
+        # JSON's escapes are TOML's basic-string escapes; both are UTF-8, so 中文 stays as is.
+        return json.dumps(value, ensure_ascii=False)
     if isinstance(value, list | tuple):
         return "[" + ", ".join(_value(v) for v in value) + "]"
     if isinstance(value, dict):
@@ -95,4 +96,4 @@ def _value(value: Any) -> str:
 
 
 def _key(key: str) -> str:
-    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key, ensure_ascii=False)

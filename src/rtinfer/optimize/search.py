@@ -425,4 +425,5 @@ def _write(result: dict[str, Any], variant: Variant, chosen: Mapping[str, Any],
     folder = Path(out) / name
     result["report"] = str(folder / "report.html")
     (folder / "report.html").write_text(render_html(result))
-    (folder / "optimize.json").write_text(json.dumps(result, indent=2, default=str))
+    (folder / "optimize.json").write_text(
+        json.dumps(result, indent=2, default=str, ensure_ascii=False), encoding="utf-8")

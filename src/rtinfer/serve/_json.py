@@ -23,10 +23,18 @@ except ImportError:  # pragma: no cover - the serve extra installs orjson
 
 
 def loads(raw: bytes | memoryview) -> Any:
-    """Parse JSON; malformed input raises ``ValueError`` naming the position."""
-    if _orjson is not None:
-        return _orjson.loads(bytes(raw) if isinstance(raw, memoryview) else raw)
-    return json.loads(bytes(raw))
+    """Parse JSON; malformed input raises ``ValueError`` naming the position, and a body that
+    is not UTF-8 (JSON's encoding) one that says so."""
+    data = bytes(raw)
+    try:
+        return _orjson.loads(data) if _orjson is not None else json.loads(data)
+    except ValueError:
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"the body is not UTF-8 (byte {data[exc.start]:#04x} at offset "
+                             f"{exc.start}); send JSON encoded as UTF-8") from None
+        raise
 
 
 def _default(value: Any) -> Any:
