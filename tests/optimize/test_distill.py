@@ -48,6 +48,7 @@ def test_a_model_without_a_layer_stack_needs_a_given_student() -> None:
     ({"layers": 0.0}, "share of transformer layers"),
     ({"width": 1.2}, "share of FFN neurons"),
     ({"steps": -1}, "Distill.steps must be >= 0"),
+    ({"balance": 1.5}, r"Distill.balance is in \[0, 1\]"),
 ])
 def test_bad_settings_say_what_to_do(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
@@ -66,7 +67,12 @@ def test_recipe_entries_replay_as_the_same_setting() -> None:
     assert Distill.from_dict(json.loads(json.dumps(config.to_dict()))) == config
     old = {**config.to_dict(), "version": 1}
     old.pop("augment")
+    old.pop("balance")
     assert Distill.from_dict(old).augment == 0.0  # version 1 trained on labels only
+    assert Distill.from_dict(old).balance == 0.0  # before version 4: rows as they came
+    balanced = Distill(balance=0.5)
+    assert Distill.from_dict(balanced.to_dict()) == balanced
+    assert "classes balanced 0.5" in balanced.describe()
     with pytest.raises(ValueError, match="pass it as Distill"):
         Distill.from_dict(Distill(teacher=_tiny_bert(2)).to_dict())
     with pytest.raises(ValueError, match="newer than this rtinfer reads"):
@@ -87,6 +93,24 @@ def test_text_variants_are_seeded_small_edits() -> None:
         assert v.strip() and n <= 5
     with pytest.raises(ValueError, match="at least one sentence"):
         text_variants([], 3)
+
+
+def test_balanced_batches_draw_rare_classes_by_the_square_root_of_their_share() -> None:
+    from rtinfer.optimize.training import batches
+
+    targets = np.array([0] * 2500 + [1] * 25)  # 100 : 1
+    inputs = {"x": np.arange(len(targets), dtype=np.float32)[:, None]}
+
+    def share_of_rare(balance: float) -> float:
+        stream = batches(inputs, targets, 64, seed=0, balance=balance)
+        drawn = np.concatenate([next(stream)[1].numpy() for _ in range(300)])
+        return float(np.mean(drawn == 1))
+
+    assert share_of_rare(0.0) == pytest.approx(25 / 2525, abs=0.004)  # as the rows come
+    assert share_of_rare(0.5) == pytest.approx(1 / 11, abs=0.01)       # sqrt: 10 : 1
+    assert share_of_rare(1.0) == pytest.approx(0.5, abs=0.02)          # every class alike
+    first = next(batches(inputs, targets, 64, seed=0, balance=0.5))[0]["x"]
+    assert torch.equal(first, next(batches(inputs, targets, 64, seed=0, balance=0.5))[0]["x"])
 
 
 def test_loss_is_kl_at_temperature_plus_cross_entropy() -> None:

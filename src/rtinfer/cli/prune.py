@@ -101,6 +101,8 @@ def distill(
     layers: float = typer.Option(0.5, help="Share of transformer layers the student keeps."),
     width: float = typer.Option(1.0, help="Share of FFN neurons the student keeps."),
     lr: float = typer.Option(1e-4, help="Learning rate."),
+    balance: float = typer.Option(0.0, help="Draw rare classes more often: 0 = as they come, "
+                                  "0.5 = by the square root of their share, 1 = equally."),
     max_seconds: float | None = SecondsOpt,
     small: bool = SmallOpt,
     measure: bool = MeasureOpt,
@@ -117,7 +119,8 @@ def distill(
     from rtinfer.optimize import distill as run
 
     config = Distill(steps=steps, finetune_steps=finetune_steps, temperature=temperature,
-                     alpha=alpha, layers=layers, width=width, lr=lr, max_seconds=max_seconds)
+                     alpha=alpha, layers=layers, width=width, lr=lr, max_seconds=max_seconds,
+                     balance=balance)
     with _progress(quiet) as say:
         result = run(kit=_kit(task_file, kit), config=config, out=out, name=name, threads=threads,
                      size="small" if small else "full", measure=measure,

@@ -23,12 +23,24 @@ from rtinfer.optimize._torch_job import Arrays, TorchTask, logits_of, to_tensors
 __all__ = ["batches", "fit", "kd_loss", "train"]
 
 
-def batches(inputs: Arrays, targets: np.ndarray, size: int, seed: int
+def batches(inputs: Arrays, targets: np.ndarray, size: int, seed: int, balance: float = 0.0
             ) -> Iterator[tuple[dict[str, Any], Any]]:
-    """Endless shuffled mini-batches as torch tensors (a fresh permutation each epoch)."""
+    """Endless shuffled mini-batches as torch tensors (a fresh permutation each epoch).
+
+    With ``balance`` > 0 rows are drawn with replacement, a class of ``n_c`` rows in
+    proportion to ``n_c ** (1 - balance)``: 0.5 draws a class of 25 rows one tenth as often as
+    one of 2,500 instead of one hundredth, 1.0 draws every class equally often."""
     torch = require("torch", "Training")
     rng = np.random.default_rng(seed)
     n = len(targets)
+    if balance > 0:
+        _, inverse, counts = np.unique(targets, return_inverse=True, return_counts=True)
+        p = counts[inverse].astype(np.float64) ** -balance
+        p /= p.sum()
+        while True:
+            rows = np.sort(rng.choice(n, size, p=p))
+            yield (to_tensors({k: v[rows] for k, v in inputs.items()}),
+                   torch.from_numpy(targets[rows]))
     while True:
         order = rng.permutation(n)
         for lo in range(0, n - size + 1 if n >= size else 1, size):
@@ -106,17 +118,18 @@ def fit(task: TorchTask, module: Any, *, teacher: Any, steps: int, lr: float, ba
         max_seconds: float | None, seed: int, what: str, progress: Progress,
         temperature: float = 1.0, alpha: float = 0.0, embedding_weight: float = 0.0,
         unlabeled: Arrays | None = None, unlabeled_share: float = 0.0,
-        stop_at: int | None = None) -> dict[str, Any]:
+        stop_at: int | None = None, balance: float = 0.0) -> dict[str, Any]:
     """``steps`` of :func:`train` on the task's train split with :func:`kd_loss` (at most
     ``stop_at`` of them). With a teacher and ``unlabeled`` inputs, ``unlabeled_share`` of each
     batch comes from them and is trained on the teacher's soft targets alone (no label exists
-    for it). ``seed`` fixes the batches and dropout, so the same call trains the same model."""
+    for it). ``balance`` draws rare classes more often (:func:`batches`). ``seed`` fixes the
+    batches and dropout, so the same call trains the same model."""
     torch = require("torch", "Training")
     inputs, targets = task.split("train")
     n_free = 0
     if teacher is not None and unlabeled is not None and unlabeled_share > 0:
         n_free = min(batch_size - 1, max(1, round(batch_size * unlabeled_share)))
-    stream = batches(inputs, targets, batch_size - n_free, seed)
+    stream = batches(inputs, targets, batch_size - n_free, seed, balance)
     free = batches(unlabeled, np.zeros(len(next(iter(unlabeled.values()))), np.int64),
                    n_free, seed + 7) if n_free and unlabeled is not None else None
 

@@ -31,8 +31,9 @@ from rtinfer._progress import Progress
 
 __all__ = ["CONFIG_VERSION", "Distill", "derive_student", "distill"]
 
-CONFIG_VERSION = 3  # 2: ``augment`` (teacher-labelled variants of the training text);
-# 3: ``stopped_at`` (where a time limit cut the training short)
+CONFIG_VERSION = 4  # 2: ``augment`` (teacher-labelled variants of the training text);
+# 3: ``stopped_at`` (where a time limit cut the training short); 4: ``balance`` (rare classes
+# drawn more often; absent before, which is 0)
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,9 @@ class Distill:
     max_seconds: float | None = None
     seed: int = 0
     augment: float = 0.5
+    # Class balance of the labelled batches (training.batches): 0 draws rows as they come,
+    # 0.5 by the square root of each class's share, 1 every class equally.
+    balance: float = 0.0
     # The steps each phase (distillation, fine-tuning) reached when ``max_seconds`` cut it
     # short; a replay trains exactly that far. None: both phases ran their full steps.
     stopped_at: tuple[int, int] | None = None
@@ -88,6 +92,9 @@ class Distill:
                                  f"steps) reached, within ({self.steps}, "
                                  f"{self.finetune_steps}); got {self.stopped_at}")
             object.__setattr__(self, "stopped_at", done)
+        if not 0.0 <= self.balance <= 1.0:
+            raise ValueError(f"Distill.balance is in [0, 1] (0 = rows as they come, 0.5 = by "
+                             f"the square root of each class's share); got {self.balance}")
         if not 0.0 <= self.augment < 1.0:
             raise ValueError(f"Distill.augment is the share of each distillation batch drawn "
                              f"from teacher-labelled variants of the training text, in [0, 1) "
@@ -137,6 +144,7 @@ class Distill:
                    + (f" and {self.width:.0%} of its FFN neurons" if self.width < 1 else ""))
         extra = (f", {self.augment:.0%} of each batch teacher-labelled text variants"
                  if self.augment else "")
+        extra += f", classes balanced {self.balance:g}" if self.balance else ""
         return (f"distillation into a {student}: T={self.temperature:g}, alpha={self.alpha:g}"
                 f"{extra}, {self.steps} steps + {self.finetune_steps} fine-tuning steps on "
                 "labels")
@@ -218,11 +226,12 @@ def distill(
                            alpha=config.alpha, embedding_weight=config.embedding_weight,
                            lr=config.lr, batch_size=config.batch_size, progress=say,
                            unlabeled=unlabeled, unlabeled_share=config.augment,
-                           stop_at=stop[0]),
+                           stop_at=stop[0], balance=config.balance),
         "finetune": training.fit(task, student, teacher=None, steps=config.finetune_steps,
                             max_seconds=share(config.finetune_steps), seed=config.seed + 1,
                             what="fine-tuning on labels", lr=config.lr,
-                            batch_size=config.batch_size, progress=say, stop_at=stop[1]),
+                            batch_size=config.batch_size, progress=say, stop_at=stop[1],
+                            balance=config.balance),
     }
     ran = config.as_run((details["training"]["distill"]["steps"],
                          details["training"]["finetune"]["steps"]))
