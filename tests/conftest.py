@@ -137,6 +137,14 @@ def intent_kit():  # type: ignore[no-untyped-def]
         return kits.load("intent", size="small")
 
 
+@pytest.fixture(scope="session")
+def intent_zh_kit():  # type: ignore[no-untyped-def]
+    from rtinfer import kits
+
+    with _one_builder("intent-zh"):
+        return kits.load("intent-zh", size="small")
+
+
 # Keras models (TensorFlow is imported only by the tests that use them).
 @pytest.fixture(scope="session")
 def keras_cnn() -> Any:

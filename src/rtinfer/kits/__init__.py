@@ -8,7 +8,8 @@
 
     print(rtinfer.kits.task_file(kit))         # the kit as a task file (rtinfer kits show)
 
-Kits: ``fraud`` (financial risk), ``intent`` (customer service), ``perception`` (vision).
+Kits: ``fraud`` (financial risk), ``intent`` and ``intent-zh`` (customer service, in English and
+in Simplified Chinese), ``perception`` (vision).
 Each builds deterministically from fixed seeds into ``$RTINFER_CACHE/kits/`` (see
 :mod:`rtinfer.kits.base`).
 """
@@ -26,7 +27,7 @@ __all__ = ["KIT_NAMES", "SIZES", "Kit", "KitRecipe", "Split", "kit_status", "loa
            "task_file"]
 
 _MODULES = {"fraud": "rtinfer.kits.fraud", "intent": "rtinfer.kits.intent",
-            "perception": "rtinfer.kits.perception"}
+            "intent-zh": "rtinfer.kits.intent_zh", "perception": "rtinfer.kits.perception"}
 KIT_NAMES = tuple(_MODULES)
 
 

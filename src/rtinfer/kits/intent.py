@@ -65,31 +65,13 @@ def evaluate(meta: Mapping[str, Any], targets: np.ndarray,
 
 def classifier(n_labels: int) -> Any:
     """MiniLM encoder (architecture from the packaged config) + pooling + linear head."""
-    import torch
-    from transformers import AutoConfig, AutoModel
+    from transformers import AutoConfig
 
+    from rtinfer.kits.sentence_model import SentenceClassifier
     from rtinfer.models import minilm_folder
 
-    class IntentClassifier(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            config = AutoConfig.from_pretrained(str(minilm_folder()), local_files_only=True)
-            self.encoder = AutoModel.from_config(config)
-            self.head = torch.nn.Linear(config.hidden_size, n_labels)
-
-        def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor,
-                    attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
-            hidden = self.encoder(input_ids=input_ids, token_type_ids=token_type_ids,
-                                  attention_mask=attention_mask).last_hidden_state  # (B, T, 384)
-            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)                       # (B, T, 1)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)             # (B, 384)
-            pooled = torch.nn.functional.normalize(pooled, dim=-1)
-            # The embedding is an output too: optimized variants are judged by its cosine.
-            # ("embedding" alone would collide with the exporter's names for nn.Embedding ops.)
-            return {"logits": self.head(pooled),                      # (B, C)
-                    "sentence_embedding": pooled}                    # (B, 384)
-
-    return IntentClassifier()
+    config = AutoConfig.from_pretrained(str(minilm_folder()), local_files_only=True)
+    return SentenceClassifier(config, n_labels)
 
 
 def _embed(sentences: list[str], say: Progress) -> np.ndarray:
@@ -171,18 +153,23 @@ def build(folder: Path, size: str, say: Progress) -> dict[str, Any]:
     return meta
 
 
-def beyond(kit: Any) -> tuple[str, dict[str, np.ndarray], np.ndarray] | None:
-    """The hand-written requests of :mod:`rtinfer.kits.intent_requests` whose intent the
-    build has (a reduced build may lack some); None when it has none of them."""
-    from rtinfer.kits.intent_requests import REQUESTS
-
+def hand_written(kit: Any, requests: Sequence[tuple[str, str]], what: str
+                 ) -> tuple[str, dict[str, np.ndarray], np.ndarray] | None:
+    """``requests`` ((intent, text) pairs) whose intent the build has, as (what, inputs,
+    targets); a reduced build may lack some intents. None when it has none of them."""
     labels = kit.labels
-    known = [(intent, text) for intent, text in REQUESTS if intent in labels]  # small builds
+    known = [(intent, text) for intent, text in requests if intent in labels]
     if not known:
         return None
     targets = np.array([labels.index(intent) for intent, _ in known], dtype=np.int64)
-    return (f"{len(known)} hand-written requests (no template)",
-            preprocess(kit.meta, [text for _, text in known]), targets)
+    return (f"{len(known)} {what}", kit.preprocess([text for _, text in known]), targets)
+
+
+def beyond(kit: Any) -> tuple[str, dict[str, np.ndarray], np.ndarray] | None:
+    """The hand-written requests of :mod:`rtinfer.kits.intent_requests`."""
+    from rtinfer.kits.intent_requests import REQUESTS
+
+    return hand_written(kit, REQUESTS, "hand-written requests (no template)")
 
 
 RECIPE = KitRecipe(

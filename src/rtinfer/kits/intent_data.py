@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["IntentData", "intent_sentences", "split_by_template"]
+__all__ = ["LANGUAGES", "IntentData", "intent_sentences", "split_by_template"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -44,9 +44,10 @@ _MAX_MISSES = 30
 
 
 # Stand-ins for lists HA fills at runtime (areas, devices, floors) or leaves as wildcards, one
-# "list: a|b" line each (repeated keys extend). "name.<domain>" lines are entity names: {name} is
-# drawn from the names of the block's domains, which keeps "lock the tv" out of the data.
-_VOCAB_TEXT = """
+# "list: a|b" line each (repeated keys extend), per language. "name.<domain>" lines are entity
+# names: {name} is drawn from the names of the block's domains, which keeps "lock the tv" out of
+# the data.
+_EN_VOCAB = """
 area: kitchen|living room|bedroom|master bedroom|bathroom|garage|office|dining room|hallway
 area: basement|guest room|laundry room|kids room|nursery|patio|attic|study|den|porch|garden
 floor: ground floor|first floor|second floor|upstairs|downstairs|basement|attic|main floor|ground
@@ -83,10 +84,60 @@ name.lawn_mower: lawn mower|robomow|automower
 name.todo: shopping|grocery|to do|chores|packing|hardware store
 name.vacuum: roomba|robot vacuum|rosie|vacuum
 """
-_VOCAB: dict[str, list[str]] = {}
-for _line in _VOCAB_TEXT.strip().splitlines():
-    _key, _, _values = _line.partition(":")
-    _VOCAB.setdefault(_key, []).extend(v.strip() for v in _values.split("|"))
+# Simplified Chinese as a household in mainland China would name things (brands included).
+_ZH_CN_VOCAB = """
+area: 客厅|卧室|主卧|次卧|厨房|浴室|卫生间|车库|书房|餐厅|走廊|阳台|儿童房|地下室|客房|花园
+area: 门廊|阁楼|洗衣房|玄关|院子|办公室|衣帽间|储藏室|茶室|健身房
+floor: 一楼|二楼|三楼|楼上|楼下|地下室|顶楼|一层|二层|负一楼
+zone: 家|公司|学校|健身房|奶奶家|市中心|机场|办公室|幼儿园
+timer_name: 披萨|面条|洗衣|泡茶|煮蛋|烤箱|饼干|午睡|健身|面包|米饭|作业|鸡肉|煲汤|蒸鱼|面膜
+timer_command: 关灯|打开门廊灯|锁上前门|打开百叶窗|关掉电视|启动扫地机|关上车库门|打开咖啡机
+shopping_list_item: 牛奶|鸡蛋|面包|苹果|咖啡|香蕉|纸巾|黄油|奶酪|大米|橙汁|牙膏|洗洁精|鸡肉
+shopping_list_item: 西红柿|橄榄油|麦片|酸奶|酱油|白菜|猪肉|豆腐|洗衣液
+todo_list_item: 买牛奶|买鸡蛋|买电池|给妈妈打电话|倒垃圾|交电费|遛狗|浇花|预约牙医|买礼物
+todo_list_item: 交物业费|取快递|洗车|还书
+message: 晚饭好了|该起床了|电影开始了|请下楼|该睡觉了|我们五分钟后出发|衣服洗好了|有人在门口
+message: 快递到了|准备出门了|作业写完了吗
+search_query: 周杰伦|邓紫棋|林俊杰|陈奕迅|王菲|轻音乐|流行歌曲|我的健身歌单|贝多芬|古典音乐
+search_query: 儿歌|相声|新闻|评书|摇滚乐
+name.light: 吸顶灯|台灯|落地灯|厨房灯|门廊灯|床头灯|灯带|吊灯|筒灯|夜灯|射灯|主灯
+name.switch: 咖啡机|圣诞树|取暖器|饮水机|插座|智能插座|热水器|加湿器
+name.fan: 吊扇|卧室风扇|塔扇|排气扇|台扇|电风扇|落地扇
+name.media_player: 电视|客厅音箱|小爱音箱|厨房音箱|卧室电视|投影仪|回音壁|天猫精灵|音响
+name.input_boolean: 访客模式|度假模式|派对模式|离家模式
+name.climate: 空调|恒温器|暖气|地暖|热泵|中央空调|卧室空调
+name.cover: 车库门|客厅窗帘|阳台遮阳帘|卧室窗帘|天窗|遮阳棚|百叶窗|纱帘
+name.valve: 水阀|灌溉阀|总水阀|燃气阀|喷淋阀
+name.lock: 前门|后门|车库侧门|大门|阳台门锁|智能门锁|入户门
+name.scene: 观影模式|晚安|浪漫|阅读|晚宴|放松|早安|回家模式
+name.script: 早晨例程|睡前|离家|回家
+name.button: 门铃|重启路由器|识别
+name.input_button: 喂猫|重置滤网
+name.binary_sensor: 前门传感器|人体传感器|窗户传感器|走廊人体感应|烟雾报警器|门磁
+name.sensor: 室外温度|湿度|用电量|空气质量|电池电量|泳池温度|甲醛浓度
+name.person: 小明|小红|爸爸|妈妈|张伟|李娜|王芳|老王|爷爷|奶奶
+name.weather: 家|天气预报|外面
+name.lawn_mower: 割草机|割草机器人|自动割草机
+name.todo: 待办|待办清单|待办事项|家务清单|行李清单|任务清单|备忘录|超市清单
+name.vacuum: 扫地机|扫地机器人|吸尘器|石头|小米扫地机|拖地机
+"""
+
+
+def _parse_vocab(text: str) -> dict[str, list[str]]:
+    vocab: dict[str, list[str]] = {}
+    for line in text.strip().splitlines():
+        key, _, values = line.partition(":")
+        vocab.setdefault(key, []).extend(v.strip() for v in values.split("|"))
+    return vocab
+
+
+_VOCABS: dict[str, dict[str, list[str]]] = {
+    "en": _parse_vocab(_EN_VOCAB), "zh-CN": _parse_vocab(_ZH_CN_VOCAB)}
+#: Languages the generator has a household vocabulary for (home-assistant-intents has more).
+LANGUAGES = tuple(_VOCABS)
+# Number spellings nobody speaks to an assistant: Chinese financial numerals (肆拾捌) and the
+# day-of-month forms (廿五, 卌八) are in the language's rules beside the everyday ones.
+_UNSPOKEN_RULESETS = ("financial", "days")
 # Blocks without a domain ("turn on {name}") target the everyday on/off devices.
 _DEFAULT_DOMAINS = ("light", "switch", "fan", "media_player")
 # Plausible windows inside a range's bounds, by list name or range type: HA accepts a
@@ -193,7 +244,9 @@ class _Walker:
             value += 0.5 if r.fractions == "halves" else rng.randint(1, 9) / 10
         if self.engine is not None and r.words and (not r.digits or rng.random() < _WORDS_SHARE):
             try:
-                spoken = sorted(set(self.engine.format_number(value).text_by_ruleset.values()))
+                spoken = sorted({text for ruleset, text in
+                                 self.engine.format_number(value).text_by_ruleset.items()
+                                 if not any(k in ruleset for k in _UNSPOKEN_RULESETS)})
             except Exception:  # a number the language's rules cannot spell: digits will do
                 spoken = []
             if spoken:
@@ -270,11 +323,15 @@ def _build(language: str, per_template: int, seed: int,
     from hassil.parse_expression import parse_sentence
     from home_assistant_intents import get_intents
 
+    if language not in _VOCABS:
+        raise ValueError(f"no household vocabulary for language {language!r}; "
+                         f"the generator knows {', '.join(LANGUAGES)}")
     raw = get_intents(language)
     if raw is None:
         raise ValueError(f"home-assistant-intents has no templates for language {language!r}")
     skips: Counter[str] = Counter()
-    vocab = {k: [TextChunk(v) for v in vals] for k, vals in _VOCAB.items() if "." not in k}
+    household = _VOCABS[language]
+    vocab = {k: [TextChunk(v) for v in vals] for k, vals in household.items() if "." not in k}
     base_lists = {**vocab, **_parse_lists(raw.get("lists", {}), skips)}
     base_rules = _parse_rules(raw.get("expansion_rules", {}), skips)
     walker = _Walker(language, base_lists, base_rules)
@@ -303,8 +360,8 @@ def _build(language: str, per_template: int, seed: int,
             for source in (block.get("requires_context"), block.get("slots")):
                 dom = source.get("domain") if isinstance(source, dict) else None
                 found += [dom] if isinstance(dom, str) else list(dom or [])
-            domains = [d for d in found if f"name.{d}" in _VOCAB] or _DEFAULT_DOMAINS
-            names = [n for d in domains for n in _VOCAB[f"name.{d}"]]
+            domains = [d for d in found if f"name.{d}" in household] or _DEFAULT_DOMAINS
+            names = [n for d in domains for n in household[f"name.{d}"]]
             walker.names = [TextChunk(n) for n in dict.fromkeys(names)]
         try:
             expression = parse_sentence(text).expression
@@ -339,7 +396,8 @@ def intent_sentences(language: str = "en", per_template: int = 40, seed: int = 0
 
 
 def split_by_template(
-    data: IntentData, fractions: dict[str, float], seed: int = 0
+    data: IntentData, fractions: dict[str, float], seed: int = 0,
+    cover: tuple[str, ...] = (),
 ) -> dict[str, np.ndarray]:
     """Row indices per split name, e.g. for ``{"train": .7, "calibration": .05,
     "validation": .1, "test": .15}``, splitting by template so no template contributes to two
@@ -350,6 +408,12 @@ def split_by_template(
     "train" share: the largest split), each later one to the split furthest below its share of the
     intent's rows. Fractions are normalised; one-template intents are train-only.
 
+    Templates are chunky (40 sentences each), so by shares alone a 10% split gets no template
+    of an intent with five: zh-CN's validation split held 25 of 40 intents. ``cover`` names
+    held-out splits that get one template of every intent with at least ``len(cover) + 2``
+    templates first (in the order given, after train's first), so a budget judged on them
+    sees every such intent; the shares place the rest.
+
     Two templates can draw the same sentence text, so a split by template alone still lets a
     held-out sentence also occur in training. Such a sentence is kept only in the first split
     that has it (train first, then the order of ``fractions``): held-out splits hold only
@@ -357,6 +421,9 @@ def split_by_template(
     """
     if not fractions or any(f < 0 for f in fractions.values()) or sum(fractions.values()) <= 0:
         raise ValueError(f"fractions must be non-negative with a positive sum, got {fractions}")
+    if any(name not in fractions or fractions[name] <= 0 for name in cover):
+        raise ValueError(f"cover names splits with a positive share; got {cover} for "
+                         f"{fractions}")
     total = sum(fractions.values())
     shares = {name: f / total for name, f in fractions.items()}
     live = [name for name, share in shares.items() if share > 0]
@@ -374,9 +441,11 @@ def split_by_template(
         random.Random(f"split:{seed}:{intent}").shuffle(tids)
         size = sum(len(rows_of[t]) for t in tids)
         given = dict.fromkeys(shares, 0)
+        first = [anchor, *cover] if len(tids) >= len(cover) + 2 else [anchor]
         for k, tid in enumerate(tids):
             # max() keeps the first of equals, so ties follow the order of ``fractions``.
-            name = anchor if k == 0 else max(live, key=lambda n: shares[n] * size - given[n])
+            name = first[k] if k < len(first) else max(
+                live, key=lambda n: shares[n] * size - given[n])
             given[name] += len(rows_of[tid])
             out[name] += rows_of[tid]
     seen: set[str] = set()

@@ -15,6 +15,15 @@ replays):
     text_variants(["turn on the kitchen light"], 3, seed=0)
     # e.g. ['could you turn on the kitchen light', 'turn on kitchen light',
     #       'turn on the kitchen ligth']
+
+Chinese is written without spaces, so a sentence with Han characters is varied by character:
+a filler or politeness before or after (``"麻烦"``, ``"帮我"``, ``"一下"``, ``"好吗"``),
+one particle or function character dropped (``的``, ``了``, ``把``), a word swapped for a
+synonym (``关闭`` → ``关掉``, ``开始`` → ``启动``), two neighbouring characters swapped, or
+punctuation a chat adds (``，``, ``？``)::
+
+    text_variants(["打开客厅的灯"], 3, seed=0)
+    # ['打客开厅的灯', '请打开客厅的灯哈', '打开客的厅灯']
 """
 
 from __future__ import annotations
@@ -24,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["VARIED_SAMPLES", "text_variants", "varied_inputs"]
+__all__ = ["VARIED_SAMPLES", "has_han", "text_variants", "varied_inputs"]
 
 #: Varied sentences the varied-agreement guard judges on: at 98% agreement the standard error
 #: is 0.44 points, so a candidate at 96.7% (the intent kit's static int8) is 3 errors below.
@@ -34,6 +43,21 @@ VARIED_SAMPLES = 1000
 _BEFORE = ("please", "hey", "could you", "can you", "i want to", "i'd like to", "ok so",
            "hi, can you", "quick one:", "would you")
 _AFTER = ("please", "thanks", "now", "right now", "for me", "asap", "thank you", "if you can")
+_BEFORE_ZH = ("请", "帮我", "麻烦", "麻烦你", "能不能", "可以帮我", "你好，", "嗯，", "我想",
+              "帮忙", "小爱同学，", "那个，", "快")
+_AFTER_ZH = ("吧", "一下", "谢谢", "好吗", "呢", "啊", "可以吗", "，谢谢", "！", "？", "。", "哈",
+             "好不好", "呗")
+# Characters chat drops without changing the request: particles, measure words, coverbs.
+_DROPPABLE_ZH = frozenset("的了吧呢啊把给将让请个一下")
+# Words a request says either way (a paraphrase keeps the intent): verbs of switching,
+# starting, stopping and setting, and everyday nouns. Longest first, so 关掉 is found before 关.
+_SYNONYMS_ZH = tuple(group.split("|") for group in (
+    "打开|开启|开一下|打开一下", "关闭|关掉|关上|关一下", "开始|启动|开启", "停止|停下|停掉",
+    "暂停|先停", "继续|恢复|接着", "取消|删除|删掉|去掉", "调到|调成|设成|设为|设置为|调为",
+    "调高|调大|提高|加大", "调低|调小|降低|减小", "增加|加上|多加", "减少|减去|减掉",
+    "音量|声音", "现在|目前|当前|这会儿", "多少|几", "帮我|给我|替我", "告诉我|跟我说",
+    "什么|啥", "怎么样|如何|咋样", "吗|么", "一下|一下子", "房间|屋里", "所有|全部|全",
+))
 
 
 def text_variants(sentences: Sequence[str], n: int, *, seed: int = 0,
@@ -45,11 +69,49 @@ def text_variants(sentences: Sequence[str], n: int, *, seed: int = 0,
     rng = np.random.default_rng(seed)
     out = []
     for i in rng.integers(0, len(sentences), n):
-        words = str(sentences[i]).split()
+        text = str(sentences[i])
+        han = has_han(text)
+        # Chinese varies by character (no spaces between words), other text by word.
+        words = list(text) if han else text.split()
         for _ in range(edits + int(rng.random() < 0.4)):
-            words = _edit(words, rng)
-        out.append(" ".join(words))
+            words = _edit_zh(words, rng) if han else _edit(words, rng)
+        out.append(("" if han else " ").join(words))
     return out
+
+
+def has_han(text: str) -> bool:
+    """True when ``text`` holds a CJK unified ideograph (Chinese, or Japanese kanji)."""
+    return any("\u4e00" <= c <= "\u9fff" or "\u3400" <= c <= "\u4dbf" for c in text)
+
+
+def _edit_zh(chars: list[str], rng: np.random.Generator) -> list[str]:
+    kind = rng.integers(0, 6)
+    if kind == 5:  # a synonym for the first word of a group the text holds
+        text = "".join(chars)
+        for group in _SYNONYMS_ZH:
+            found = next((w for w in sorted(group, key=len, reverse=True) if w in text), None)
+            if found is not None:
+                other = str(rng.choice([w for w in group if w != found]))
+                return list(text.replace(found, other, 1))
+        kind = rng.integers(0, 5)  # nothing to swap: another edit
+    if kind == 0:
+        return list(str(rng.choice(_BEFORE_ZH))) + chars
+    if kind == 1:
+        return chars + list(str(rng.choice(_AFTER_ZH)))
+    if kind == 2 and len(chars) > 3:
+        droppable = [j for j, c in enumerate(chars) if c in _DROPPABLE_ZH]
+        if droppable:
+            drop = int(rng.choice(droppable))
+            return chars[:drop] + chars[drop + 1:]
+    if kind == 3 and len(chars) > 3:
+        j = int(rng.integers(0, len(chars) - 1))
+        if has_han(chars[j]) and has_han(chars[j + 1]):  # never 26 -> 62: numbers keep meaning
+            return [*chars[:j], chars[j + 1], chars[j], *chars[j + 2:]]
+    if len(chars) > 3:  # a pause a chat writes: a comma or a space inside the request
+        j = int(rng.integers(1, len(chars)))
+        if not (chars[j - 1].isascii() and chars[j].isascii()):  # never inside 26 or tv
+            return [*chars[:j], str(rng.choice(["，", " "])), *chars[j:]]
+    return chars
 
 
 def _edit(words: list[str], rng: np.random.Generator) -> list[str]:

@@ -8,6 +8,7 @@ tokenizer, feature code or image decoder:
 kit        raw inputs (KServe v2)                            TF Serving ``instances``
 ========== ================================================= =============================
 intent     ``text``: BYTES [N], one sentence each            ``["turn on the light", …]``
+intent-zh  ``text``: BYTES [N], UTF-8 Chinese sentences      ``["打开客厅的灯", …]``
 fraud      one input per field (``amount`` FP64 [N],         ``[{"amount": 12.5, …}, …]``
            ``merchant_category`` BYTES [N], …)
 perception ``image_png``: BYTES [N], 8-bit PNG files         ``[{"b64": "iVBOR…"}, …]``
@@ -108,8 +109,8 @@ def raw_inputs_for(kit_name: str, size: str = "full") -> RawInputs:
     from rtinfer import kits
 
     kit = kits.load(kit_name, size=size, build=False)
-    if kit_name == "intent":
-        raw = RawInputs("intent", ("text",), ("BYTES",),
+    if kit_name in ("intent", "intent-zh"):
+        raw = RawInputs(kit_name, ("text",), ("BYTES",),
                         lambda cols: [_text(v) for v in cols["text"]], kit.preprocess)
     elif kit_name == "fraud":
         from rtinfer.kits.fraud import FIELDS as fields
