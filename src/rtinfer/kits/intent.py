@@ -38,15 +38,21 @@ _FRACTIONS = {"train": 0.7, "calibration": 0.05, "validation": 0.1, "test": 0.15
 MAX_TOKENS = 64  # the longest generated sentence is ~30 tokens; truncation is a safety net
 
 
+def sentences(raw_items: Sequence[Any], kit: str) -> list[str]:
+    """The text kits' raw items as a list of sentences; anything else is refused."""
+    if len(raw_items) == 0:
+        raise ValueError("preprocess needs at least one sentence")
+    if not all(isinstance(s, str) for s in raw_items):
+        raise TypeError(f"{kit} kit raw items are sentences (str)")
+    return list(raw_items)
+
+
 def preprocess(meta: Mapping[str, Any], raw_items: Sequence[Any]) -> dict[str, np.ndarray]:
     """Sentences -> ``input_ids``/``token_type_ids``/``attention_mask`` (N, longest) int64."""
     from rtinfer.models import minilm_folder, tokenize
 
-    if len(raw_items) == 0:
-        raise ValueError("preprocess needs at least one sentence")
-    if not all(isinstance(s, str) for s in raw_items):
-        raise TypeError("intent kit raw items are sentences (str)")
-    enc = tokenize(minilm_folder(), [s.lower() for s in raw_items], max_length=MAX_TOKENS)
+    texts = [s.lower() for s in sentences(raw_items, "intent")]
+    enc = tokenize(minilm_folder(), texts, max_length=MAX_TOKENS)
     return {k: enc[k] for k in ("input_ids", "token_type_ids", "attention_mask")}
 
 

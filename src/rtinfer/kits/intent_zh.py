@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from rtinfer.kits.base import KitRecipe, Progress, Split, record_models, save_splits, torch_threads
-from rtinfer.kits.intent import accuracy, hand_written
+from rtinfer.kits.intent import evaluate, hand_written, sentences
 
 __all__ = ["RECIPE", "classifier"]
 
@@ -112,17 +112,9 @@ def preprocess(meta: Mapping[str, Any], raw_items: Sequence[Any]) -> dict[str, n
     """Sentences -> ``input_ids``/``token_type_ids``/``attention_mask`` (N, longest) int64."""
     from rtinfer.models.transformers_folder import encode
 
-    if len(raw_items) == 0:
-        raise ValueError("preprocess needs at least one sentence")
-    if not all(isinstance(s, str) for s in raw_items):
-        raise TypeError("intent-zh kit raw items are sentences (str)")
-    enc = encode(tokenizer(tuple(meta["vocab"])), list(raw_items), max_length=MAX_TOKENS)
+    texts = sentences(raw_items, "intent-zh")
+    enc = encode(tokenizer(tuple(meta["vocab"])), texts, max_length=MAX_TOKENS)
     return {k: enc[k] for k in ("input_ids", "token_type_ids", "attention_mask")}
-
-
-def evaluate(meta: Mapping[str, Any], targets: np.ndarray,
-             outputs: Mapping[str, np.ndarray]) -> dict[str, float]:
-    return accuracy(targets, outputs)
 
 
 def _batches(lengths: np.ndarray, size: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -268,5 +260,5 @@ RECIPE = KitRecipe(
     evaluate=evaluate,
     packages=("home-assistant-intents", "hassil", "transformers", "tokenizers"),
     beyond=beyond,
-    task_metric="rtinfer.kits.intent_zh:accuracy",
+    task_metric="rtinfer.kits.intent:accuracy",  # the English kit's: the same metrics
 )

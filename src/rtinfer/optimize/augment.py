@@ -50,14 +50,16 @@ _AFTER_ZH = ("吧", "一下", "谢谢", "好吗", "呢", "啊", "可以吗", "�
 # Characters chat drops without changing the request: particles, measure words, coverbs.
 _DROPPABLE_ZH = frozenset("的了吧呢啊把给将让请个一下")
 # Words a request says either way (a paraphrase keeps the intent): verbs of switching,
-# starting, stopping and setting, and everyday nouns. Longest first, so 关掉 is found before 关.
-_SYNONYMS_ZH = tuple(group.split("|") for group in (
+# starting, stopping and setting, and everyday nouns. Each group with its words longest first,
+# the order a text is searched in, so 关掉 is found before 关.
+_SYNONYMS_ZH = tuple((words, sorted(words, key=len, reverse=True)) for words in (
+    group.split("|") for group in (
     "打开|开启|开一下|打开一下", "关闭|关掉|关上|关一下", "开始|启动|开启", "停止|停下|停掉",
     "暂停|先停", "继续|恢复|接着", "取消|删除|删掉|去掉", "调到|调成|设成|设为|设置为|调为",
     "调高|调大|提高|加大", "调低|调小|降低|减小", "增加|加上|多加", "减少|减去|减掉",
     "音量|声音", "现在|目前|当前|这会儿", "多少|几", "帮我|给我|替我", "告诉我|跟我说",
     "什么|啥", "怎么样|如何|咋样", "吗|么", "一下|一下子", "房间|屋里", "所有|全部|全",
-))
+)))
 
 
 def text_variants(sentences: Sequence[str], n: int, *, seed: int = 0,
@@ -88,8 +90,8 @@ def _edit_zh(chars: list[str], rng: np.random.Generator) -> list[str]:
     kind = rng.integers(0, 6)
     if kind == 5:  # a synonym for the first word of a group the text holds
         text = "".join(chars)
-        for group in _SYNONYMS_ZH:
-            found = next((w for w in sorted(group, key=len, reverse=True) if w in text), None)
+        for group, longest_first in _SYNONYMS_ZH:
+            found = next((w for w in longest_first if w in text), None)
             if found is not None:
                 other = str(rng.choice([w for w in group if w != found]))
                 return list(text.replace(found, other, 1))
