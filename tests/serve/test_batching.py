@@ -99,6 +99,35 @@ def test_request_timeout_fails_alone_with_503(cnn: ImportedModel, tmp_path: Path
             assert json.loads(r.read())["model_stats"][0]["timed_out"] == 1
 
 
+def test_a_request_timeout_holds_under_uvloop_whose_timers_fire_early(cnn: ImportedModel) -> None:
+    # uvloop (uvicorn's loop) counts timers in whole milliseconds and fires them up to 1 ms
+    # early: the batcher once took the early wake-up as the timeout's end and ran a request
+    # whose own timeout was shorter than the queue delay (a 200 where 503 was due, under load).
+
+    import uvloop
+
+    from rtinfer.serve.batcher import Batcher, QueueTimeoutError
+
+    session = rtinfer.load(cnn, threads=1)
+    batcher = Batcher([session], BatchingConfig(max_batch_size=8, max_queue_delay_us=5_000_000))
+    x = {"image": np.zeros((1, 3, 32, 32), np.float32)}
+
+    async def tries() -> list[str]:
+        outcomes = []
+        for i in range(40):  # deadlines that end between libuv's millisecond ticks
+            try:
+                await batcher.submit(x, timeout_us=2_000 + 137 * (i % 7))
+                outcomes.append("ran")
+            except QueueTimeoutError:
+                outcomes.append("timed out")
+        await batcher.stop()
+        return outcomes
+
+    with session:
+        outcomes = uvloop.run(tries())
+    assert outcomes == ["timed out"] * 40
+    assert batcher.stats.timed_out == 40 and batcher.stats.batches == 0
+
 
 def _row_sums(folder: Path) -> Path:
     """A real ONNX model whose second axis is free too: y (batch, 1) = x (batch, n) summed."""

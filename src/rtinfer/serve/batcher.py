@@ -205,10 +205,11 @@ class Batcher:
                 break
             assert self._wake is not None
             self._wake.clear()
-            try:
+            # A timer is no proof that the deadline passed: uvloop's fire up to a millisecond
+            # early (libuv counts whole milliseconds), and a request whose own timeout has not
+            # yet run out would then be executed instead of failed. The loop looks again.
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=deadline - now)
-            except TimeoutError:
-                break
         batch: list[_Pending] = []
         kept: deque[_Pending] = deque()
         taken = 0
