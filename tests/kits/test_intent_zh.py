@@ -80,16 +80,17 @@ def test_chinese_variants_vary_by_character_and_keep_numbers() -> None:
 
 
 def test_held_out_and_hand_written_clear_the_floors(intent_zh_kit: Kit) -> None:
-    """Small build (3,200 sentences, 6 epochs): measured 0.939 held-out (macro-F1 0.909) and
-    0.86 on the 80 hand-written requests; the full build is in the README."""
+    """Small build (all 700 templates x 5 sentences, 6 epochs): measured 0.961 held-out
+    (macro-F1 0.908) and 0.875 on the 80 hand-written requests; the full build is in the
+    README."""
     quality = intent_zh_kit.quality["intent-zh"]
-    assert quality["accuracy"] >= 0.88 and quality["macro_f1"] >= 0.82
+    assert quality["accuracy"] >= 0.93 and quality["macro_f1"] >= 0.86
     what, split = intent_zh_kit.beyond_split()  # type: ignore[misc]
     assert what.startswith("80 hand-written Chinese")
     with rtinfer.load(intent_zh_kit.model_path, threads=2) as s:
         logits = s.run(split.inputs)["logits"]
         assert set(s.spec.output_names) == {"logits", "sentence_embedding"}
-    assert float(np.mean(logits.argmax(1) == split.targets)) >= 0.75
+    assert float(np.mean(logits.argmax(1) == split.targets)) >= 0.80
 
 
 def test_hand_written_requests_cover_every_intent_twice(intent_zh_kit: Kit) -> None:

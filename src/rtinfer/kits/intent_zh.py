@@ -134,7 +134,6 @@ def _train(net: Any, inputs: dict[str, np.ndarray], y: np.ndarray, n_labels: int
     """AdamW with warm-up and linear decay, square-root class balance, [UNK] replacement."""
     import torch
 
-    torch.manual_seed(0)
     rng = np.random.default_rng(0)
     lengths = inputs["attention_mask"].sum(1)
     counts = np.bincount(y, minlength=n_labels).clip(min=1)
@@ -181,14 +180,19 @@ def _logits(net: Any, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
 
 
 def build(folder: Path, size: str, say: Progress) -> dict[str, Any]:
+    import torch
+
     from rtinfer.deploy.artifact import save_artifact
     from rtinfer.kits.intent_data import intent_sentences, split_by_template
     from rtinfer.models import import_model
     from rtinfer.optimize.augment import text_variants
 
     say("intent-zh: expanding Home Assistant zh-CN templates")
+    # The small build keeps every template (5 sentences each), not a subset of them: 8 of the
+    # 40 intents have 4 to 6 templates, and a subset left them 1 or 2 to train on (held-out
+    # 0.894 at 320 templates x 12 against 0.961 here, in the same 45 s).
     data = (intent_sentences(LANGUAGE, per_template=40, seed=0) if size == "full"
-            else intent_sentences(LANGUAGE, per_template=12, seed=0, max_templates=320))
+            else intent_sentences(LANGUAGE, per_template=5, seed=0))
     labels = data.labels
     targets = np.array([labels.index(i) for i in data.intents], dtype=np.int64)
     idx = split_by_template(data, _FRACTIONS, seed=0, cover=_COVER)
@@ -220,6 +224,9 @@ def build(folder: Path, size: str, say: Progress) -> dict[str, Any]:
     train_y = np.concatenate([targets[train], targets[source]])
     train_inputs = preprocess(meta, train_text)
 
+    # Seeded before the weights are drawn, so that the build does not depend on what the
+    # process drew from torch's generator before it (two builds once differed: pytest vs CLI).
+    torch.manual_seed(0)
     net = classifier(len(labels), len(vocab))
     with torch_threads(2):
         _train(net, train_inputs, train_y, len(labels), epochs=4 if size == "full" else 6,
@@ -254,7 +261,7 @@ RECIPE = KitRecipe(
     task="multiclass",
     metric="accuracy",
     objective_p99_ms=50.0,
-    version=1,
+    version=2,
     build=build,
     preprocess=preprocess,
     evaluate=evaluate,
