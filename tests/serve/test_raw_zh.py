@@ -65,10 +65,11 @@ def test_tritonclient_http_and_grpc_send_chinese_bytes(served: tuple[str, str, s
         g = grpcclient.InferInput("text", [len(batch)], "BYTES")
         g.set_data_from_numpy(text)
         got_grpc.append(grpc.infer(name, [g]).as_numpy("logits"))
+    http_logits, grpc_logits = np.concatenate(got_http), np.concatenate(got_grpc)
     # The server tokenizes as the kit does: the same logits as one sentence at a time here.
-    np.testing.assert_allclose(np.concatenate(got_http), want, atol=1e-4)
-    np.testing.assert_allclose(np.concatenate(got_grpc), want, atol=1e-4)
-    predicted = [intent_zh_kit.labels[i] for i in np.concatenate(got_http).argmax(1)]
+    np.testing.assert_allclose(http_logits, want, atol=1e-4)
+    np.testing.assert_allclose(grpc_logits, want, atol=1e-4)
+    predicted = [intent_zh_kit.labels[i] for i in http_logits.argmax(1)]
     assert np.mean([p == i for p, i in zip(predicted, INTENTS, strict=True)]) >= 0.75
 
 
