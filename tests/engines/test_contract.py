@@ -43,6 +43,28 @@ def test_cnn_outputs_match_torch(engine: str, cnn: ImportedModel, cnn_module) ->
 
 
 @pytest.mark.parametrize("engine", ENGINES)
+def test_any_array_layout_gives_the_same_answer_and_results_are_the_callers(
+        engine: str, cnn: ImportedModel) -> None:
+    """Engines may read the caller's arrays in place (OpenVINO shares them): read-only request
+    buffers, strided views and Fortran order answer alike, and neither a later call nor a
+    change to the input alters a result already returned."""
+    x = np.random.default_rng(1).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    with rtinfer.load(cnn, engine, threads=1) as session:
+        want = session.run({"image": x.copy()})["logits"]
+        frozen = np.frombuffer(x.tobytes(), np.float32).reshape(x.shape)   # as a request body
+        wide = np.zeros((2, 3, 64, 32), np.float32)
+        wide[:, :, ::2] = x
+        for layout in (frozen, wide[:, :, ::2], np.asfortranarray(x)):
+            np.testing.assert_allclose(session.run({"image": layout})["logits"], want,
+                                       atol=1e-5, rtol=0)
+        mine = x.copy()
+        first = session.run({"image": mine})["logits"]
+        mine[:] = 0.0
+        session.run({"image": -x})
+        np.testing.assert_allclose(first, want, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
 def test_bad_input_is_rejected_clearly(engine: str, cnn: ImportedModel) -> None:
     x = np.zeros((2, 3, 32, 32), np.float32)
     with rtinfer.load(cnn, engine, threads=1) as s:

@@ -46,7 +46,10 @@ class TorchEngine(Engine):
         torch = self._torch
         if torch.get_num_threads() != self.threads:
             torch.set_num_threads(self.threads)
-        tensors = {k: torch.from_numpy(v).to(self._device) for k, v in feeds.items()}
+        # A read-only array (a request body read in place) is copied: a module may write
+        # into its inputs, and torch cannot share memory it may not write.
+        tensors = {k: torch.from_numpy(v if v.flags.writeable else v.copy()).to(self._device)
+                   for k, v in feeds.items()}
         try:
             with torch.inference_mode():
                 out = (self._module(**tensors) if self.model.torch_kwargs
