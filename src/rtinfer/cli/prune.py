@@ -52,6 +52,8 @@ def prune(
     steps: int = typer.Option(1, help="Iterative schedule: reach --amount in this many steps."),
     finetune_steps: int = typer.Option(0, help="Fine-tuning steps after each pruning step."),
     lr: float = typer.Option(1e-3, help="Fine-tuning learning rate."),
+    teacher_weight: float = typer.Option(0.7, help="Share of the fine-tuning loss that is the "
+                                         "original's soft targets (0 = labels only)."),
     image_size: int | None = typer.Option(None, help="Images: measure latency at this size."),
     max_seconds: float | None = SecondsOpt,
     small: bool = SmallOpt,
@@ -71,7 +73,8 @@ def prune(
 
     config = Prune(method=method, amount=amount, threshold=threshold, scope=scope,
                    structured=structured, statistic=statistic, heads=heads, steps=steps,
-                   finetune_steps=finetune_steps, lr=lr, max_seconds=max_seconds)
+                   finetune_steps=finetune_steps, lr=lr, teacher_weight=teacher_weight,
+                   max_seconds=max_seconds)
     with _progress(quiet) as say:
         result = run(kit=_kit(task_file, kit), config=config, out=out, name=name, threads=threads,
                      image_size=image_size, size="small" if small else "full",

@@ -17,7 +17,9 @@ are exactly PyTorch's. Dense kernels do the same work on zeros: expect no speedu
 (the next layer's inputs, batch norms, residual partners), through the ``torch-pruning``
 library's dependency graph, so the exported ONNX is smaller and faster. ``amount=0.5`` removes
 half the channels of each group, in ``steps`` equal steps with ``finetune_steps`` optimizer
-steps on the training labels after each (an iterative schedule). Channels are ranked by the
+steps after each (an iterative schedule) on the training labels and, by
+``teacher_weight``, on the original model's softened outputs (distillation from the unpruned
+network, which keeps its behaviour beyond the training data). Channels are ranked by the
 L2 norm of their weights (``method="magnitude"``) or by activation statistics over calibration
 data (``method="activation"``: mean |activation| at the next layer's input, or with
 ``statistic="zeros"`` the share of it that is non-zero after ReLU — the least active go first).
@@ -36,7 +38,8 @@ from rtinfer._progress import Progress
 
 __all__ = ["CONFIG_VERSION", "Prune", "prune", "prune_weights", "sparsity_report"]
 
-CONFIG_VERSION = 2  # 2: ``stopped_at`` (where a time limit cut the fine-tuning short)
+CONFIG_VERSION = 3  # 2: ``stopped_at`` (where a time limit cut the fine-tuning short);
+# 3: fine-tuning learns from the original's soft targets (``teacher_weight``; older recipes 0)
 _METHODS = ("magnitude", "activation")
 _SCOPES = ("global", "layer")
 _STATISTICS = ("mean_abs", "zeros")
@@ -60,6 +63,12 @@ class Prune:
     heads: bool = False                # structured transformers: remove whole heads too
     steps: int = 1                     # structured: iterative schedule in this many steps
     finetune_steps: int = 0            # optimizer steps on labels after each step
+    # Share of the fine-tuning loss that is the original's softened outputs (KL at
+    # ``temperature``; the rest is cross-entropy on the labels). On the perception kit at 50%
+    # of the channels, labels alone kept the test top-1 (1.000) but lost 9.7 points on scans
+    # shifted and dimmed (0.903 -> 0.805); 0.7 at T=2 kept them (0.908), same steps.
+    teacher_weight: float = 0.7
+    temperature: float = 2.0
     lr: float = 1e-3
     batch_size: int = 64
     round_to: int = 8                  # keep channel counts multiples of this (SIMD widths)
@@ -101,6 +110,10 @@ class Prune:
                 raise ValueError(f"Prune.{name} must be >= 1, got {getattr(self, name)}")
         if self.finetune_steps < 0:
             raise ValueError(f"Prune.finetune_steps must be >= 0, got {self.finetune_steps}")
+        if not 0.0 <= self.teacher_weight <= 1.0 or self.temperature <= 0:
+            raise ValueError(f"Prune.teacher_weight is a share between 0 and 1 and "
+                             f"Prune.temperature is positive; got {self.teacher_weight} and "
+                             f"{self.temperature}")
         if self.stopped_at is not None:
             done = tuple(int(n) for n in self.stopped_at)
             if len(done) != self.steps or not all(0 <= n <= self.finetune_steps for n in done):
@@ -124,6 +137,8 @@ class Prune:
         if data.pop("pass", "prune") != "prune" or version not in range(1, CONFIG_VERSION + 1):
             raise ValueError(f"not a Prune pass of version 1..{CONFIG_VERSION}: {data}")
         data["layers"] = tuple(data.get("layers", ("Conv2d", "Linear")))
+        if version < 3:  # fine-tuned on the labels alone
+            data.setdefault("teacher_weight", 0.0)
         if data.get("stopped_at") is not None:
             data["stopped_at"] = tuple(data["stopped_at"])
         return cls(**data)
@@ -142,7 +157,9 @@ class Prune:
             return f"unstructured magnitude pruning, {what}, {self.scope} scope"
         rank = "weight L2 norm" if self.method == "magnitude" else f"activation {self.statistic}"
         return (f"structured pruning of {what} of channels by {rank}, {self.scope} scope, "
-                f"{self.steps} step(s) with {self.finetune_steps} fine-tuning steps each")
+                f"{self.steps} step(s) with {self.finetune_steps} fine-tuning steps each"
+                + (f" ({self.teacher_weight:.0%} from the original's soft targets)"
+                   if self.finetune_steps and self.teacher_weight else ""))
 
 
 def prune_weights(module: Any, config: Prune) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 Each of ``Prune.steps`` steps removes the same share of each group's channels (torch-pruning's
 linear schedule: 50% in 2 steps = 25%, then 50% of the original widths), then fine-tunes on the
-training labels. A group is a set of coupled channels: in a ResNet block, the output channels of
+training labels and the original's soft targets (``Prune.teacher_weight``). A group is a set of coupled channels: in a ResNet block, the output channels of
 the block's second conv, its shortcut and every layer reading the sum; removing one channel
 removes it from all of them, so the network stays valid and the export really shrinks.
 
@@ -74,11 +74,13 @@ def prune_structured(task: job.TorchTask, config: Any, *, module: Any = None,
             # A replay trains to the recorded steps, whatever the clock says.
             stop = None if config.stopped_at is None else config.stopped_at[step]
             share = None if budget is None or stop is not None else budget / config.steps
+            teach = attention or config.teacher_weight > 0
             row["finetune"] = training.fit(
-                task, module, teacher=job.keep_original(task) if attention else None,
+                task, module, teacher=job.keep_original(task) if teach else None,
                 steps=config.finetune_steps, lr=config.lr, batch_size=config.batch_size,
                 max_seconds=share, seed=config.seed + step, stop_at=stop,
                 what=f"fine-tuning after step {step + 1}", progress=progress,
+                alpha=config.teacher_weight, temperature=config.temperature,
                 embedding_weight=1.0 if attention else 0.0)
         steps.append(row)
     return {"parameters_before": before, "parameters_after": job.count_parameters(module),
