@@ -40,6 +40,17 @@ def test_bench_model_with_a_kit_uses_its_real_inputs(perception_as_full: Kit,
     assert data["results"][0]["input_shapes"]["image"] == [1, 3, 32, 32]
 
 
+def test_optimize_names_what_its_shape_option_cannot_measure(perception_as_full: Kit) -> None:
+    """``--shape`` reaches the search, and a wrong one fails before any variant is built."""
+    for shape, why in (("img=1,3,224,224", "does not take; its inputs are ['image']"),
+                       ("image=1,1,224,224", "axis 1 is fixed at 3"),
+                       ("image=1,3,224", "give 4 positive sizes"),
+                       ("image", "--shape takes NAME=D0,D1")):
+        res = runner.invoke(app, ["optimize", "--kit", "perception", "--shape", shape, "-q"])
+        assert res.exit_code != 0
+        assert why in str(res.exception) + res.output, shape
+
+
 def test_model_and_kit_are_exclusive() -> None:
     res = runner.invoke(app, ["inspect"])
     assert res.exit_code == 2 and "either MODEL or --kit" in res.output

@@ -206,3 +206,32 @@ def test_compute_inputs_only_rounds_just_what_int8_kernels_read(cnn: rtinfer.Imp
     with rtinfer.load(cnn) as f, rtinfer.load(q) as s:
         ref, got = f.run({"image": x[16:]}), s.run({"image": x[16:]})
     assert fidelity(ref, got)["logits"]["cosine_min"] >= 0.99
+
+
+def test_nncf_without_bias_correction_keeps_the_float_biases(perception_kit: Kit) -> None:
+    """NNCF's bias correction rewrites each quantized layer's bias; with it off, every bias is
+    the original's exactly (the setting ``optimize`` retries when NNCF's default breaks the
+    budget)."""
+    with pytest.raises(ValueError, match="bias_correction=False is a setting of NNCF"):
+        Quantize(bias_correction=False)                       # ONNX Runtime applies none
+    model = rtinfer.import_model(perception_kit.model_path)
+    calibration = perception_kit.split("calibration").inputs
+
+    def biases(m: rtinfer.ImportedModel) -> dict[str, np.ndarray]:
+        graph = onnx.load(str(m.path)).graph
+        init = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+        consts = {n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in graph.node
+                  if n.op_type == "Constant" and n.attribute and n.attribute[0].t.dims}
+        return {n.name: {**init, **consts}[n.input[2]] for n in graph.node
+                if n.op_type == "Conv" and len(n.input) > 2}
+
+    float_biases = biases(model)
+    config = Quantize(engine="openvino", bias_correction=False)
+    assert Quantize.from_dict(config.to_dict()) == config
+    assert "no bias correction" in config.describe()
+    plain = biases(quantize(model, config, calibration))
+    corrected = biases(quantize(model, Quantize(engine="openvino"), calibration))
+    assert plain.keys() == corrected.keys() == float_biases.keys() and len(plain) == 9
+    for name, b in plain.items():
+        np.testing.assert_array_equal(b, float_biases[name], err_msg=name)
+    assert any(not np.array_equal(b, float_biases[name]) for name, b in corrected.items())

@@ -154,6 +154,53 @@ def test_onnx_file_without_labels_budgets_fidelity(cnn: Any, tmp_path: Path) -> 
     assert "original" not in result["held_out"]   # no labels: fidelity only
 
 
+def test_latency_is_measured_at_the_deployment_shape(cnn_module: Any, cnn: Any,
+                                                     tmp_path: Path) -> None:
+    import torch
+
+    import rtinfer
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "data.npz", image=rng.standard_normal((64, 3, 32, 32),
+                                                              dtype=np.float32))
+    with pytest.raises(ValueError, match=r"input image is \['batch', 3, 32, 32\]: axis 2 is "
+                       r"fixed at 32, axis 3 is fixed at 32"):
+        optimize(cnn.path, data=tmp_path / "data.npz", shapes={"image": (1, 3, 96, 96)})
+    anysize = rtinfer.import_model(cnn_module, (torch.zeros(2, 3, 32, 32),),
+                                   input_names=["image"], output_names=["logits"],
+                                   dynamic_axes={"image": {2: "height", 3: "width"}},
+                                   out_dir=tmp_path / "anysize")
+    result = optimize(anysize.path, data=tmp_path / "data.npz", max_drop="1%",
+                      time_budget_s=300, engines=["onnxruntime"], window_s=0.1,
+                      shapes={"image": (1, 3, 96, 96)}, resume=False)
+    inputs = result["measurement"]["inputs"]
+    assert inputs["shapes"] == ["image[1, 3, 96, 96]"] and "resized" in inputs["what"]
+    assert result["chosen"]["latency_ms"]["p50"] > 0
+
+
+def test_nncf_is_retried_without_bias_correction_only_when_its_default_is_refused(
+        cnn: Any) -> None:
+    from rtinfer.optimize.variants import quantized_variants
+
+    calibration = {"image": np.zeros((4, 3, 32, 32), np.float32)}
+    asked: list[str] = []
+
+    def ids(refuse: bool) -> list[str]:
+        def refused(vid: str) -> bool:
+            asked.append(vid)
+            return refuse
+        return [vid for vid, _, _ in quantized_variants(
+            cnn, calibration, prefix="pruned+", engines=["onnxruntime", "openvino"],
+            refused=refused)]
+
+    assert "pruned+int8-nncf-nobc" not in ids(False)
+    retried = ids(True)
+    assert retried.index("pruned+int8-nncf-nobc") == retried.index("pruned+int8-nncf") + 1
+    assert set(asked) == {"pruned+int8-nncf"}   # asked about the default, after it was judged
+    assert "int8-nncf-nobc" not in [v for v, _, _ in quantized_variants(
+        cnn, calibration, engines=["onnxruntime"], refused=lambda _v: True)]  # no OpenVINO
+
+
 def test_bad_arguments_say_how_to_fix() -> None:
     with pytest.raises(ValueError, match="goal must be one of"):
         optimize(kit="fraud", max_drop="1pt", goal="fast")

@@ -21,7 +21,7 @@ import numpy as np
 
 from rtinfer.spec import ModelSpec
 
-__all__ = ["Samples", "load_samples", "real_batches", "samples_from_arrays"]
+__all__ = ["Samples", "at_shapes", "load_samples", "real_batches", "samples_from_arrays"]
 
 MASK = "attention_mask"
 
@@ -59,6 +59,66 @@ def real_batches(arrays: Mapping[str, np.ndarray], batch: int,
                      for k, v in feeds.items()}
         out.append({k: np.ascontiguousarray(v) for k, v in feeds.items()})
     return out
+
+
+_MODES = {3: "linear", 4: "bilinear", 5: "trilinear"}
+
+
+def at_shapes(feeds: list[dict[str, np.ndarray]],
+              shapes: Mapping[str, Any]) -> list[dict[str, np.ndarray]]:
+    """``feeds`` with the named inputs resized to whole shapes, e.g. ``{"image": (1, 3, 224,
+    224)}``: the deployment's input size measured on real content. A float input of rank 3 to
+    5 (signal, NCHW image, volume) is interpolated over the axes after the channels (linear,
+    bilinear, trilinear); its batch and channel axes must already be the given ones. Anything
+    else is a ValueError that says why."""
+    if not feeds or not shapes:
+        return feeds
+    names = list(feeds[0])
+    unknown = sorted(set(shapes) - set(names))
+    if unknown:
+        raise ValueError(f"--shape names {unknown}, which the model does not take; its inputs "
+                         f"are {names}")
+    for name, dims in shapes.items():
+        have = feeds[0][name]
+        want = tuple(int(d) for d in dims)
+        if want == have.shape:
+            continue
+        if have.dtype.kind != "f" or have.ndim not in _MODES:
+            raise ValueError(f"--shape {name}: only a float input of rank 3 to 5 (signal, "
+                             f"image, volume) can be resized; {name} is {have.dtype} of shape "
+                             f"{list(have.shape)}")
+        if len(want) != have.ndim or want[:2] != have.shape[:2] or min(want) < 1:
+            raise ValueError(f"--shape {name}={','.join(map(str, want))}: give {have.ndim} "
+                             f"positive sizes that keep the batch and channel axes "
+                             f"{list(have.shape[:2])} and change only the rest (the data is "
+                             f"{list(have.shape)})")
+    out = []
+    for feed in feeds:
+        feed = dict(feed)
+        for name, dims in shapes.items():
+            x = feed[name]
+            for axis, size in enumerate(tuple(int(d) for d in dims)[2:], start=2):
+                x = _linear(x, axis, size)
+            feed[name] = np.ascontiguousarray(x)
+        out.append(feed)
+    return out
+
+
+def _linear(x: np.ndarray, axis: int, size: int) -> np.ndarray:
+    """``x`` resampled to ``size`` along ``axis`` by linear interpolation between pixel
+    centres (the sampling of torch's ``interpolate(align_corners=False)``, without
+    anti-aliasing)."""
+    n = x.shape[axis]
+    if n == size:
+        return x
+    pos = np.clip((np.arange(size) + 0.5) * (n / size) - 0.5, 0, n - 1)
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, n - 1)
+    w = (pos - lo).astype(x.dtype)
+    shape = [1] * x.ndim
+    shape[axis] = size
+    w = w.reshape(shape)
+    return np.take(x, lo, axis=axis) * (1 - w) + np.take(x, hi, axis=axis) * w
 
 
 def samples_from_arrays(arrays: Mapping[str, np.ndarray], source: str,

@@ -20,6 +20,7 @@ from rtinfer.cli._app import (
     ModelArg,
     QuietOpt,
     _progress,
+    _shapes,
     _write_json,
     app,
     console,
@@ -64,6 +65,10 @@ def optimize(
     window: float = typer.Option(0.5, "--window", min=0.01, help="Seconds per quick-latency "
                                  "window (up to 3 per candidate and engine; the final rounds "
                                  "use twice this, within the time budget)."),
+    shape: list[str] | None = typer.Option(
+        None, "--shape", help="The deployment's input size when the data's differs, e.g. "
+        "--shape image=1,3,224,224 (repeatable; whole shape, batch first): latency is "
+        "measured on the real test rows resized to it, accuracy on the data as given."),
     json_path: Path | None = JsonOpt,
     quiet: bool = QuietOpt,
 ) -> None:
@@ -77,7 +82,7 @@ def optimize(
             min_agreement=min_agreement, extra_eval=extra_eval, slo_p99_ms=slo_p99_ms,
             goal=goal, time_budget_s=parse_duration(time_budget),
             engines=engines.split(",") if engines else None, threads=threads, out=out,
-            name=name, window_s=window, resume=not fresh, progress=say)
+            name=name, window_s=window, resume=not fresh, shapes=_shapes(shape), progress=say)
     _write_json(json_path, result)
     print_optimize(result)
 

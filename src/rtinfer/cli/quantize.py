@@ -44,6 +44,9 @@ def quantize(
                                       "the budget, OpenVINO's int8 weights with run-time "
                                       "activation quantization are tried too."),
     preset: str = typer.Option("default", help="default or transformer (NNCF's preset)."),
+    bias_correction: bool = typer.Option(True, "--bias-correction/--no-bias-correction",
+                                         help="NNCF (--engine openvino): correct each "
+                                         "layer's bias for the int8 error."),
     calibration: str = typer.Option("minmax", help="minmax, entropy or percentile."),
     calib_samples: int = typer.Option(128, help="Calibration samples."),
     per_channel: bool = typer.Option(True, "--per-channel/--per-tensor"),
@@ -78,7 +81,7 @@ def quantize(
 
     config = Quantize(method=method, engine=engine or "onnxruntime", preset=preset,
                       calibration=calibration, calib_samples=calib_samples, per_channel=per_channel,
-                      compute_inputs_only=compute_inputs_only)
+                      compute_inputs_only=compute_inputs_only, bias_correction=bias_correction)
     model, task = task_or_kit(model, kit)
     with _progress(quiet) as say:
         result = run_quantize(model, kit=task, data=data, config=config, max_drop=max_drop,

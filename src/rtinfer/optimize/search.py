@@ -45,7 +45,7 @@ import numpy as np
 
 from rtinfer._progress import Progress
 from rtinfer.bench.interleave import FASTER, measure_interleaved, ratio
-from rtinfer.bench.samples import real_batches
+from rtinfer.bench.samples import at_shapes, real_batches
 from rtinfer.engines import available_engines, load
 from rtinfer.errors import OverBudgetError
 from rtinfer.hardware import usable_cores
@@ -101,12 +101,16 @@ def optimize(
     name: str | None = None,
     window_s: float = 0.5,
     resume: bool = True,
+    shapes: Mapping[str, Any] | None = None,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """See the module docstring. Returns a JSON-ready result (``kind: optimize``).
 
     ``goal`` and ``slo_p99_ms`` default to a task file's ``[objective]`` (else latency, no
-    objective)."""
+    objective). ``shapes`` (e.g. ``{"image": (1, 3, 224, 224)}``) is the deployment's input
+    size when it differs from the data's: latency is measured on the real test rows resized
+    to it (:func:`~rtinfer.bench.samples.at_shapes`); accuracy is judged on the data as
+    given."""
     spec = getattr(kit, "spec", None)  # a task: its declared objective
     goal = goal or getattr(spec, "goal", None) or "latency"
     if slo_p99_ms is None and spec is not None:
@@ -132,8 +136,12 @@ def optimize(
         raise ValueError(f"engine(s) {missing} are not installed here; available: {usable}")
     threads = threads or usable_cores()
     batch = 1 if goal == "latency" else 32
+    # Latency at the data's own shapes: real test rows, text cut to each batch's longest
+    # sentence (one sentence padded to the split's width would favour int8 unfairly), or
+    # resized to the deployment's shapes when given (a bad --shape fails before any work).
+    feeds = at_shapes(real_batches(splits["test"][0], batch), _fits(original, shapes or {}))
     state = SearchState.open(original, getattr(kit_obj, "fingerprint", getattr(kit, "path", kit)),
-                        data, budget, goal, batch, threads, resume, chosen_engines)
+                             data, budget, goal, batch, threads, resume, chosen_engines, shapes)
 
     calibration = splits["calibration"][0]
     validation, val_targets = splits["validation"]
@@ -159,9 +167,6 @@ def optimize(
                                 float_metrics=float_metrics, varied=varied)
         return {**ev.to_dict(), "evaluated_on": runtime}
 
-    # Latency at the data's own shapes: real test rows, text cut to each batch's longest
-    # sentence (one sentence padded to the split's width would favour int8 unfairly).
-    feeds = real_batches(splits["test"][0], batch)
     variants: dict[str, Variant] = {}
     records: dict[str, dict[str, Any]] = {}
     skipped = [{"variant": t, "why": why} for t, why in _untried_techniques(kit_obj).items()]
@@ -203,7 +208,11 @@ def optimize(
 
     fp32 = Variant("fp32", "original (fp32)", [], original, False)
     consider("fp32", fp32.label, lambda: fp32, required=True)  # the baseline, always
-    for vid, label, build in quantized_variants(original, calibration, engines=chosen_engines):
+    def refused(vid: str) -> bool:
+        return vid in records and not records[vid]["validation"]["within_budget"]
+
+    for vid, label, build in quantized_variants(original, calibration, engines=chosen_engines,
+                                                refused=refused):
         consider(vid, label, build)
     left = deadline - _reserve(time_budget_s) - time.monotonic()
     train_s = min(300.0, 0.4 * left)
@@ -218,7 +227,7 @@ def optimize(
         derived = variants[vid]
         for qid, qlabel, qbuild in quantized_variants(
                 derived.model, calibration, prefix=f"{vid}+", parent=vid,
-                base_recipe=derived.recipe, engines=chosen_engines):
+                base_recipe=derived.recipe, engines=chosen_engines, refused=refused):
             consider(qid, qlabel, qbuild)
     if _mixed_may_pay(records, variants):
         best = _least_harmful(records, variants)
@@ -252,7 +261,9 @@ def optimize(
                            float_metrics, variants, records, final, chosen, skipped, state,
                            time_budget_s, start)
     result["measurement"]["inputs"] = {
-        "what": "real test rows; text cut to each batch's longest sentence",
+        "what": "real test rows; text cut to each batch's longest sentence"
+                + ("; resized to the deployment shapes given (accuracy on the data as given)"
+                   if shapes else ""),
         "batches": len(feeds),
         "shapes": sorted({f"{k}{list(v.shape)}" for f in feeds for k, v in f.items()})[:8]}
     if kit_obj is not None:
@@ -266,6 +277,19 @@ def optimize(
                kit_obj, original=original)
     state.finish(result)
     return result
+
+
+def _fits(model: ImportedModel, shapes: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``shapes``, once every fixed axis of the model's inputs agrees with them."""
+    for t in model.spec.inputs:
+        want = shapes.get(t.name)
+        fixed = [f"axis {i} is fixed at {d}" for i, (d, w) in enumerate(zip(t.shape, want or ()))
+                 if isinstance(d, int) and d != int(w)]
+        if want is not None and len(want) == len(t.shape) and fixed:
+            raise ValueError(f"--shape {t.name}={','.join(map(str, want))}: the model's input "
+                             f"{t.name} is {list(t.shape)}: {', '.join(fixed)} (only its "
+                             f"named, dynamic axes can take another size)")
+    return shapes
 
 
 def _untried_techniques(kit: Any) -> dict[str, str]:

@@ -1,7 +1,7 @@
 """A search's finished steps, saved under the cache so an interrupted ``rtinfer optimize``
 continues where it stopped: each variant's file, recipe and record, keyed by everything that
-changes their outcome (the model, the task or data, the budget, goal, batch, threads, engines
-and :data:`SEARCH_VERSION`)."""
+changes their outcome (the model, the task or data, the budget, goal, batch, threads, engines,
+the input shapes latency is measured at and :data:`SEARCH_VERSION`)."""
 
 from __future__ import annotations
 
@@ -42,11 +42,14 @@ class SearchState:
 
     @classmethod
     def open(cls, model: ImportedModel, kit: Any, data: Any, budget: Budget, goal: str,
-             batch: int, threads: int, resume: bool, engines: list[str]) -> SearchState:
-        # The engines decide which variants exist (NNCF's need OpenVINO): part of the key.
+             batch: int, threads: int, resume: bool, engines: list[str],
+             shapes: Mapping[str, Any] | None = None) -> SearchState:
+        # The engines decide which variants exist (NNCF's need OpenVINO): part of the key; so
+        # do the shapes latency is measured at (the quick figures are saved).
+        measured_at = [sorted((k, list(v)) for k, v in shapes.items())] if shapes else []
         key = hashlib.sha256(json.dumps(
             [SEARCH_VERSION, model.source.sha256, kit, str(data), budget.to_dict()["limits"],
-             budget.metric, goal, batch, threads, sorted(engines)],
+             budget.metric, goal, batch, threads, sorted(engines), *measured_at],
             default=str).encode()).hexdigest()[:16]
         folder = cache_dir() / "optimize" / key
         if not resume and folder.exists():

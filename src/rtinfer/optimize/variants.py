@@ -13,6 +13,8 @@ order of cost, cheapest first, so a tight time budget still sees the most likely
                       kernel reads them: the residual stream stays float)
 4. ``int8-nncf``      NNCF on the ONNX graph (OpenVINO's quantizer), default preset, and its
                       transformer preset for models with attention (Softmax + MatMul)
+4a. ``int8-nncf-nobc`` the same without bias correction, when the default broke the budget
+                      (models without attention)
 4b. ``int8-ov-dynamic`` int8 weights (NNCF) with activations quantized at run time by
                       OpenVINO, per group of 128 channels — MatMul/Gemm models; runs on
                       OpenVINO only (ONNX Runtime would run the file in float)
@@ -31,7 +33,8 @@ and the kit has a torch model with training data.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 from rtinfer.models.imported import ImportedModel
@@ -101,9 +104,14 @@ def mostly_dense(ops: dict[str, int]) -> bool:
 def quantized_variants(
     base: ImportedModel, calibration: Feeds, *, prefix: str = "", parent: str = "fp32",
     base_recipe: list[dict[str, Any]] | None = None, engines: list[str],
+    refused: Callable[[str], bool] | None = None,
 ) -> Iterator[tuple[str, str, Callable[[], Variant]]]:
     """(id, label, build) for each int8 variant of ``base``, cheapest first; ``build`` runs
-    the quantizer only when called, so the search can skip what its time budget excludes."""
+    the quantizer only when called, so the search can skip what its time budget excludes.
+
+    ``refused(id)`` says whether a variant already yielded broke the budget: when NNCF's
+    default setting did on a model without attention, the same without bias correction follows
+    (cheap on CNNs and MLPs; see :attr:`Quantize.bias_correction`)."""
     ops = op_histogram(base)
     dense = mostly_dense(ops)
     attention = ops.get("Softmax", 0) > 0 and ops.get("MatMul", 0) > 0
@@ -133,13 +141,18 @@ def quantized_variants(
                     ("litert-int8", "int8 full integer (LiteRT)", Quantize(engine="litert")),
                     ("litert-fp16", "float16 weights (LiteRT)",
                      Quantize(method="float16", engine="litert"))]
+    def build(config: Quantize, vid: str, label: str) -> Variant:
+        model = quantize(base, config, calibration if config.method == "static" else None)
+        return Variant(prefix + vid, (prefix + " " if prefix else "") + label,
+                       [*(base_recipe or []), config.to_dict()], model,
+                       config.method != "float32", parent)
+
     for vid, label, config in configs:
-        def build(config: Quantize = config, vid: str = vid, label: str = label) -> Variant:
-            model = quantize(base, config, calibration if config.method == "static" else None)
-            return Variant(prefix + vid, (prefix + " " if prefix else "") + label,
-                           [*(base_recipe or []), config.to_dict()], model,
-                           config.method != "float32", parent)
-        yield prefix + vid, label, build
+        yield prefix + vid, label, partial(build, config, vid, label)
+        if vid == "int8-nncf" and not attention and refused and refused(prefix + vid):
+            plain = replace(config, bias_correction=False)
+            yield (prefix + "int8-nncf-nobc", "int8 (NNCF, no bias correction)",
+                   partial(build, plain, "int8-nncf-nobc", "int8 (NNCF, no bias correction)"))
 
 
 def torch_variants(kit: Any, original: ImportedModel, *, seconds: float,
