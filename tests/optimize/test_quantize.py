@@ -235,3 +235,35 @@ def test_nncf_without_bias_correction_keeps_the_float_biases(perception_kit: Kit
     for name, b in plain.items():
         np.testing.assert_array_equal(b, float_biases[name], err_msg=name)
     assert any(not np.array_equal(b, float_biases[name]) for name, b in corrected.items())
+
+
+def test_bf16_marks_the_model_for_openvino_and_changes_no_weight(cnn: rtinfer.ImportedModel
+                                                                 ) -> None:
+    from rtinfer.engines.openvino_engine import PRECISION_KEY, supports_bf16
+    from rtinfer.optimize.variants import quantized_variants
+
+    with pytest.raises(ValueError, match="method='bf16' is OpenVINO's bfloat16 inference"):
+        Quantize(method="bf16")
+    config = Quantize(method="bf16", engine="openvino")
+    assert config.int8_engines == ("openvino",) and config.runtime == "openvino"
+    q = quantize(cnn, config)
+    before, after = onnx.load(str(cnn.path)), onnx.load(str(q.path))
+    assert {p.key: p.value for p in after.metadata_props}[PRECISION_KEY] == "bf16"
+    for a, b in zip(before.graph.initializer, after.graph.initializer, strict=True):
+        np.testing.assert_array_equal(numpy_helper.to_array(a), numpy_helper.to_array(b))
+    x = np.random.default_rng(0).standard_normal((16, 3, 32, 32)).astype(np.float32)
+    with rtinfer.load(cnn) as f, rtinfer.load(q) as same:
+        ref = f.run({"image": x})
+        np.testing.assert_array_equal(same.run({"image": x})["logits"], ref["logits"])
+    offered = [v for v, _, _ in quantized_variants(cnn, {"image": x},
+                                                   engines=["onnxruntime", "openvino"])]
+    assert ("bf16-ov" in offered) == supports_bf16()   # only where OpenVINO computes bf16
+    if not supports_bf16():
+        pytest.skip("OpenVINO reports no native bf16 on this CPU")
+    with rtinfer.load(q, "openvino", threads=1) as s:
+        assert s.describe()["precision"] == "bf16"
+        got = s.run({"image": x})
+    with rtinfer.load(q, "openvino", threads=1, precision="f32") as s:  # an option overrides
+        assert s.describe()["precision"] == "f32"
+    fid = fidelity(ref, got)["logits"]
+    assert fid["cosine_min"] >= 0.999 and 0 < np.abs(got["logits"] - ref["logits"]).max()

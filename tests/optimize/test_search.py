@@ -32,7 +32,7 @@ def test_candidates_span_precisions_and_engines(fraud_run: dict[str, Any]) -> No
         assert r["validation"]["fidelity"], r["id"]
         if r["validation"]["within_budget"]:
             assert r["quick"].get("p50_ms", 0) > 0, r["id"]     # measured, not guessed
-        if "int8" in r["variant"]:
+        if "int8" in r["variant"] or "bf16" in r["variant"]:
             assert r["recipe"][-1]["pass"] == "quantize"
         elif r["variant"] != "fp32":  # the MLP's smaller float forms
             assert r["recipe"][-1]["pass"] in ("prune", "distill")

@@ -34,8 +34,9 @@ def quantize(
     data: Path | None = DataOpt,
     method: str = typer.Option("static", help="static or dynamic (ONNX Runtime: MatMulInteger; "
                                "OpenVINO: int8 weights, activations quantized per group at "
-                               "run time; LiteRT: TFLite's dynamic range), or float16 "
-                               "(LiteRT). LiteRT's static is TFLite's full integer."),
+                               "run time; LiteRT: TFLite's dynamic range), float16 "
+                               "(LiteRT) or bf16 (OpenVINO's bfloat16 inference on AMX / "
+                               "AVX-512 BF16). LiteRT's static is TFLite's full integer."),
     engine: str | None = typer.Option(None, help="Whose quantizer: onnxruntime, openvino "
                                       "(NNCF) or litert (TFLite's converter, for Keras and "
                                       "SavedModel models); the result also runs on that "

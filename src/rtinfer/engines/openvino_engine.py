@@ -11,15 +11,19 @@ from rtinfer.engines.base import Engine, runtime_message
 from rtinfer.errors import EngineError
 from rtinfer.models.imported import ImportedModel
 
-__all__ = ["DYNAMIC_GROUP_KEY", "OpenVinoEngine"]
+__all__ = ["DYNAMIC_GROUP_KEY", "PRECISION_KEY", "OpenVinoEngine", "supports_bf16"]
 
 # ONNX metadata key asking for run-time activation quantization per this many input channels
 # (OpenVINO files ONNX metadata under the model's rt_info["framework"]).
 DYNAMIC_GROUP_KEY = "rtinfer.openvino.dynamic_quantization_group_size"
+# ONNX metadata key naming the inference precision a model was judged at (``bf16``), written by
+# ``Quantize(method="bf16", engine="openvino")``: the file keeps its float32 weights.
+PRECISION_KEY = "rtinfer.openvino.inference_precision"
 
 
 class OpenVinoEngine(Engine):
-    """Options: ``device`` (default ``"CPU"``), ``precision`` (default ``"f32"``), ``hint``
+    """Options: ``device`` (default ``"CPU"``), ``precision`` (default: the model's own
+    setting, written by ``Quantize(method="bf16", engine="openvino")``, else ``"f32"``), ``hint``
     (``"LATENCY"`` or ``"THROUGHPUT"``, default ``"LATENCY"``), ``dynamic_group`` (run-time
     activation quantization group for int8-weight MatMuls; default: the model's own setting,
     written by ``Quantize(method="dynamic", engine="openvino")``, else OpenVINO's).
@@ -38,12 +42,13 @@ class OpenVinoEngine(Engine):
         config = {
             "INFERENCE_NUM_THREADS": threads,
             "PERFORMANCE_HINT": options.get("hint", "LATENCY"),
-            "INFERENCE_PRECISION_HINT": options.get("precision", "f32"),
         }
         try:
             core = ov.Core()
             graph = core.read_model(str(model.path))
-            group = options.get("dynamic_group", _model_dynamic_group(graph))
+            config["INFERENCE_PRECISION_HINT"] = options.get(
+                "precision", _model_setting(graph, PRECISION_KEY) or "f32")
+            group = options.get("dynamic_group", _model_setting(graph, DYNAMIC_GROUP_KEY))
             if group is not None:
                 config["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = int(group)
             self._compiled = core.compile_model(graph, self._device, config)
@@ -90,13 +95,24 @@ class OpenVinoEngine(Engine):
         }
 
 
-def _model_dynamic_group(graph: Any) -> int | None:
-    """The group size the model's ONNX metadata asks for (OpenVINO files it under
+def _model_setting(graph: Any, key: str) -> str | None:
+    """The setting the model's ONNX metadata holds under ``key`` (OpenVINO files it under
     rt_info["framework"]), or None."""
-    path = ["framework", DYNAMIC_GROUP_KEY]
+    path = ["framework", key]
     if not graph.has_rt_info(path):
         return None
-    return int(graph.get_rt_info(path).astype(str))
+    return str(graph.get_rt_info(path).astype(str))
+
+
+def supports_bf16(device: str = "CPU") -> bool:
+    """Whether OpenVINO computes in bfloat16 on ``device`` natively (AVX-512 BF16 or AMX on
+    Intel CPUs), by its own report; False when OpenVINO is not installed."""
+    try:
+        import openvino as ov
+
+        return "BF16" in ov.Core().get_property(device, "OPTIMIZATION_CAPABILITIES")
+    except Exception:  # not installed, or no such device: no bf16 to offer
+        return False
 
 
 def _type_name(value: Any) -> str:

@@ -18,7 +18,9 @@ order of cost, cheapest first, so a tight time budget still sees the most likely
 4b. ``int8-ov-dynamic`` int8 weights (NNCF) with activations quantized at run time by
                       OpenVINO, per group of 128 channels — MatMul/Gemm models; runs on
                       OpenVINO only (ONNX Runtime would run the file in float)
-4c. ``litert-*``     TFLite's float32, dynamic range, full integer and float16 conversions
+4c. ``bf16-ov``        the model as it is, run by OpenVINO in bfloat16 — only where OpenVINO
+                      reports native BF16 (AVX-512 BF16 / AMX); no calibration
+4d. ``litert-*``     TFLite's float32, dynamic range, full integer and float16 conversions
                       of the model's TensorFlow form, run on LiteRT — Keras and SavedModel
                       models only
 5. ``int8-mixed``     the best static setting with its most sensitive layers kept in float
@@ -37,6 +39,7 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
+from rtinfer.engines.openvino_engine import supports_bf16
 from rtinfer.models.imported import ImportedModel
 from rtinfer.optimize.passes.quantize import Feeds, Quantize, quantize
 
@@ -133,6 +136,9 @@ def quantized_variants(
         if dense:
             configs.append(("int8-ov-dynamic", "int8 weights, run-time activations (OpenVINO)",
                             Quantize(method="dynamic", engine="openvino")))
+        if supports_bf16():
+            configs.append(("bf16-ov", "bfloat16 (OpenVINO)",
+                            Quantize(method="bf16", engine="openvino")))
     if base.tensorflow is not None and "litert" in engines:  # TFLite's own, from the TF form
         configs += [("litert-fp32", "float32 (LiteRT)",
                      Quantize(method="float32", engine="litert")),
