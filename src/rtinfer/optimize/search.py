@@ -283,9 +283,12 @@ def _fits(model: ImportedModel, shapes: Mapping[str, Any]) -> Mapping[str, Any]:
     """``shapes``, once every fixed axis of the model's inputs agrees with them."""
     for t in model.spec.inputs:
         want = shapes.get(t.name)
-        fixed = [f"axis {i} is fixed at {d}" for i, (d, w) in enumerate(zip(t.shape, want or ()))
+        if want is None or len(want) != len(t.shape):  # at_shapes says what is wrong
+            continue
+        fixed = [f"axis {i} is fixed at {d}" for i, (d, w) in enumerate(zip(t.shape, want,
+                                                                          strict=True))
                  if isinstance(d, int) and d != int(w)]
-        if want is not None and len(want) == len(t.shape) and fixed:
+        if fixed:
             raise ValueError(f"--shape {t.name}={','.join(map(str, want))}: the model's input "
                              f"{t.name} is {list(t.shape)}: {', '.join(fixed)} (only its "
                              f"named, dynamic axes can take another size)")

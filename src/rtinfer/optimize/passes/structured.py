@@ -2,9 +2,10 @@
 
 Each of ``Prune.steps`` steps removes the same share of each group's channels (torch-pruning's
 linear schedule: 50% in 2 steps = 25%, then 50% of the original widths), then fine-tunes on the
-training labels and the original's soft targets (``Prune.teacher_weight``). A group is a set of coupled channels: in a ResNet block, the output channels of
-the block's second conv, its shortcut and every layer reading the sum; removing one channel
-removes it from all of them, so the network stays valid and the export really shrinks.
+training labels and the original's soft targets (``Prune.teacher_weight``). A group is a set of
+coupled channels: in a ResNet block, the output channels of the block's second conv, its
+shortcut and every layer reading the sum; removing one channel removes it from all of them, so
+the network stays valid and the export really shrinks.
 
 Ranking (``Prune.method``): ``magnitude`` sums each channel's weight L2 norm over the group;
 ``activation`` runs the calibration split and, at each layer that *reads* the channel, takes
