@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from rtinfer._resample import resize
 from rtinfer.spec import ModelSpec
 
 __all__ = ["Samples", "at_shapes", "load_samples", "real_batches", "samples_from_arrays"]
@@ -92,33 +93,10 @@ def at_shapes(feeds: list[dict[str, np.ndarray]],
                              f"positive sizes that keep the batch and channel axes "
                              f"{list(have.shape[:2])} and change only the rest (the data is "
                              f"{list(have.shape)})")
-    out = []
-    for feed in feeds:
-        feed = dict(feed)
-        for name, dims in shapes.items():
-            x = feed[name]
-            for axis, size in enumerate(tuple(int(d) for d in dims)[2:], start=2):
-                x = _linear(x, axis, size)
-            feed[name] = np.ascontiguousarray(x)
-        out.append(feed)
-    return out
-
-
-def _linear(x: np.ndarray, axis: int, size: int) -> np.ndarray:
-    """``x`` resampled to ``size`` along ``axis`` by linear interpolation between pixel
-    centres (the sampling of torch's ``interpolate(align_corners=False)``, without
-    anti-aliasing)."""
-    n = x.shape[axis]
-    if n == size:
-        return x
-    pos = np.clip((np.arange(size) + 0.5) * (n / size) - 0.5, 0, n - 1)
-    lo = np.floor(pos).astype(np.int64)
-    hi = np.minimum(lo + 1, n - 1)
-    w = (pos - lo).astype(x.dtype)
-    shape = [1] * x.ndim
-    shape[axis] = size
-    w = w.reshape(shape)
-    return np.take(x, lo, axis=axis) * (1 - w) + np.take(x, hi, axis=axis) * w
+    sizes = {name: {axis: int(d) for axis, d in enumerate(dims) if axis >= 2}
+             for name, dims in shapes.items()}
+    return [{k: np.ascontiguousarray(resize(v, sizes[k])) if k in sizes else v
+             for k, v in feed.items()} for feed in feeds]
 
 
 def samples_from_arrays(arrays: Mapping[str, np.ndarray], source: str,

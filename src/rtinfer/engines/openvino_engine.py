@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -104,9 +105,10 @@ def _model_setting(graph: Any, key: str) -> str | None:
     return str(graph.get_rt_info(path).astype(str))
 
 
+@cache
 def supports_bf16(device: str = "CPU") -> bool:
     """Whether OpenVINO computes in bfloat16 on ``device`` natively (AVX-512 BF16 or AMX on
-    Intel CPUs), by its own report; False when OpenVINO is not installed."""
+    Intel CPUs), by its own report (asked once); False when OpenVINO is not installed."""
     try:
         import openvino as ov
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from rtinfer._resample import resize
 from rtinfer.kits.base import (
     KitRecipe,
     Progress,
@@ -37,19 +38,7 @@ _FRACTIONS = {"train": 0.6, "calibration": 0.1, "validation": 0.1, "test": 0.2}
 
 def resize_bilinear(images: np.ndarray, size: int) -> np.ndarray:
     """(N, H, W) -> (N, size, size) by separable bilinear interpolation (align-corners off)."""
-    def weights(src: int) -> np.ndarray:
-        # Row i of the result mixes the two source pixels around its centre.
-        centres = (np.arange(size) + 0.5) * src / size - 0.5
-        lo = np.clip(np.floor(centres).astype(int), 0, src - 1)
-        hi = np.clip(lo + 1, 0, src - 1)
-        frac = np.clip(centres - lo, 0, 1)
-        m = np.zeros((size, src))
-        m[np.arange(size), lo] += 1 - frac
-        m[np.arange(size), hi] += frac
-        return m
-
-    _, h, w = images.shape
-    return np.einsum("ih,nhw,jw->nij", weights(h), images, weights(w)).astype(np.float32)
+    return resize(np.asarray(images, dtype=np.float32), {1: size, 2: size})
 
 
 def preprocess(meta: Mapping[str, Any], raw_items: Sequence[Any]) -> dict[str, np.ndarray]:

@@ -21,6 +21,7 @@ import numpy as np
 
 from rtinfer._progress import Progress
 from rtinfer.bench.inprocess import SCHEMA
+from rtinfer.bench.samples import at_shapes
 from rtinfer.optimize.augment import varied_inputs
 from rtinfer.optimize.evaluate import Budget, ExtraSet, beyond_split, kit_metric
 
@@ -187,11 +188,8 @@ def latency_feeds(task: TorchTask, image_size: int | None) -> Arrays:
     inputs, _ = task.split("test")
     one = {k: v[:1] for k, v in inputs.items()}
     if image_size is not None and "image" in one:
-        import torch
-
-        img = torch.from_numpy(one["image"])
-        one["image"] = torch.nn.functional.interpolate(
-            img, size=(image_size, image_size), mode="bilinear", align_corners=False).numpy()
+        n, c = one["image"].shape[:2]
+        one = at_shapes([one], {"image": (n, c, image_size, image_size)})[0]
     return {k: v.numpy() for k, v in to_tensors(one).items()}
 
 
