@@ -177,11 +177,14 @@ def run_quantize(
             f"batch 1 on {runtime}); the float model remains the better deployment"
         )
     if out is not None:
+        # The report's key stays "int8" for every method; the folder says what the model is.
+        method = result.config.method
+        kind = "int8" if method in ("static", "dynamic") else method
         passes = ([qat] if qat is not None and result.finetuned else []) + [result.config]
         art = pipeline.write(
-            result.model, out, name or f"{model_name(model, float_model, kit)}-int8", recipe=Recipe(
-                tuple(passes)), held=held, label="int8", performance=report["performance"],
-            engine=runtime, threads=threads, task=kit_obj,
+            result.model, out, name or f"{model_name(model, float_model, kit)}-{kind}",
+            recipe=Recipe(tuple(passes)), held=held, label="int8",
+            performance=report["performance"], engine=runtime, threads=threads, task=kit_obj,
             measurements={"quantization": {"budget": report["budget"],
                                            "kept_in_float": result.kept_in_float}},
             reference=float_model)
