@@ -22,9 +22,9 @@ __all__ = ["SEARCH_VERSION", "SearchState"]
 
 # Part of the saved state's key: bump when the variants a search builds change, so a resumed
 # search never reuses a variant built by an older recipe.
-SEARCH_VERSION = 7  # 4: tasks; MLP prune/distill; 5: recipes record the steps trained;
+SEARCH_VERSION = 8  # 4: tasks; MLP prune/distill; 5: recipes record the steps trained;
 # 6: variants record their file (.onnx or .tflite); 7: pruning fine-tunes on the original's
-# soft targets too
+# soft targets too; 8: bf16 text models are padded to length buckets
 
 
 class SearchState:

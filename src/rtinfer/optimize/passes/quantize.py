@@ -55,7 +55,13 @@ import numpy as np
 from rtinfer._cache import cache_dir
 from rtinfer._deps import require
 from rtinfer._sandbox import sandbox
-from rtinfer.engines.openvino_engine import DYNAMIC_GROUP_KEY, PRECISION_KEY
+from rtinfer.engines.openvino_engine import (
+    BF16_LENGTH_BUCKETS,
+    DYNAMIC_GROUP_KEY,
+    LENGTH_BUCKETS_KEY,
+    PRECISION_KEY,
+    length_plan,
+)
 from rtinfer.errors import ExportError
 from rtinfer.models.imported import ImportedModel, Source
 from rtinfer.models.onnx_file import load_onnx
@@ -260,7 +266,7 @@ def quantize(model: ImportedModel, config: Quantize,
 
             quantize_litert(model, config, calibration, path)
         elif config.engine == "openvino" and config.method == "bf16":
-            _bf16(model.path, path)
+            _bf16(model, path)
         elif config.engine == "openvino" and config.method == "dynamic":
             _nncf_weights(upgraded(model), config, path)
         elif config.engine == "openvino":
@@ -442,12 +448,17 @@ def _nncf(source: Path, config: Quantize, calibration: Feeds, path: Path) -> Non
     onnx.save(quantized, str(path))
 
 
-def _bf16(source: Path, path: Path) -> None:
+def _bf16(model: ImportedModel, path: Path) -> None:
     """The model as it is, marked for bfloat16 inference (``PRECISION_KEY``): OpenVINO then
     runs its matrix products and convolutions in bf16 (AMX / AVX-512 BF16), the weights
-    converted when the model is compiled."""
+    converted when the model is compiled. A text model (an ``attention_mask`` with a named
+    sequence axis) is also marked to have its token inputs padded to length buckets
+    (``LENGTH_BUCKETS_KEY``): the bf16 kernels pay for each change of length between calls."""
     onnx = require("onnx", "Quantization")
-    _save_marked(onnx.load(str(source)), PRECISION_KEY, "bf16", path)
+    marks = {PRECISION_KEY: "bf16"}
+    if length_plan(model.spec, BF16_LENGTH_BUCKETS) is not None:
+        marks[LENGTH_BUCKETS_KEY] = ",".join(map(str, BF16_LENGTH_BUCKETS))
+    _save_marked(onnx.load(str(model.path)), marks, path)
 
 
 def _nncf_weights(source: Path, config: Quantize, path: Path) -> None:
@@ -465,15 +476,16 @@ def _nncf_weights(source: Path, config: Quantize, path: Path) -> None:
     if not any(n.op_type == "DequantizeLinear" for n in compressed.graph.node):
         raise ExportError(f"{source.name} has no MatMul/Gemm weights for OpenVINO's dynamic "
                           "int8; use method='static'")
-    _save_marked(compressed, DYNAMIC_GROUP_KEY, str(config.dynamic_group), path)
+    _save_marked(compressed, {DYNAMIC_GROUP_KEY: str(config.dynamic_group)}, path)
 
 
-def _save_marked(graph: Any, key: str, value: str, path: Path) -> None:
-    """Save an ONNX model with ``key: value`` in its metadata, a setting rtinfer's OpenVINO
-    engine reads when it compiles the file."""
+def _save_marked(graph: Any, marks: Mapping[str, str], path: Path) -> None:
+    """Save an ONNX model with ``marks`` in its metadata: settings rtinfer's OpenVINO engine
+    reads when it compiles the file."""
     onnx = require("onnx", "Quantization")
-    entry = graph.metadata_props.add()
-    entry.key, entry.value = key, value
+    for key, value in marks.items():
+        entry = graph.metadata_props.add()
+        entry.key, entry.value = key, value
     onnx.save(graph, str(path))
 
 
