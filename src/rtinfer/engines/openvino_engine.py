@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from rtinfer._buckets import bucket_for, pad_sequence
 from rtinfer._deps import require
 from rtinfer.engines.base import Engine, runtime_message
 from rtinfer.errors import EngineError
@@ -50,15 +51,11 @@ class LengthPlan:
         if mask is None or mask.ndim != 2:
             return feeds, 0, 0
         length = mask.shape[1]
-        width = next((b for b in self.buckets if b >= length), length)
+        width = bucket_for(length, self.buckets)
         rows = [feeds[n] for n in self.inputs if n in feeds]
         if width == length or any(v.ndim != 2 or v.shape[1] != length for v in rows):
             return feeds, length, length
-        padded = dict(feeds)
-        for name in self.inputs:
-            if name in padded:
-                padded[name] = np.pad(padded[name], ((0, 0), (0, width - length)))
-        return padded, length, width
+        return pad_sequence(feeds, width, self.inputs), length, width
 
     def cut(self, outputs: dict[str, np.ndarray], length: int, width: int
             ) -> dict[str, np.ndarray]:

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from rtinfer._buckets import bucket_for, pad_sequence
 from rtinfer.deploy.settings import BatchingConfig
 from rtinfer.engines import Session
 from rtinfer.errors import (
@@ -309,8 +310,5 @@ def pad_to_bucket(feeds: dict[str, np.ndarray], buckets: tuple[int, ...]
     if len(lengths) != 1:
         return feeds
     (length,) = lengths
-    bucket = next((b for b in sorted(buckets) if b >= length), length)
-    if bucket == length:
-        return feeds
-    return {k: np.pad(v, ((0, 0), (0, bucket - length))) if v.ndim == 2 else v  # (B, bucket)
-            for k, v in feeds.items()}
+    bucket = bucket_for(length, buckets)
+    return feeds if bucket == length else pad_sequence(feeds, bucket)
