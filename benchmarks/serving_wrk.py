@@ -1,0 +1,234 @@
+"""rtinfer serve against a plain FastAPI app, loaded by wrk (a C client), in one run.
+
+    apt-get install wrk                  # Debian's package; the client, outside Python
+    python benchmarks/serving_wrk.py [--rounds 3] [--seconds 3] [--json out.json]
+
+Issue 20's targets 4 and 5 (the part against the plain peer). Models: the anchors' tiny MLP
+(30-64-64-2) and medium MLP (256-1024-1024-1024-10), random weights, exported by rtinfer; one
+sample per KServe v2 JSON request (``POST /v2/models/NAME/infer``), one intra-op thread.
+
+Servers, each a child process on loopback, alone in turn (rounds alternate the order):
+
+* ``rtinfer`` — ``rtinfer serve REPO --threads 1`` with the defaults a user gets (no
+  ``config.pbtxt``: no dynamic batching), and with ``--max-batch-size 8
+  --max-queue-delay-us 300``;
+* ``fastapi`` — twenty lines any user could write: FastAPI under uvicorn with uvloop and
+  httptools, orjson, the model run inline in an ``async def`` route, ONNX Runtime with 1 thread.
+
+Load: wrk, one thread. Overhead (target 4): one connection, p50 served minus p50 of
+``Session.run`` in this process (rtinfer's session, 1 thread, interleaved with the rounds).
+Throughput (target 5): 8 connections, closed loop, requests/s and p99. wrk's percentiles are
+its own (HdrHistogram, microsecond resolution); the in-process p50 is numpy linear (type 7).
+The client's CPU is wrk's user+system time over the window (``getrusage`` of children), as a
+share of one core. Ratios are per round, then the median over rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from statistics import median
+from typing import Any
+
+import numpy as np
+
+import _serving as srv
+import rtinfer
+from rtinfer.serve.inthread import free_port
+
+MODELS = {"tiny": (30, 64, 64, 2), "medium": (256, 1024, 1024, 1024, 10)}
+OVERHEAD_TARGET_MS = 0.07
+PEER_TARGET = 1.5
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def run_fastapi(model: str, name: str, port: int) -> None:
+    import onnxruntime as ort
+    import orjson
+    import uvicorn
+    from fastapi import FastAPI, Request
+    from fastapi.responses import Response
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = 1, 1
+    session = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+    app = FastAPI()
+
+    @app.get("/v2/health/ready")
+    async def ready() -> dict[str, bool]:
+        return {"ready": True}
+
+    async def infer(request: Request) -> Response:
+        tensor = orjson.loads(await request.body())["inputs"][0]
+        x = np.asarray(tensor["data"], np.float32).reshape(tensor["shape"])
+        y = session.run(None, {"x": x})[0]
+        return Response(orjson.dumps({"model_name": name, "outputs": [
+            {"name": "y", "datatype": "FP32", "shape": list(y.shape),
+             "data": y.ravel().tolist()}]}), media_type="application/json")
+
+    # FastAPI reads the annotations: as real classes (this module's are strings), else it
+    # would take ``request`` for a query parameter.
+    infer.__annotations__ = {"request": Request, "return": Response}
+    app.post(f"/v2/models/{name}/infer")(infer)
+
+    uvicorn.run(app, host="127.0.0.1", port=port, loop="uvloop", http="httptools",
+                log_level="warning", access_log=False)
+
+
+def mlp(sizes: tuple[int, ...], folder: Path) -> rtinfer.ImportedModel:
+    import torch
+
+    torch.manual_seed(0)
+    layers: list[Any] = []
+    for a, b in itertools.pairwise(sizes):
+        layers += [torch.nn.Linear(a, b), torch.nn.ReLU()]
+    net = torch.nn.Sequential(*layers[:-1]).eval()
+    return rtinfer.import_model(net, (torch.randn(2, sizes[0]),), input_names=["x"],
+                                output_names=["y"], out_dir=folder)
+
+
+def wrk(port: int, path: str, body: Path, connections: int, seconds: float) -> dict[str, float]:
+    """One wrk window: p50/p99 in ms, requests/s, failures, and wrk's CPU share of a core."""
+    script = body.with_suffix(".lua")
+    script.write_text('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+                      f'local f = io.open("{body}", "rb"); wrk.body = f:read("*a"); f:close()\n')
+    before, t0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
+    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency",
+                          "-s", str(script), f"http://127.0.0.1:{port}{path}"],
+                         capture_output=True, text=True, check=True).stdout
+    wall, after = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+    def pct(p: str) -> float:
+        m = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        if not m:
+            raise RuntimeError(f"wrk printed no {p}% line:\n{out}")
+        return float(m.group(1)) * _UNITS[m.group(2)]
+
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    return {"p50_ms": pct("50"), "p99_ms": pct("99"), "rps": float(rate.group(1)) if rate else 0,
+            "failures": (int(bad.group(1)) if bad else 0)
+            + (sum(int(g) for g in sock.groups()) if sock else 0),
+            "client_cpu_pct": 100 * cpu / wall}
+
+
+def answer(port: int, path: str, body: Path) -> None:
+    """One request must succeed before a server is timed: wrk counts failures, not why."""
+    import urllib.request
+
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", body.read_bytes(),
+                                 {"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        outputs = json.loads(resp.read())["outputs"]
+    if resp.status != 200 or outputs[0]["name"] != "y":
+        raise RuntimeError(f"{path} on port {port} answered {resp.status}: {outputs}")
+
+
+def inprocess_p50(model: rtinfer.ImportedModel, x: np.ndarray, seconds: float) -> float:
+    with rtinfer.load(model, threads=1) as session:
+        lat, stop = [], time.perf_counter() + seconds
+        while time.perf_counter() < stop:
+            t = time.perf_counter()
+            session.run({"x": x})
+            lat.append(time.perf_counter() - t)
+    return float(np.percentile(np.array(lat[len(lat) // 10:]) * 1e3, 50, method="linear"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=3.0, help="per wrk window")
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--peer", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.peer:  # a child process: serve and never return
+        model, name = args.peer.split("=", 1)
+        run_fastapi(model, name, args.port)
+        return
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed: apt-get install wrk")
+    work = Path(tempfile.mkdtemp(prefix="rtinfer-wrk-"))
+    results: dict[str, Any] = {}
+    try:
+        for name, sizes in MODELS.items():
+            model = mlp(sizes, work / name)
+            repo = work / f"repo-{name}"
+            rtinfer.save_artifact(model, repo, name)
+            x = np.random.default_rng(0).standard_normal((1, sizes[0])).astype(np.float32)
+            body = work / f"{name}.json"
+            body.write_bytes(json.dumps({"inputs": [{"name": "x", "datatype": "FP32",
+                                                     "shape": [1, sizes[0]],
+                                                     "data": x.ravel().tolist()}]}).encode())
+            serve = [srv.python(), "-m", "rtinfer.cli", "serve", str(repo), "--threads", "1",
+                     "--port"]
+            servers = {
+                "rtinfer (defaults)": lambda p, s=serve: [*s, str(p)],
+                "rtinfer (batch 8, 300 us)": lambda p, s=serve: [
+                    *s, str(p), "--max-batch-size", "8", "--max-queue-delay-us", "300"],
+                "fastapi": lambda p, m=model, n=name: [
+                    srv.python(), __file__, "--peer", f"{m.path}={n}", "--port", str(p)],
+            }
+            rows: dict[str, list[dict[str, Any]]] = {k: [] for k in servers}
+            inproc: list[float] = []
+            print(f"\n{name} MLP {'-'.join(map(str, sizes))}", flush=True)
+            for r in range(args.rounds):
+                inproc.append(inprocess_p50(model, x, 1.0))
+                order = list(servers)[r % 3:] + list(servers)[:r % 3]
+                for label in order:
+                    port = free_port()
+                    with srv.child_server(servers[label](port), port, "/v2/health/ready"):
+                        path = f"/v2/models/{name}/infer"
+                        answer(port, path, body)
+                        wrk(port, path, body, 1, 1.0)  # warm-up
+                        one = wrk(port, path, body, 1, args.seconds)
+                        eight = wrk(port, path, body, 8, args.seconds)
+                    rows[label].append({"c1": one, "c8": eight})
+                    print(f"  round {r} {label:26s} c1 p50 {one['p50_ms']:.3f} ms "
+                          f"(+{one['p50_ms'] - inproc[-1]:.3f}), c8 {eight['rps']:8.0f} req/s "
+                          f"p99 {eight['p99_ms']:.2f} ms; wrk CPU {one['client_cpu_pct']:.0f}% "
+                          f"/ {eight['client_cpu_pct']:.0f}%; failures "
+                          f"{one['failures'] + eight['failures']}", flush=True)
+            summary = {}
+            for label, rs in rows.items():
+                peer = rows["fastapi"]
+                summary[label] = {
+                    "c1_p50_ms": median(q["c1"]["p50_ms"] for q in rs),
+                    "overhead_ms": median(q["c1"]["p50_ms"] - i
+                                          for q, i in zip(rs, inproc, strict=True)),
+                    "c8_rps": median(q["c8"]["rps"] for q in rs),
+                    "c8_p99_ms": median(q["c8"]["p99_ms"] for q in rs),
+                    "c8_vs_fastapi": median(q["c8"]["rps"] / f["c8"]["rps"]
+                                            for q, f in zip(rs, peer, strict=True)),
+                    "failures": sum(q["c1"]["failures"] + q["c8"]["failures"] for q in rs)}
+            print(f"  in-process p50 {median(inproc):.3f} ms (numpy linear)")
+            for label, s in summary.items():
+                print(f"  {label:26s} c1 p50 {s['c1_p50_ms']:.3f} ms, served - in-process "
+                      f"{s['overhead_ms']:.3f} ms; c8 {s['c8_rps']:.0f} req/s, p99 "
+                      f"{s['c8_p99_ms']:.2f} ms, {s['c8_vs_fastapi']:.2f}x fastapi")
+            results[name] = {"sizes": sizes, "inprocess_p50_ms": inproc, "rounds": rows,
+                             "summary": summary}
+        print(f"\ntargets: served - in-process <= {OVERHEAD_TARGET_MS} ms (tiny, rtinfer "
+              f"defaults): {results['tiny']['summary']['rtinfer (defaults)']['overhead_ms']:.3f}"
+              f" ms; >= {PEER_TARGET}x the plain peer, never below 1.0x with the defaults")
+        if args.json:
+            args.json.write_text(json.dumps({"results": results, "cpu": os.cpu_count()},
+                                            indent=2))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
