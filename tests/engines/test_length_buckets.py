@@ -9,7 +9,12 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import rtinfer
-from rtinfer.engines.openvino_engine import LENGTH_BUCKETS_KEY, PRECISION_KEY, length_plan
+from rtinfer.engines.openvino_engine import (
+    LENGTH_BUCKETS_KEY,
+    PRECISION_KEY,
+    TEXT_LENGTH_BUCKETS,
+    length_plan,
+)
 from rtinfer.errors import EngineError
 from rtinfer.optimize import Quantize, quantize
 from rtinfer.spec import ModelSpec, TensorSpec
@@ -19,12 +24,15 @@ pytest.importorskip("openvino")
 
 @pytest.fixture(scope="module")
 def token_model(tmp_path_factory: pytest.TempPathFactory) -> rtinfer.ImportedModel:
-    """Embeddings per token (batch, sequence, 4), their masked mean (batch, 4), and the width the
-    engine really ran at (Shape(input_ids)[1], as float)."""
+    """Projected embeddings per token (batch, sequence, 4), their masked mean (batch, 4), and
+    the width the engine really ran at (Shape(input_ids)[1], as float)."""
     seq = ["batch", "sequence"]
-    table = np.random.default_rng(0).standard_normal((50, 4)).astype(np.float32)
+    rng = np.random.default_rng(0)
+    table = rng.standard_normal((50, 4)).astype(np.float32)
+    weight = rng.standard_normal((4, 4)).astype(np.float32)
     nodes = [
-        helper.make_node("Gather", ["table", "input_ids"], ["emb"]),
+        helper.make_node("Gather", ["table", "input_ids"], ["looked_up"]),
+        helper.make_node("MatMul", ["looked_up", "weight"], ["emb"]),
         helper.make_node("Cast", ["attention_mask"], ["maskf"], to=TensorProto.FLOAT),
         helper.make_node("Unsqueeze", ["maskf", "last"], ["mask3"]),
         helper.make_node("Mul", ["emb", "mask3"], ["tokens"]),
@@ -41,7 +49,7 @@ def token_model(tmp_path_factory: pytest.TempPathFactory) -> rtinfer.ImportedMod
         [helper.make_tensor_value_info("tokens", TensorProto.FLOAT, [*seq, 4]),
          helper.make_tensor_value_info("pooled", TensorProto.FLOAT, ["batch", 4]),
          helper.make_tensor_value_info("width", TensorProto.FLOAT, [1])],
-        [numpy_helper.from_array(table, "table"),
+        [numpy_helper.from_array(table, "table"), numpy_helper.from_array(weight, "weight"),
          numpy_helper.from_array(np.array([-1], np.int64), "last"),
          numpy_helper.from_array(np.array([1], np.int64), "seq_axis")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -74,8 +82,8 @@ def test_inputs_are_padded_to_the_bucket_and_outputs_cut_back(token_model: rtinf
             assert feeds["input_ids"].shape == (2, length)  # the caller's arrays are untouched
 
 
-def test_bf16_marks_text_models_for_buckets_only(token_model: rtinfer.ImportedModel,
-                                                 cnn: rtinfer.ImportedModel) -> None:
+def test_quantizing_for_openvino_marks_text_models_for_buckets(
+        token_model: rtinfer.ImportedModel, cnn: rtinfer.ImportedModel) -> None:
     text = quantize(token_model, Quantize(method="bf16", engine="openvino"))
     marks = {p.key: p.value for p in onnx.load(str(text.path)).metadata_props}
     assert marks[PRECISION_KEY] == "bf16"
@@ -85,6 +93,15 @@ def test_bf16_marks_text_models_for_buckets_only(token_model: rtinfer.ImportedMo
         assert s.run(_feeds(5))["width"][0] == 16
     with rtinfer.load(text, "openvino", threads=1, precision="f32", length_buckets=()) as s:
         assert s.run(_feeds(5))["width"][0] == 5  # an option overrides the file
+    int8 = quantize(token_model, Quantize(method="dynamic", engine="openvino"))
+    marks = {p.key: p.value for p in onnx.load(str(int8.path)).metadata_props}
+    assert marks[LENGTH_BUCKETS_KEY] == ",".join(map(str, TEXT_LENGTH_BUCKETS))
+    with rtinfer.load(int8, "openvino", threads=1) as s, \
+            rtinfer.load(token_model, "openvino", threads=1) as f:
+        feeds = _feeds(5)
+        got, want = s.run(feeds), f.run(feeds)
+        assert got["width"][0] == 16 and got["tokens"].shape == (2, 5, 4)
+        np.testing.assert_allclose(got["pooled"], want["pooled"], atol=0.1)  # int8 weights
     image = quantize(cnn, Quantize(method="bf16", engine="openvino"))
     assert LENGTH_BUCKETS_KEY not in {p.key for p in onnx.load(str(image.path)).metadata_props}
 

@@ -16,7 +16,7 @@ from rtinfer.errors import EngineError
 from rtinfer.models.imported import ImportedModel
 from rtinfer.spec import ModelSpec
 
-__all__ = ["BF16_LENGTH_BUCKETS", "DYNAMIC_GROUP_KEY", "LENGTH_BUCKETS_KEY", "PRECISION_KEY",
+__all__ = ["DYNAMIC_GROUP_KEY", "LENGTH_BUCKETS_KEY", "PRECISION_KEY", "TEXT_LENGTH_BUCKETS",
            "LengthPlan", "OpenVinoEngine", "length_plan", "supports_bf16"]
 
 # ONNX metadata key asking for run-time activation quantization per this many input channels
@@ -26,11 +26,12 @@ DYNAMIC_GROUP_KEY = "rtinfer.openvino.dynamic_quantization_group_size"
 # ``Quantize(method="bf16", engine="openvino")``: the file keeps its float32 weights.
 PRECISION_KEY = "rtinfer.openvino.inference_precision"
 # ONNX metadata key listing sequence lengths (``16,32,64``) to pad token inputs up to before
-# each call. OpenVINO's bf16 kernels pay for every change of sequence length between calls: on
-# MiniLM + head (2 threads, the intent kit's test sentences at their own 4-16 tokens, p50)
-# bf16 ran 3.00 ms at the real lengths and 1.75 ms padded to 16; f32 3.20 against 3.17 ms.
+# each call. OpenVINO pays for every change of sequence length between calls, its bf16 and
+# int8 kernels most: on MiniLM + head (2 threads, the intent kit's test sentences at their own
+# 4-16 tokens, p50) bf16 ran 3.00 ms at the real lengths and 1.75 ms padded to 16; f32 3.20
+# against 3.17 ms alone in a process.
 LENGTH_BUCKETS_KEY = "rtinfer.openvino.length_buckets"
-BF16_LENGTH_BUCKETS = (16, 32, 64, 128, 256, 512)
+TEXT_LENGTH_BUCKETS = (16, 32, 64, 128, 256, 512)
 MASK = "attention_mask"
 
 
@@ -99,9 +100,9 @@ class OpenVinoEngine(Engine):
     (``"LATENCY"`` or ``"THROUGHPUT"``, default ``"LATENCY"``), ``dynamic_group`` (run-time
     activation quantization group for int8-weight MatMuls; default: the model's own setting,
     written by ``Quantize(method="dynamic", engine="openvino")``, else OpenVINO's),
-    ``length_buckets`` (sequence lengths to pad token inputs up to, e.g. ``(16, 32, 64)``; ``()``
-    for none; default: the model's own setting, written for text models by
-    ``Quantize(method="bf16", engine="openvino")``, else none). Padding needs an
+    ``length_buckets`` (sequence lengths to pad token inputs up to, e.g. ``(16, 32, 64)``;
+    ``()`` for none; default: the model's own setting, written for text models by ``quantize``
+    when it quantizes for OpenVINO (NNCF, run-time int8, bf16), else none). Padding needs an
     ``attention_mask`` input with a named sequence axis; outputs along that axis are cut back
     to the real length.
 

@@ -24,7 +24,7 @@ __all__ = ["SEARCH_VERSION", "SearchState"]
 # search never reuses a variant built by an older recipe.
 SEARCH_VERSION = 8  # 4: tasks; MLP prune/distill; 5: recipes record the steps trained;
 # 6: variants record their file (.onnx or .tflite); 7: pruning fine-tunes on the original's
-# soft targets too; 8: bf16 text models are padded to length buckets
+# soft targets too; 8: text models quantized for OpenVINO are padded to length buckets
 
 
 class SearchState:
