@@ -10,12 +10,15 @@ from collections.abc import Collection, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["bucket_for", "pad_sequence"]
+__all__ = ["MASK", "bucket_for", "pad_sequence"]
+
+MASK = "attention_mask"  # the input whose width is a text batch's real length
 
 
 def bucket_for(length: int, buckets: Sequence[int]) -> int:
-    """The smallest bucket >= ``length``; ``length`` itself past the largest."""
-    return next((b for b in sorted(buckets) if b >= length), length)
+    """The smallest of ``buckets`` (ascending) >= ``length``; ``length`` itself past the
+    largest."""
+    return next((b for b in buckets if b >= length), length)
 
 
 def pad_sequence(feeds: Mapping[str, np.ndarray], width: int,

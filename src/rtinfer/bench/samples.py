@@ -19,12 +19,12 @@ from typing import Any
 
 import numpy as np
 
+from rtinfer._buckets import MASK
 from rtinfer._resample import resize
 from rtinfer.spec import ModelSpec
 
 __all__ = ["Samples", "at_shapes", "load_samples", "real_batches", "samples_from_arrays"]
 
-MASK = "attention_mask"
 
 
 @dataclass

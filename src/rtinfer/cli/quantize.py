@@ -119,8 +119,7 @@ def quantize(
     if result["kept_in_float"]:
         console.print(f"kept in float: {', '.join(result['kept_in_float'])}", highlight=False)
     # The report's key is "int8" for every method; say what the model really is.
-    method = result["config"]["method"]
-    kind = "int8" if method in ("static", "dynamic") else method
+    kind = Quantize.from_dict(result["config"]).kind
     if "held_out" in result:
         held = result["held_out"]
         for label in ("original", "int8"):

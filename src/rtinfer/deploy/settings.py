@@ -173,6 +173,8 @@ class BatchingConfig:
             raise ValueError("max_queue_delay_us must be >= 0 and max_queue_size >= 1")
         if any(b < 1 for b in self.length_buckets):
             raise ValueError(f"length_buckets must be lengths >= 1, got {self.length_buckets}")
+        # Ascending once here, not on every request (rtinfer._buckets.bucket_for).
+        object.__setattr__(self, "length_buckets", tuple(sorted(self.length_buckets)))
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from rtinfer._buckets import bucket_for, pad_sequence
+from rtinfer._buckets import MASK, bucket_for, pad_sequence
 from rtinfer._deps import require
 from rtinfer.engines.base import Engine, runtime_message
 from rtinfer.errors import EngineError
@@ -32,7 +32,6 @@ PRECISION_KEY = "rtinfer.openvino.inference_precision"
 # against 3.17 ms alone in a process.
 LENGTH_BUCKETS_KEY = "rtinfer.openvino.length_buckets"
 TEXT_LENGTH_BUCKETS = (16, 32, 64, 128, 256, 512)
-MASK = "attention_mask"
 
 
 @dataclass(frozen=True)

@@ -178,11 +178,10 @@ def run_quantize(
         )
     if out is not None:
         # The report's key stays "int8" for every method; the folder says what the model is.
-        method = result.config.method
-        kind = "int8" if method in ("static", "dynamic") else method
         passes = ([qat] if qat is not None and result.finetuned else []) + [result.config]
+        default_name = f"{model_name(model, float_model, kit)}-{result.config.kind}"
         art = pipeline.write(
-            result.model, out, name or f"{model_name(model, float_model, kit)}-{kind}",
+            result.model, out, name or default_name,
             recipe=Recipe(tuple(passes)), held=held, label="int8",
             performance=report["performance"], engine=runtime, threads=threads, task=kit_obj,
             measurements={"quantization": {"budget": report["budget"],

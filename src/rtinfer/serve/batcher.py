@@ -301,7 +301,8 @@ class Batcher:
 
 def pad_to_bucket(feeds: dict[str, np.ndarray], buckets: tuple[int, ...]
                   ) -> dict[str, np.ndarray]:
-    """Zero-pad axis 1 of every 2-D input to the smallest bucket >= its length.
+    """Zero-pad axis 1 of every 2-D input to the smallest bucket >= its length (``buckets``
+    ascending, as ``BatchingConfig`` keeps them).
 
     ``{"input_ids": (1, 11)}`` with buckets (16, 32) becomes (1, 16); a length over the largest
     bucket is left as it is (it batches with requests of exactly its length).

@@ -156,6 +156,12 @@ class Quantize:
         return self.engine if self.engine in ("openvino", "litert") else "onnxruntime"
 
     @property
+    def kind(self) -> str:
+        """What the result computes in: ``int8``, or the float type the method chose (``bf16``
+        on OpenVINO, ``float16`` / ``float32`` on LiteRT)."""
+        return "int8" if self.method in ("static", "dynamic") else self.method
+
+    @property
     def int8_engines(self) -> tuple[str, ...]:
         """The engines that run the result as int8: QDQ runs on both; OpenVINO's run-time
         activation quantization only there (ONNX Runtime runs that file in float)."""
@@ -266,7 +272,7 @@ def quantize(model: ImportedModel, config: Quantize,
 
             quantize_litert(model, config, calibration, path)
         elif config.engine == "openvino" and config.method == "bf16":
-            _bf16(model, path)
+            _bf16(model.path, path, _text_marks(model))
         elif config.engine == "openvino" and config.method == "dynamic":
             _nncf_weights(upgraded(model), config, path, _text_marks(model))
         elif config.engine == "openvino":
@@ -449,13 +455,12 @@ def _nncf(source: Path, config: Quantize, calibration: Feeds, path: Path,
     _save_marked(quantized, marks, path)
 
 
-def _bf16(model: ImportedModel, path: Path) -> None:
+def _bf16(source: Path, path: Path, marks: Mapping[str, str]) -> None:
     """The model as it is, marked for bfloat16 inference (``PRECISION_KEY``): OpenVINO then
     runs its matrix products and convolutions in bf16 (AMX / AVX-512 BF16), the weights
-    converted when the model is compiled; a text model also gets :func:`_text_marks`."""
+    converted when the model is compiled."""
     onnx = require("onnx", "Quantization")
-    _save_marked(onnx.load(str(model.path)), {PRECISION_KEY: "bf16", **_text_marks(model)},
-                 path)
+    _save_marked(onnx.load(str(source)), {PRECISION_KEY: "bf16", **marks}, path)
 
 
 def _text_marks(model: ImportedModel) -> dict[str, str]:
