@@ -97,28 +97,22 @@ def test_cli_quantize_writes_an_artifact_with_recipe_and_figures(perception_kit:
 
 
 @pytest.mark.slow
-def test_naive_static_collapse_is_detected_and_repaired(intent_kit: Kit) -> None:
+def test_naive_static_collapse_is_detected_and_refused(intent_kit: Kit) -> None:
     """ONNX Runtime's defaults (int8 activations, every op) wreck MiniLM; rtinfer must see it
-    and either repair it under budget or refuse to ship it."""
+    and refuse to ship it. With no layer allowed in float (``max_fallback=0``) the per-layer
+    ranking is skipped: it would go unused (the fallback itself is tested on its own below)."""
     val = intent_kit.split("validation")
     naive = Quantize(activation_type="int8", op_types="all", calib_samples=64)
     result = quantize_within_budget(
         rtinfer.import_model(intent_kit.model_path), naive,
         intent_kit.split("calibration").inputs, val.inputs, Budget.parse("1pt", "accuracy"),
-        targets=val.targets, metric=kit_metric(intent_kit), max_fallback=24,
-        try_calibrations=False)  # the calibration search is tested elsewhere: to the repair
-    first = result.steps[0]
+        targets=val.targets, metric=kit_metric(intent_kit), max_fallback=0,
+        try_calibrations=False)  # the calibration search is tested elsewhere
+    (first,) = result.steps
     assert first["what"] == "everything quantized" and first["drop"] > 0.05  # the collapse
-    if result.status == "ok":
-        assert result.kept_in_float and result.evaluation is not None
-        assert result.evaluation.drop <= 0.01
-        test = intent_kit.split("test")
-        with rtinfer.load(result.model, threads=2) as s:
-            accuracy = intent_kit.evaluate_session(s)["accuracy"]
-        assert accuracy >= intent_kit.quality["intent"]["accuracy"] - 0.02
-        assert len(test) > 0
-    else:
-        assert result.model is None
+    assert result.status == "over_budget" and result.model is None
+    assert result.sensitivity == [] and not result.kept_in_float
+    assert result.evaluation is not None and result.evaluation.drop > 0.05
 
 
 @pytest.mark.slow

@@ -21,7 +21,8 @@ The loop, in the spirit of NNCF's accuracy control but with explicit budgets:
    the validation samples where the fully quantized model disagrees most with float (where
    the damage shows);
 3. keep the k most sensitive layers in float, finding the smallest k that meets the budget by
-   galloping then bisecting over k, re-quantizing from cached calibration statistics;
+   galloping then bisecting over k (at most ``max_fallback``; 0 skips the ranking too),
+   re-quantizing from cached calibration statistics;
 4. a model over budget is never returned as a result.
 """
 
@@ -224,6 +225,9 @@ def quantize_within_budget(
             if ev2.within_budget:
                 return _accept(result, q2, config, ev2)
 
+        if max_fallback == 0:  # no layer may stay float: the ranking would go unused
+            result.evaluation = ev
+            return result
         say("over budget: measuring each layer's sensitivity")
         # NNCF recollects statistics on every call (~10 s on MiniLM), so its layers are ranked with
         # ONNX Runtime's quantizer (cached calibration, ~1 s a layer) as a proxy; both see the
