@@ -94,6 +94,14 @@ def test_fraud_records_as_named_fields(fraud_kit: Kit, tmp_path: Path) -> None:
         status, body = call(url, "/v1/models/fraud-mlp:predict",
                             {"instances": [{"amount": 3.0}]})
         assert status == 400 and "raw input for the fraud kit needs" in body["error"]
+        # values the features cannot take (a log of a negative count) are the client's to fix
+        for field, value, says in (("account_age_days", -1, "a finite number >= 0; "
+                                    "transaction 1 has -1.0"),
+                                   ("amount", -5.0, "a finite number >= 0"),
+                                   ("distance_km", "far", "a number in every transaction")):
+            bad = [dict(records[0]), {**records[1], field: value}]
+            status, body = call(url, "/v1/models/fraud-mlp:predict", {"instances": bad})
+            assert status == 400 and f"field '{field}' must be {says}" in body["error"], body
         # the tensor interface stays available
         features = fraud_kit.preprocess(records)["features"]
         status, body = call(url, "/v1/models/fraud-mlp:predict", {"inputs": features.tolist()})

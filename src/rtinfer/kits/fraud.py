@@ -100,6 +100,11 @@ def _lookup(values: np.ndarray, table: Mapping[str, float]) -> np.ndarray:
     return np.array([table.get(str(u), 0.0) for u in uniq])[inverse]
 
 
+# The fields that are amounts, durations, distances or counts (never below 0).
+_COUNTS = ("amount", "seconds_since_last", "tx_last_1h", "tx_last_24h", "distance_km",
+           "account_age_days")
+
+
 def _features(columns: Mapping[str, np.ndarray]) -> np.ndarray:
     """Raw columns -> (N, 10 + |categories| + |countries| + 1) unscaled float features."""
     hour = columns["hour"].astype(np.float64)
@@ -128,6 +133,16 @@ def preprocess(meta: Mapping[str, Any], raw_items: Sequence[Any]) -> dict[str, n
     if missing:
         raise ValueError(f"transactions are missing field(s) {missing}; each needs {FIELDS}")
     columns = {f: np.array([r[f] for r in raw_items]) for f in FIELDS}
+    for field in _COUNTS:  # log-scaled or counted: a negative value is a client's mistake
+        try:
+            values = columns[field].astype(np.float64)
+        except (TypeError, ValueError, OverflowError):
+            raise ValueError(f"field '{field}' must be a number in every transaction") from None
+        bad = ~(values >= 0) | ~np.isfinite(values)
+        if bad.any():
+            row = int(np.argmax(bad))
+            raise ValueError(f"field '{field}' must be a finite number >= 0; transaction "
+                             f"{row} has {float(values[row])}")
     return {"features": _scale(meta, _features(columns))}
 
 

@@ -71,7 +71,9 @@ class RawInputs:
                                     f"example each; got lengths {sorted(lengths)}")
         flat = {k: np.ravel(v) for k, v in columns.items()}
         try:
-            with self.lock:
+            # Numbers the pre-processing cannot take (a log of a negative, an overflow) fail
+            # here as FloatingPointError, not as NaN features fed to the model.
+            with self.lock, np.errstate(divide="raise", over="raise", invalid="raise"):
                 return self.preprocess(self.to_items(flat))
         except (TypeError, ValueError, KeyError, IndexError, ArithmeticError) as exc:
             # Pre-processing reads only the client's values: what it refuses is theirs to fix.
