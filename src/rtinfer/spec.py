@@ -131,11 +131,20 @@ class ModelSpec:
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     _by_name: dict[str, TensorSpec] = field(init=False, repr=False, compare=False)
+    # Each input's numpy dtype, made once: building one from its name costs a parse, and
+    # every request is checked against them.
+    _dtypes: dict[str, np.dtype[Any]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "inputs", tuple(self.inputs))
         object.__setattr__(self, "outputs", tuple(self.outputs))
         object.__setattr__(self, "_by_name", {t.name: t for t in self.inputs})
+        object.__setattr__(self, "_dtypes", {t.name: np.dtype(t.dtype) for t in self.inputs})
+
+    @property
+    def input_dtypes(self) -> dict[str, np.dtype[Any]]:
+        """Each input's numpy dtype by name (the spec's own dict: do not change it)."""
+        return self._dtypes
 
     @property
     def input_names(self) -> list[str]:
@@ -164,13 +173,14 @@ class ModelSpec:
                 f"inputs must be a dict of input name -> numpy array, got {type(feeds).__name__}; "
                 f"this model's inputs are {self.input_names}"
             )
-        unknown = [k for k in feeds if k not in self._by_name]
-        if unknown:
-            raise InvalidInputError(
-                f"unknown input name(s) {unknown}; this model's inputs are {self.input_names}"
-            )
-        missing = [n for n in self.input_names if n not in feeds]
-        if missing:
+        if len(feeds) != len(self._by_name) or not all(k in self._by_name for k in feeds):
+            unknown = [k for k in feeds if k not in self._by_name]
+            if unknown:
+                raise InvalidInputError(
+                    f"unknown input name(s) {unknown}; this model's inputs are "
+                    f"{self.input_names}"
+                )
+            missing = [n for n in self.input_names if n not in feeds]
             raise InvalidInputError(
                 f"missing input(s) {missing}; this model needs "
                 + ", ".join(t.describe() for t in self.inputs)
@@ -184,15 +194,16 @@ class ModelSpec:
                     f"input '{spec.name}' must be a numpy array, got {type(value).__name__}; "
                     f"convert it with np.asarray(value, dtype=np.{spec.dtype})"
                 )
-            self._check_one(spec, value, seen)
+            self._check_one(spec, self._dtypes[spec.name], value, seen)
             ordered[spec.name] = value
         return ordered
 
     @staticmethod
-    def _check_one(spec: TensorSpec, value: np.ndarray, seen: dict[str, tuple[int, str]]) -> None:
-        if value.dtype.name != spec.dtype and not (
-            spec.dtype == "object" and value.dtype.kind in "OUS"
-        ):
+    def _check_one(spec: TensorSpec, dtype: np.dtype[Any], value: np.ndarray,
+                   seen: dict[str, tuple[int, str]]) -> None:
+        if value.dtype != dtype and value.dtype.name != spec.dtype and not (
+            dtype.kind == "O" and value.dtype.kind in "OUS"
+        ):  # (by name: a byte-swapped float32 is still float32, as it always was here)
             raise InvalidInputError(
                 f"input '{spec.name}' has dtype {value.dtype.name}, expected {spec.dtype}; "
                 f"cast it with x.astype(np.{spec.dtype})"

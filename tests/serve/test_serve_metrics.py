@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import tritonclient.http as httpclient
 from conftest_helpers import call, running
 from prometheus_client.parser import text_string_to_metric_families
@@ -90,3 +91,37 @@ def test_replicas_expositions_merge_as_workers_do() -> None:
     assert values[("rtinfer_pending_requests", None)] == 5     # live ones summed
     assert values[("rtinfer_model_ready", None)] == 0           # ready only where all serve
     assert "_created" not in merged
+
+
+def test_counted_figures_reach_prometheus_as_observe_would_put_them() -> None:
+    """The request path counts in plain numbers and a flush adds them to prometheus_client's
+    histograms in bulk: the exposition must be what observing each value would give, bucket
+    bounds included (``le`` counts a value equal to the bound)."""
+    import prometheus_client as prom
+
+    from rtinfer.serve.metrics import _SECONDS, _Histogram
+
+    values = [0.0, 1e-4, 2.5e-4, 3e-4, 0.5, 10.0, 11.0, 7e-5, 2.5e-3, 2.5e-3]
+    registry = prom.CollectorRegistry()
+    bulk = prom.Histogram("bulk", "", ("m",), buckets=_SECONDS, registry=registry)
+    each = prom.Histogram("each", "", ("m",), buckets=_SECONDS, registry=registry)
+    hist = _Histogram(_SECONDS)
+    for v in values:
+        hist.add(v)
+        each.labels("a").observe(v)
+    hist.into(bulk.labels("a"))
+    hist.into(bulk.labels("a"))  # twice: the counts add up
+    for v in values:
+        each.labels("a").observe(v)
+    families = {f.name: f for f in text_string_to_metric_families(
+        prom.generate_latest(registry).decode())}
+
+    def samples(name: str) -> list[tuple[str, dict[str, str], float]]:
+        return [(s.name.removeprefix(name), s.labels, s.value) for s in families[name].samples
+                if not s.name.endswith("_created")]
+
+    bulk_s, each_s = samples("bulk"), samples("each")
+    assert [s for s in bulk_s if s[0] != "_sum"] == [s for s in each_s if s[0] != "_sum"]
+    assert [s[2] for s in bulk_s if s[0] == "_sum"] == pytest.approx(
+        [s[2] for s in each_s if s[0] == "_sum"])  # summed in another order
+    assert ("_count", {"m": "a"}, 2.0 * len(values)) in bulk_s

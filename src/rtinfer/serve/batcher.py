@@ -147,19 +147,17 @@ class Batcher:
         if self.config.length_buckets:
             feeds = pad_to_bucket(feeds, self.config.length_buckets)
         rows = len(next(iter(feeds.values())))
-        key = tuple((k, v.shape[1:], v.dtype.str) for k, v in feeds.items())
-        timeout = timeout_us if timeout_us is not None else self.config.default_timeout_us
-        item = _Pending(feeds, rows, key, asyncio.get_running_loop().create_future())
-        if timeout:
-            item.deadline = item.enqueued + timeout / 1e6
         self.stats.requests += 1
         assert self._free is not None
         if not self._queue and not self.config.max_queue_delay_us and not self._free.empty():
             # Nothing to wait for and an idle session: run now, without the worker hand-off
             # (the same batch of one the worker would form, minus two event-loop hops).
-            self.executing += 1
-            await self._execute(self._free.get_nowait(), [item])
-            return await item.future
+            return await self._run_alone(self._free.get_nowait(), feeds, rows)
+        key = tuple((k, v.shape[1:], v.dtype.str) for k, v in feeds.items())
+        timeout = timeout_us if timeout_us is not None else self.config.default_timeout_us
+        item = _Pending(feeds, rows, key, asyncio.get_running_loop().create_future())
+        if timeout:
+            item.deadline = item.enqueued + timeout / 1e6
         self._queue.append(item)
         self._wake.set()
         return await item.future
@@ -244,6 +242,30 @@ class Batcher:
             return timed()  # cheaper than the hand-off to a worker thread and back
         return await asyncio.to_thread(timed)
 
+    async def _run_alone(self, session: Session, feeds: dict[str, np.ndarray], rows: int
+                         ) -> dict[str, np.ndarray]:
+        """A batch of one request that never queued: what :meth:`_execute` does for it,
+        without a future to resolve."""
+        self.executing += 1
+        started = time.monotonic()
+        try:
+            outputs = await self._call(session, feeds)
+        finally:
+            assert self._free is not None
+            self._free.put_nowait(session)
+            self.executing -= 1
+            if self._idle is not None and not self.pending:
+                self._idle.set()
+        self._count(rows, [0.0], time.monotonic() - started)
+        return outputs
+
+    def _count(self, rows: int, waits: list[float], took: float) -> None:
+        self.stats.batches += 1
+        self.stats.rows += rows
+        self.stats.batch_sizes[rows] = self.stats.batch_sizes.get(rows, 0) + 1
+        if self.observer is not None:
+            self.observer(rows, waits, took)
+
     async def _execute(self, session: Session, batch: list[_Pending]) -> None:
         started = time.monotonic()
         parts: list[dict[str, np.ndarray] | Exception]
@@ -283,13 +305,8 @@ class Batcher:
             self.executing -= len(batch)
             if self._idle is not None and not self.pending:
                 self._idle.set()
-        took = time.monotonic() - started
-        rows = sum(p.rows for p in batch)
-        self.stats.batches += 1
-        self.stats.rows += rows
-        self.stats.batch_sizes[rows] = self.stats.batch_sizes.get(rows, 0) + 1
-        if self.observer is not None:
-            self.observer(rows, [started - p.enqueued for p in batch], took)
+        self._count(sum(p.rows for p in batch), [started - p.enqueued for p in batch],
+                    time.monotonic() - started)
         for p, part in zip(batch, parts, strict=True):
             if p.future.done():
                 continue

@@ -4,13 +4,13 @@ import the app that mounts them."""
 
 from __future__ import annotations
 
-from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
 
 from rtinfer.errors import BodyTooLargeError
 from rtinfer.serve.handler import Failure
 
-__all__ = ["error_response", "read_body"]
+__all__ = ["BodyResponse", "error_response", "read_body"]
 
 
 def error_response(failure: Failure) -> JSONResponse:
@@ -26,10 +26,34 @@ async def read_body(request: Request, limit: int) -> bytes:
             int(declared) > limit:
         raise BodyTooLargeError(f"request body of {int(declared):,} bytes is over this "
                                 f"server's limit of {limit:,} bytes; send smaller batches")
+    # The ASGI messages themselves, not request.stream(): an async generator per request
+    # costs more than a small body takes to arrive, and most bodies come in one message.
     body = bytearray()
-    async for chunk in request.stream():
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk, more = message.get("body", b""), message.get("more_body", False)
+        if not body and not more and len(chunk) <= limit:
+            return bytes(chunk)
         body += chunk
         if len(body) > limit:
             raise BodyTooLargeError(f"request body is over this server's limit of {limit:,} "
                                     "bytes; send smaller batches")
-    return bytes(body)
+        if not more:
+            return bytes(body)
+
+
+class BodyResponse(Response):
+    """A 200 with a finished body: its raw headers written directly (Starlette's own
+    ``Response`` parses and normalises headers on every call; the inference routes pay for
+    that on every request). ``media_type`` as bytes, ``headers`` as raw ``(name, value)``
+    pairs in lower case."""
+
+    def __init__(self, body: bytes, media_type: bytes = b"application/json",
+                 headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
+        self.status_code = 200
+        self.body = body
+        self.background = None
+        self.raw_headers = [(b"content-length", b"%d" % len(body)),
+                            (b"content-type", media_type), *headers]

@@ -46,6 +46,9 @@ EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics"]
 DECODE_INLINE_BYTES = 64 << 10
 #: Most dimensions a tensor may have (numpy's own limit is 64; no model here takes more).
 MAX_RANK = 32
+# Each datatype's numpy dtype and back, made once (np.dtype(...) and .name cost a parse).
+_DTYPES = {k: np.dtype(v) for k, v in DATATYPES.items()}
+_DATATYPE_OF = {v: k for k, v in _DTYPES.items() if k != "BYTES"}
 
 
 class ProtocolError(InvalidInputError):
@@ -120,7 +123,7 @@ def decode_infer_request(body: bytes, header_length: int | None, spec: ModelSpec
 
 
 def input_dtypes(spec: ModelSpec) -> dict[str, np.dtype[Any]]:
-    return {t.name: np.dtype(t.dtype) for t in spec.inputs}
+    return spec.input_dtypes
 
 
 def check_outputs(names: list[str], spec: ModelSpec) -> None:
@@ -177,13 +180,12 @@ def decode_tensor(item: Any, blobs: memoryview, dtypes: Mapping[str, np.dtype[An
     if not isinstance(datatype, str) or datatype not in DATATYPES:
         raise ProtocolError(f"input '{name}' has datatype {datatype!r}; expected one of "
                             f"{sorted(DATATYPES)}")
-    wanted = dtypes.get(name)
-    if wanted is not None and np.dtype(DATATYPES[datatype]) != wanted:
+    wanted, sent = dtypes.get(name), _DTYPES[datatype]
+    if wanted is not None and sent != wanted:
         expected = datatype_of_dtype(wanted.name) or wanted.name
         raise ProtocolError(f"input '{name}' is {expected} for this model; the request sends "
                             f"{datatype}")
-    if not isinstance(shape, list) or not all(
-            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+    if type(shape) is not list or not all(type(d) is int and d >= 0 for d in shape):
         raise ProtocolError(f"input '{name}' needs a shape: a list of non-negative integers")
     if len(shape) > MAX_RANK:
         raise ProtocolError(f"input '{name}' has {len(shape)} dimensions; at most {MAX_RANK} "
@@ -204,7 +206,7 @@ def decode_tensor(item: Any, blobs: memoryview, dtypes: Mapping[str, np.dtype[An
         if datatype == "BYTES":
             flat = _split_bytes(raw, name)
         else:
-            dtype = np.dtype(DATATYPES[datatype]).newbyteorder("<")
+            dtype = sent.newbyteorder("<")
             if size != count * dtype.itemsize:
                 raise ProtocolError(f"input '{name}': {size} bytes for shape {shape} of "
                                     f"{datatype} ({count * dtype.itemsize} expected)")
@@ -216,7 +218,7 @@ def decode_tensor(item: Any, blobs: memoryview, dtypes: Mapping[str, np.dtype[An
         if datatype == "BYTES":
             flat = _json_strings(name, data)
         else:
-            flat = from_json(name, data, np.dtype(DATATYPES[datatype]), datatype).ravel()
+            flat = from_json(name, data, sent, datatype).ravel()
     if flat.size != count:
         raise ProtocolError(f"input '{name}' has {flat.size} elements but shape {shape} needs "
                             f"{count}")
@@ -242,6 +244,9 @@ def _json_strings(name: str, data: Any) -> np.ndarray:
 
 def datatype_of(array: np.ndarray) -> str:
     """The protocol's datatype of an output array; strings and bytes are BYTES."""
+    known = _DATATYPE_OF.get(array.dtype)
+    if known is not None:
+        return known
     if array.dtype.kind in "OSU":
         return "BYTES"
     return datatype_of_dtype(array.dtype.name) or "BYTES"

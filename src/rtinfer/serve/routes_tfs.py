@@ -29,7 +29,7 @@ from rtinfer.errors import InvalidInputError, ModelNotFoundError
 from rtinfer.models.tflite_file import SIGNATURE
 from rtinfer.serve._json import dumps, loads
 from rtinfer.serve.handler import Failure, classify, refused, run
-from rtinfer.serve.http import read_body
+from rtinfer.serve.http import BodyResponse, read_body
 from rtinfer.serve.raw import RawInputs
 from rtinfer.serve.repository import ModelRepository
 from rtinfer.serve.tensors import as_text, from_json, object_array, text_elements
@@ -186,7 +186,7 @@ def routes(ctx: dict[str, Any]) -> list[Route]:
                                           for i in range(count)]}
         else:
             answer = {"outputs": next(iter(outputs.values())) if len(outputs) == 1 else outputs}
-        return Response(dumps(answer), media_type="application/json")
+        return BodyResponse(dumps(answer))
 
     async def status(request: Request) -> Response:
         name, version = request.path_params["model"], request.path_params.get("version")

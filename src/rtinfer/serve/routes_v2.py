@@ -22,7 +22,7 @@ from starlette.routing import Route
 from rtinfer import __version__
 from rtinfer.errors import ModelNotFoundError, ModelUnavailableError, RtinferError
 from rtinfer.serve.handler import classify, refused, run, timeout_param
-from rtinfer.serve.http import error_response, read_body
+from rtinfer.serve.http import BodyResponse, error_response, read_body
 from rtinfer.serve.protocol import (
     DECODE_INLINE_BYTES,
     EXTENSIONS,
@@ -94,9 +94,10 @@ def routes(ctx: dict[str, Any]) -> list[Route]:
                                                       outputs, binary)
         except Exception as exc:
             return error_response(classify(exc, name))
-        headers = {_HEADER_LENGTH: str(json_len)} if json_len is not None else {}
-        media = "application/octet-stream" if json_len is not None else "application/json"
-        return Response(payload, headers=headers, media_type=media)
+        if json_len is None:
+            return BodyResponse(payload)
+        return BodyResponse(payload, b"application/octet-stream",
+                            ((_HEADER_LENGTH.encode(), b"%d" % json_len),))
 
     async def model_stats(request: Request) -> Response:
         try:
