@@ -13,7 +13,10 @@ Servers, each a child process on loopback, alone in turn (rounds alternate the o
   ``config.pbtxt``: no dynamic batching), and with ``--max-batch-size 8
   --max-queue-delay-us 300``;
 * ``fastapi`` — twenty lines any user could write: FastAPI under uvicorn with uvloop and
-  httptools, orjson, the model run inline in an ``async def`` route, ONNX Runtime with 1 thread.
+  httptools, orjson, the model run inline in an ``async def`` route, ONNX Runtime with 1 thread;
+* ``floor`` — uvloop writing the same fixed reply to every request: no HTTP framework, no JSON,
+  no model. What loopback, the wake-ups of a virtual machine and wrk cost by themselves; every
+  server's "- floor" is its own cost above that.
 
 Load: wrk, one thread. Overhead (target 4): one connection, p50 served minus p50 of
 ``Session.run`` in this process (rtinfer's session, 1 thread, interleaved with the rounds).
@@ -85,6 +88,40 @@ def run_fastapi(model: str, name: str, port: int) -> None:
                 log_level="warning", access_log=False)
 
 
+def run_floor(port: int) -> None:
+    """The machine's floor: uvloop answering every request with the same bytes, no HTTP
+    framework, no JSON, no model (what loopback, wake-ups and wrk cost by themselves)."""
+    import asyncio
+
+    import uvloop
+
+    body = json.dumps({"model_name": "floor", "outputs": [
+        {"name": "y", "datatype": "FP32", "shape": [1, 2], "data": [0.0, 0.0]}]}).encode()
+    reply = (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
+             + str(len(body)).encode() + b"\r\n\r\n" + body)
+
+    class Floor(asyncio.Protocol):
+        def connection_made(self, transport: Any) -> None:
+            self.transport, self.buffer = transport, b""
+
+        def data_received(self, data: bytes) -> None:
+            self.buffer += data
+            while (end := self.buffer.find(b"\r\n\r\n")) >= 0:
+                head = self.buffer[:end].lower()
+                m = re.search(rb"content-length:\s*(\d+)", head)
+                size = end + 4 + (int(m.group(1)) if m else 0)
+                if len(self.buffer) < size:
+                    return
+                self.buffer = self.buffer[size:]
+                self.transport.write(reply)
+
+    async def serve() -> None:
+        server = await asyncio.get_running_loop().create_server(Floor, "127.0.0.1", port)
+        await server.serve_forever()
+
+    uvloop.run(serve())
+
+
 def mlp(sizes: tuple[int, ...], folder: Path) -> rtinfer.ImportedModel:
     import torch
 
@@ -154,6 +191,9 @@ def main() -> None:
     parser.add_argument("--peer", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.peer == "floor":
+        run_floor(args.port)
+        return
     if args.peer:  # a child process: serve and never return
         model, name = args.peer.split("=", 1)
         run_fastapi(model, name, args.port)
@@ -180,13 +220,15 @@ def main() -> None:
                     *s, str(p), "--max-batch-size", "8", "--max-queue-delay-us", "300"],
                 "fastapi": lambda p, m=model, n=name: [
                     srv.python(), __file__, "--peer", f"{m.path}={n}", "--port", str(p)],
+                "floor (fixed reply)": lambda p: [srv.python(), __file__, "--peer", "floor",
+                                                  "--port", str(p)],
             }
             rows: dict[str, list[dict[str, Any]]] = {k: [] for k in servers}
             inproc: list[float] = []
             print(f"\n{name} MLP {'-'.join(map(str, sizes))}", flush=True)
             for r in range(args.rounds):
                 inproc.append(inprocess_p50(model, x, 1.0))
-                order = list(servers)[r % 3:] + list(servers)[:r % 3]
+                order = list(servers)[r % len(servers):] + list(servers)[:r % len(servers)]
                 for label in order:
                     port = free_port()
                     with srv.child_server(servers[label](port), port, "/v2/health/ready"):
@@ -208,6 +250,9 @@ def main() -> None:
                     "c1_p50_ms": median(q["c1"]["p50_ms"] for q in rs),
                     "overhead_ms": median(q["c1"]["p50_ms"] - i
                                           for q, i in zip(rs, inproc, strict=True)),
+                    "over_floor_ms": median(q["c1"]["p50_ms"] - f["c1"]["p50_ms"]
+                                            for q, f in zip(rs, rows["floor (fixed reply)"],
+                                                            strict=True)),
                     "c8_rps": median(q["c8"]["rps"] for q in rs),
                     "c8_p99_ms": median(q["c8"]["p99_ms"] for q in rs),
                     "c8_vs_fastapi": median(q["c8"]["rps"] / f["c8"]["rps"]
@@ -216,7 +261,8 @@ def main() -> None:
             print(f"  in-process p50 {median(inproc):.3f} ms (numpy linear)")
             for label, s in summary.items():
                 print(f"  {label:26s} c1 p50 {s['c1_p50_ms']:.3f} ms, served - in-process "
-                      f"{s['overhead_ms']:.3f} ms; c8 {s['c8_rps']:.0f} req/s, p99 "
+                      f"{s['overhead_ms']:.3f} ms, - floor {s['over_floor_ms']:.3f} ms; c8 "
+                      f"{s['c8_rps']:.0f} req/s, p99 "
                       f"{s['c8_p99_ms']:.2f} ms, {s['c8_vs_fastapi']:.2f}x fastapi")
             results[name] = {"sizes": sizes, "inprocess_p50_ms": inproc, "rounds": rows,
                              "summary": summary}
