@@ -2,6 +2,10 @@
 
     apt-get install wrk                  # Debian's package; the client, outside Python
     python benchmarks/serving_wrk.py [--rounds 3] [--seconds 3] [--json out.json]
+    pip install --target /tmp/serve-peers --no-deps litserve==0.2.19 fastapi pyzmq \
+        opentelemetry-api                # LitServe, kept out of rtinfer's environment
+    apt-get install haproxy              # for Ray Serve's HAProxy ingress
+    PEERS=/tmp/serve-peers python benchmarks/serving_wrk.py --peers litserve,ray,ray-haproxy
 
 Issue 20's targets 4 and 5 (the part against the plain peer). Models: the anchors' tiny MLP
 (30-64-64-2) and medium MLP (256-1024-1024-1024-10), random weights, exported by rtinfer; one
@@ -14,6 +18,11 @@ Servers, each a child process on loopback, alone in turn (rounds alternate the o
   --max-queue-delay-us 300``;
 * ``fastapi`` — twenty lines any user could write: FastAPI under uvicorn with uvloop and
   httptools, orjson, the model run inline in an ``async def`` route, ONNX Runtime with 1 thread;
+* ``litserve`` (``--peers``) — LitServe 0.2.19 at its defaults (no batching, one worker
+  process), the same v2 JSON decoded in ``decode_request``;
+* ``ray`` (``--peers``) — Ray Serve (the ``ray`` extra): one ``@serve.deployment`` replica
+  behind Ray's HTTP proxy, no batching, a local Ray of 2 CPUs started for each window;
+  ``ray-haproxy`` the same behind Ray's HAProxy ingress (its throughput-optimized mode);
 * ``floor`` — uvloop writing the same fixed reply to every request: no HTTP framework, no JSON,
   no model. What loopback, the wake-ups of a virtual machine and wrk cost by themselves; every
   server's "- floor" is its own cost above that.
@@ -56,15 +65,12 @@ _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
 def run_fastapi(model: str, name: str, port: int) -> None:
-    import onnxruntime as ort
     import orjson
     import uvicorn
     from fastapi import FastAPI, Request
     from fastapi.responses import Response
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads, opts.inter_op_num_threads = 1, 1
-    session = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+    session = _ort(model)
     app = FastAPI()
 
     @app.get("/v2/health/ready")
@@ -86,6 +92,104 @@ def run_fastapi(model: str, name: str, port: int) -> None:
 
     uvicorn.run(app, host="127.0.0.1", port=port, loop="uvloop", http="httptools",
                 log_level="warning", access_log=False)
+
+
+def _v2_answer(name: str, y: np.ndarray) -> dict[str, Any]:
+    return {"model_name": name, "outputs": [{"name": "y", "datatype": "FP32",
+                                             "shape": list(y.shape), "data": y.ravel().tolist()}]}
+
+
+def _ort(model: str) -> Any:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = 1, 1
+    return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+
+
+def run_litserve(model: str, name: str, port: int) -> None:
+    """LitServe at its defaults (no batching, one worker), decoding the same v2 JSON."""
+    import litserve as ls
+
+    api = V2LitAPI(api_path=f"/v2/models/{name}/infer")
+    api.model_path, api.model_name = model, name  # pickled to LitServe's worker process
+    server = ls.LitServer(api, accelerator="cpu", workers_per_device=1,
+                          healthcheck_path="/v2/health/ready")
+    server.run(host="127.0.0.1", port=port, log_level="warning", generate_client_file=False)
+
+
+try:  # LitServe pickles the API into a spawned worker: the class must live at module level
+    import litserve as _litserve
+except ImportError:  # only its child process needs it (PEERS on the path)
+    _litserve = None
+
+if _litserve is not None:
+    class V2LitAPI(_litserve.LitAPI):  # type: ignore[misc,name-defined]
+        model_path: str
+        model_name: str
+
+        def setup(self, device: str) -> None:
+            self.session = _ort(self.model_path)
+
+        def decode_request(self, request):  # type: ignore[no-untyped-def]
+            tensor = request["inputs"][0]  # unannotated: LitServe reads annotations as schemas
+            return np.asarray(tensor["data"], np.float32).reshape(tensor["shape"])
+
+        def predict(self, x: np.ndarray) -> np.ndarray:
+            return self.session.run(None, {"x": x})[0]
+
+        def encode_response(self, output: np.ndarray) -> dict[str, Any]:
+            return _v2_answer(self.model_name, output)
+
+
+def run_ray_serve(model: str, name: str, port: int, ingress: str = "proxy") -> None:
+    """Ray Serve's documented pattern, one replica behind its HTTP proxy (``ingress``
+    "haproxy": Ray's throughput-optimized HAProxy ingress), no batching."""
+    import signal
+
+    from rtinfer.scale.ray_serve import INGRESS
+
+    os.environ.update(INGRESS[ingress])  # read when the cluster starts
+    import ray
+    from ray import serve
+    from starlette.requests import Request
+
+    @serve.deployment(ray_actor_options={"num_cpus": 1}, max_ongoing_requests=64)
+    class OnnxModel:
+        def __init__(self, path: str) -> None:
+            self.session = _ort(path)
+
+        async def __call__(self, request: Request) -> dict[str, Any]:
+            if request.method == "GET":  # the readiness probe
+                return {"ready": True}
+            tensor = (await request.json())["inputs"][0]
+            x = np.asarray(tensor["data"], np.float32).reshape(tensor["shape"])
+            return _v2_answer(name, self.session.run(None, {"x": x})[0])
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(OnnxModel.bind(model), name="peer", route_prefix="/")
+
+    def stop(*_: Any) -> None:
+        serve.shutdown()
+        ray.shutdown()
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    while True:
+        time.sleep(3600)
+
+
+def _stop_stray_haproxy() -> None:
+    """Ray starts HAProxy in a session of its own, so stopping the peer's process group leaves
+    it holding its ports (8404, 9101) and the next Ray's HAProxy fails to bind."""
+    import psutil
+
+    strays = [p for p in psutil.process_iter(["cmdline"])
+              if any("ray_haproxy" in part for part in p.info["cmdline"] or [])]
+    for proc in strays:
+        proc.terminate()
+    psutil.wait_procs(strays, timeout=10)
 
 
 def run_floor(port: int) -> None:
@@ -188,6 +292,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=3.0, help="per wrk window")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--peers", type=lambda v: [p for p in v.split(",") if p], default=[],
+                        help="more peers: litserve (needs PEERS, see above), ray, "
+                             "ray-haproxy (needs haproxy: apt-get install haproxy)")
     parser.add_argument("--peer", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -195,11 +302,19 @@ def main() -> None:
         run_floor(args.port)
         return
     if args.peer:  # a child process: serve and never return
-        model, name = args.peer.split("=", 1)
-        run_fastapi(model, name, args.port)
+        kind, model, name = args.peer.split("=", 2)
+        {"fastapi": run_fastapi, "litserve": run_litserve, "ray": run_ray_serve,
+         "ray-haproxy": lambda *a: run_ray_serve(*a, ingress="haproxy")}[kind](
+            model, name, args.port)
         return
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install wrk")
+    unknown = set(args.peers) - {"litserve", "ray", "ray-haproxy"}
+    if unknown:
+        sys.exit(f"unknown peers {sorted(unknown)}; known: litserve, ray, ray-haproxy")
+    peers_path = os.environ.get("PEERS", "")
+    child_env = {"PYTHONPATH": os.pathsep.join(p for p in (peers_path, *sys.path) if p),
+                 "RAY_USAGE_STATS_ENABLED": "0"}
     work = Path(tempfile.mkdtemp(prefix="rtinfer-wrk-"))
     results: dict[str, Any] = {}
     try:
@@ -219,10 +334,14 @@ def main() -> None:
                 "rtinfer (batch 8, 300 us)": lambda p, s=serve: [
                     *s, str(p), "--max-batch-size", "8", "--max-queue-delay-us", "300"],
                 "fastapi": lambda p, m=model, n=name: [
-                    srv.python(), __file__, "--peer", f"{m.path}={n}", "--port", str(p)],
+                    srv.python(), __file__, "--peer", f"fastapi={m.path}={n}", "--port",
+                    str(p)],
                 "floor (fixed reply)": lambda p: [srv.python(), __file__, "--peer", "floor",
                                                   "--port", str(p)],
             }
+            for peer in args.peers:
+                servers[peer] = lambda p, m=model, n=name, k=peer: [
+                    srv.python(), __file__, "--peer", f"{k}={m.path}={n}", "--port", str(p)]
             rows: dict[str, list[dict[str, Any]]] = {k: [] for k in servers}
             inproc: list[float] = []
             print(f"\n{name} MLP {'-'.join(map(str, sizes))}", flush=True)
@@ -231,12 +350,15 @@ def main() -> None:
                 order = list(servers)[r % len(servers):] + list(servers)[:r % len(servers)]
                 for label in order:
                     port = free_port()
-                    with srv.child_server(servers[label](port), port, "/v2/health/ready"):
+                    with srv.child_server(servers[label](port), port, "/v2/health/ready",
+                                          child_env):
                         path = f"/v2/models/{name}/infer"
                         answer(port, path, body)
                         wrk(port, path, body, 1, 1.0)  # warm-up
                         one = wrk(port, path, body, 1, args.seconds)
                         eight = wrk(port, path, body, 8, args.seconds)
+                    if label.startswith("ray"):
+                        _stop_stray_haproxy()
                     rows[label].append({"c1": one, "c8": eight})
                     print(f"  round {r} {label:26s} c1 p50 {one['p50_ms']:.3f} ms "
                           f"(+{one['p50_ms'] - inproc[-1]:.3f}), c8 {eight['rps']:8.0f} req/s "
