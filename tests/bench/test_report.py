@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from browser import assert_laid_out_in_browser, needs_chromium
 from rtinfer.bench.report import flatten_runs, load_report
 from rtinfer.cli import app
 from rtinfer.models import ImportedModel
@@ -117,3 +118,19 @@ def test_report_charts_keep_every_label_inside(names: list[str]) -> None:
         assert sum(t.text.startswith("objective 25 ms") for t in items) == 1
         plot = frame(parse(svg))
         assert all(t.box.within(plot) for t in items if t.text.startswith("objective"))
+
+
+@needs_chromium
+def test_the_report_lays_out_in_a_real_browser(tmp_path: Path) -> None:
+    """Nine long series names and the objective line, as Chromium draws them: offline, no
+    script error, every label in its picture, the legend off the plot (it was cut off)."""
+    names = [f"bert-base-uncased int8-dynamic on onnxruntime, {t} threads, max batch {b}"
+             for t in (1, 2, 4) for b in (1, 8, 32)]
+    results = [_run(name, qps, p99=3.0 * k * (i + 1), objective=25.0)
+               for k, name in enumerate(names, 1) for i, qps in enumerate((50, 200, 800))]
+    charts = assert_laid_out_in_browser(load_report(results), tmp_path)
+    assert len(charts) == 3
+    for items in charts:
+        legend = " ".join(t.text for t in items if t.cls == "legend")
+        assert all(name in legend for name in names)
+        assert sum(t.text.startswith("objective 25 ms") for t in items) == 1

@@ -4,11 +4,13 @@ synthetic results shaped like the fraud kit's (``rtinfer optimize --kit fraud``)
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
+from browser import assert_laid_out_in_browser, needs_chromium
 from rtinfer.optimize.report import render_html
 from svg_layout import assert_laid_out, frame, parse
 
@@ -76,3 +78,20 @@ def test_charts_keep_every_label_inside(max_drop: float, chosen: str, engine: st
         assert legend == "original = chosen (onnxruntime)"    # cut off at 640 px before
     else:
         assert legend == f"original (onnxruntime) chosen ({engine})"
+
+
+@needs_chromium
+@pytest.mark.parametrize(("max_drop", "chosen", "engine", "slo"), [
+    (0.01, "fp32", "onnxruntime", None),
+    (0.2, "int8-dynamic", "openvino-with-a-long-device-name-GPU.0-and-a-cache-dir", 0.0001),
+], ids=["original-stays", "wide-floor-long-engine"])
+def test_the_page_lays_out_in_a_real_browser(max_drop: float, chosen: str, engine: str,
+                                             slo: float | None, tmp_path: Path) -> None:
+    """The same rules with the boxes Chromium draws: offline, no script error, every label
+    in its picture, reference labels and data in the frame, the legend off it."""
+    page = render_html(_result(max_drop, chosen, engine, slo))
+    pareto, cdf = assert_laid_out_in_browser(page, tmp_path)
+    assert "budget floor" in {t.text for t in pareto if t.cls == "inframe"}
+    assert {t.text for t in pareto if t.cls == "legend"} == {
+        "within budget", "over budget", "Pareto front", "chosen"}
+    assert any(t.cls == "legend" for t in cdf)
