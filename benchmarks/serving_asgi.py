@@ -26,29 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from serving_wrk import _ort, mlp
-
-
-def fastapi_app(model: str, name: str) -> Any:
-    """serving_wrk's FastAPI peer, as an app rather than a server."""
-    import orjson
-    from fastapi import FastAPI, Request
-    from fastapi.responses import Response
-
-    session = _ort(model)
-    app = FastAPI()
-
-    async def infer(request: Request) -> Response:
-        tensor = orjson.loads(await request.body())["inputs"][0]
-        x = np.asarray(tensor["data"], np.float32).reshape(tensor["shape"])
-        y = session.run(None, {"x": x})[0]
-        return Response(orjson.dumps({"model_name": name, "outputs": [
-            {"name": "y", "datatype": "FP32", "shape": list(y.shape),
-             "data": y.ravel().tolist()}]}), media_type="application/json")
-
-    infer.__annotations__ = {"request": Request, "return": Response}
-    app.post(f"/v2/models/{name}/infer")(infer)
-    return app
+from serving_wrk import fastapi_app, mlp
 
 
 async def drive(app: Any, path: str, body: bytes, n: int) -> np.ndarray:

@@ -65,8 +65,15 @@ _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
 def run_fastapi(model: str, name: str, port: int) -> None:
-    import orjson
     import uvicorn
+
+    uvicorn.run(fastapi_app(model, name), host="127.0.0.1", port=port, loop="uvloop",
+                http="httptools", log_level="warning", access_log=False)
+
+
+def fastapi_app(model: str, name: str) -> Any:
+    """The plain peer: twenty lines of FastAPI, the model run inline."""
+    import orjson
     from fastapi import FastAPI, Request
     from fastapi.responses import Response
 
@@ -89,9 +96,7 @@ def run_fastapi(model: str, name: str, port: int) -> None:
     # would take ``request`` for a query parameter.
     infer.__annotations__ = {"request": Request, "return": Response}
     app.post(f"/v2/models/{name}/infer")(infer)
-
-    uvicorn.run(app, host="127.0.0.1", port=port, loop="uvloop", http="httptools",
-                log_level="warning", access_log=False)
+    return app
 
 
 def _v2_answer(name: str, y: np.ndarray) -> dict[str, Any]:
