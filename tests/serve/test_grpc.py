@@ -262,9 +262,25 @@ def test_cli_serves_grpc(tmp_path: Path) -> None:
     port, gport = free_port(), free_port()
     with serve_process(str(repo), "--port", str(port), "--grpc-port", str(gport)) as proc:
         wait_ready(f"127.0.0.1:{port}", proc)
+        _no_server_header(port)
         client = grpcclient.InferenceServerClient(f"127.0.0.1:{gport}")
         inputs, arrays = _inputs()
         _check(client.infer("mixed", inputs), arrays)
+
+
+def _no_server_header(port: int) -> None:
+    """``rtinfer serve`` does not name its HTTP stack (uvicorn's ``server`` header is off)."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("GET", "/v2/health/ready")
+        response = conn.getresponse()
+        response.read()
+    finally:
+        conn.close()
+    assert response.status == 200 and response.getheader("server") is None
+    assert response.getheader("date") is not None  # RFC 9110: an origin server sends Date
 
 
 @pytest.mark.slow
@@ -280,6 +296,7 @@ def test_workers_serve_grpc_and_stop_with_status_0(tmp_path: Path) -> None:
     with serve_process(str(repo), "--port", str(port), "--grpc-port", str(gport),
                        "--workers", "2", "--threads", "1") as proc:
         wait_ready(f"127.0.0.1:{port}", proc)
+        _no_server_header(port)
         client = grpcclient.InferenceServerClient(f"127.0.0.1:{gport}")
         for rows in range(1, 9):  # new channels land on either worker (SO_REUSEPORT)
             inputs, arrays = _inputs(rows=rows)

@@ -88,6 +88,7 @@ def serve(
     import uvicorn
 
     from rtinfer.serve import ModelRepository
+    from rtinfer.serve.http import UVICORN
     from rtinfer.serve.workers import run_workers
 
     key = _api_key(api_key, api_key_file)
@@ -147,7 +148,7 @@ def serve(
         app_ = _build_app(settings)
         err_console.print(f"serving on http://{host}:{port}{grpc}", highlight=False)
         with _stop_is_success():
-            uvicorn.run(app_, host=host, port=port, log_level="warning", access_log=False,
+            uvicorn.run(app_, host=host, port=port, **UVICORN,
                         timeout_graceful_shutdown=int(drain_s) or None)
         return
     err_console.print(f"serving on http://{host}:{port}{grpc} with {workers} worker processes",

@@ -4,13 +4,22 @@ import the app that mounts them."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from rtinfer.errors import BodyTooLargeError
 from rtinfer.serve.handler import Failure
 
-__all__ = ["BodyResponse", "error_response", "read_body"]
+__all__ = ["UVICORN", "BodyResponse", "error_response", "read_body"]
+
+#: How ``rtinfer serve`` runs uvicorn, one process or several: no access log (it would hold
+#: client addresses and paths per request), no ``server: uvicorn`` header (nothing to learn
+#: about the stack), and X-Forwarded-* ignored (nothing here reads the client's address, and
+#: a local client could otherwise claim any).
+UVICORN: dict[str, Any] = {"log_level": "warning", "access_log": False,
+                           "server_header": False, "proxy_headers": False}
 
 
 def error_response(failure: Failure) -> JSONResponse:

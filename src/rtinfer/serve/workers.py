@@ -56,6 +56,8 @@ def run_workers(factory: Callable[[Path], Any], workers: int, *, host: str, port
     from uvicorn.config import STARTUP_FAILURE
     from uvicorn.supervisors import Multiprocess
 
+    from rtinfer.serve.http import UVICORN
+
     folder = Path(tempfile.mkdtemp(prefix="rtinfer-serve-"))
     (folder / "metrics").mkdir()
     saved = os.environ.get(MULTIPROC_ENV)
@@ -70,7 +72,7 @@ def run_workers(factory: Callable[[Path], Any], workers: int, *, host: str, port
         # port beside us.
         config = uvicorn.Config(
             functools.partial(_start_worker, factory, folder), factory=True, host=host,
-            port=port, workers=workers, log_level="warning", access_log=False,
+            port=port, workers=workers, **UVICORN,
             timeout_graceful_shutdown=int(drain_s) or None,
             # A worker loading a large model may hold the GIL for seconds; replacing it for a
             # slow health ping would restart it forever.
