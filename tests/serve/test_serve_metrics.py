@@ -26,7 +26,14 @@ def test_metrics_count_what_happened(cnn: ImportedModel, tmp_path: Path) -> None
                                      overrides={"max_batch_size": 8,
                                                 "max_queue_delay_us": 20_000}))
     x = np.zeros((2, 3, 32, 32), np.float32)
+    mv = (("model", "cnn"), ("version", "1"))
     with running(app) as url:
+        # a loaded version's series are there at zero before its first request
+        before = _samples(call(url, "/metrics")[1].decode())
+        for name in ("rtinfer_request_success_total", "rtinfer_inference_count_total",
+                     "rtinfer_execution_count_total", "rtinfer_queue_duration_seconds_count",
+                     "rtinfer_batch_size_count", "rtinfer_request_duration_seconds_count"):
+            assert before[(name, mv)] == 0, name
         client = httpclient.InferenceServerClient(url, concurrency=6)
         inp = httpclient.InferInput("image", list(x.shape), "FP32")
         inp.set_data_from_numpy(x, binary_data=True)
@@ -36,7 +43,6 @@ def test_metrics_count_what_happened(cnn: ImportedModel, tmp_path: Path) -> None
         status, text = call(url, "/metrics")
     assert status == 200
     samples = _samples(text.decode())
-    mv = (("model", "cnn"), ("version", "1"))
     assert samples[("rtinfer_request_success_total", mv)] == 6
     bad = (("model", "cnn"), ("reason", "BAD_REQUEST"), ("version", "1"))  # labels sorted
     assert samples[("rtinfer_request_failure_total", bad)] == 1

@@ -147,8 +147,13 @@ class ServerMetrics:
                 prom.ProcessCollector(registry=self.registry)
 
     def observer(self, model: str, version: str) -> Any:
-        """The batch observer for one model version (see :class:`~rtinfer.serve.Batcher`)."""
+        """The batch observer for one model version (see :class:`~rtinfer.serve.Batcher`).
+        Its series are exported from now on, at zero until something is counted (so that a
+        first scrape after load already has them for ``rate()`` and ``absent()``)."""
         key = (model, version)
+        for metric in (self.success, self.rows, self.executions, self.request_time,
+                       self.queue_time, self.compute_time, self.batch_size):
+            metric.labels(model, version)
 
         def observe(rows: int, waits: list[float], compute_s: float) -> None:
             tally = self._tally(key)
