@@ -111,14 +111,13 @@ def test_counted_figures_reach_prometheus_as_observe_would_put_them() -> None:
     registry = prom.CollectorRegistry()
     bulk = prom.Histogram("bulk", "", ("m",), buckets=_SECONDS, registry=registry)
     each = prom.Histogram("each", "", ("m",), buckets=_SECONDS, registry=registry)
-    hist = _Histogram(_SECONDS)
-    for v in values:
-        hist.add(v)
-        each.labels("a").observe(v)
-    hist.into(bulk.labels("a"))
-    hist.into(bulk.labels("a"))  # twice: the counts add up
-    for v in values:
-        each.labels("a").observe(v)
+    hist = _Histogram(bulk.labels("a"), _SECONDS)
+    for _ in range(2):  # twice: the counts add up, and a drain starts again from none
+        for v in values:
+            hist.add(v)
+            each.labels("a").observe(v)
+        hist.drain()
+    hist.drain()  # nothing counted since: nothing added
     families = {f.name: f for f in text_string_to_metric_families(
         prom.generate_latest(registry).decode())}
 

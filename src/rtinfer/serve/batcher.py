@@ -251,13 +251,18 @@ class Batcher:
         try:
             outputs = await self._call(session, feeds)
         finally:
-            assert self._free is not None
-            self._free.put_nowait(session)
-            self.executing -= 1
-            if self._idle is not None and not self.pending:
-                self._idle.set()
+            self._release(session, 1)
         self._count(rows, [0.0], time.monotonic() - started)
         return outputs
+
+    def _release(self, session: Session, requests: int) -> None:
+        """A batch of ``requests`` has left ``session``: it is free, and the batcher idle
+        when nothing else is queued or running."""
+        assert self._free is not None
+        self._free.put_nowait(session)
+        self.executing -= requests
+        if self._idle is not None and not self.pending:
+            self._idle.set()
 
     def _count(self, rows: int, waits: list[float], took: float) -> None:
         self.stats.batches += 1
@@ -300,11 +305,7 @@ class Batcher:
                     p.future.set_exception(exc)
             return
         finally:
-            assert self._free is not None
-            self._free.put_nowait(session)
-            self.executing -= len(batch)
-            if self._idle is not None and not self.pending:
-                self._idle.set()
+            self._release(session, len(batch))
         self._count(sum(p.rows for p in batch), [started - p.enqueued for p in batch],
                     time.monotonic() - started)
         for p, part in zip(batch, parts, strict=True):

@@ -44,7 +44,6 @@ from rtinfer.serve.protocol import (
     check_outputs,
     datatype_of,
     decode_tensor,
-    input_dtypes,
     prepare_feeds,
     wire_tensor,
 )
@@ -89,7 +88,7 @@ def decode_model_infer(request: Any, spec: Any, raw: Any = None
     if raws and len(raws) != len(request.inputs):
         raise ProtocolError(f"raw_input_contents holds {len(raws)} buffers for "
                             f"{len(request.inputs)} inputs; send one per input, in order")
-    dtypes = input_dtypes(spec)
+    dtypes = spec.input_dtypes
     feeds: dict[str, np.ndarray] = {}
     for i, tensor in enumerate(request.inputs):
         item: dict[str, Any] = {"name": tensor.name, "datatype": tensor.datatype,
@@ -114,7 +113,7 @@ def decode_model_infer(request: Any, spec: Any, raw: Any = None
     wanted = [o.name for o in request.outputs]
     if wanted:
         check_outputs(wanted, spec)
-    return prepare_feeds(feeds, spec, raw, dtypes), _parameters(request.parameters), wanted
+    return prepare_feeds(feeds, spec, raw), _parameters(request.parameters), wanted
 
 
 class _Denied(Exception):

@@ -150,13 +150,9 @@ class ServerMetrics:
         """The batch observer for one model version (see :class:`~rtinfer.serve.Batcher`).
         Its series are exported from now on, at zero until something is counted (so that a
         first scrape after load already has them for ``rate()`` and ``absent()``)."""
-        key = (model, version)
-        for metric in (self.success, self.rows, self.executions, self.request_time,
-                       self.queue_time, self.compute_time, self.batch_size):
-            metric.labels(model, version)
+        tally = self._tally(model, version)
 
         def observe(rows: int, waits: list[float], compute_s: float) -> None:
-            tally = self._tally(key)
             for wait in waits:
                 tally.queue.add(wait)
             tally.compute.add(compute_s)
@@ -164,7 +160,7 @@ class ServerMetrics:
             tally.rows += rows
             tally.executions += 1
             if self.shared is not None:  # another worker may answer the next scrape
-                self.flush()
+                tally.drain()
 
         return observe
 
@@ -177,36 +173,25 @@ class ServerMetrics:
 
     def request(self, model: str, version: str, seconds: float, failure: str | None) -> None:
         if failure is None:
-            tally = self._tally((model, version))
+            tally = self._tally(model, version)
             tally.success += 1
             tally.request.add(seconds)
             if self.shared is not None:
-                self.flush()
+                tally.drain()
         else:
             self.failure.labels(model, version, failure).inc()
 
-    def _tally(self, key: tuple[str, str]) -> _Tally:
-        tally = self._tallies.get(key)
-        if tally is None:
-            tally = self._tallies[key] = _Tally()
+    def _tally(self, model: str, version: str) -> _Tally:
+        tally = self._tallies.get((model, version))
+        if tally is None:  # labels() costs a lock and a lookup: once per version
+            tally = self._tallies[(model, version)] = _Tally(self, model, version)
         return tally
 
     def flush(self) -> None:
         """Move the figures counted since the last flush into prometheus_client's metrics
         (every scrape, share and refresh does this first)."""
-        tallies, self._tallies = self._tallies, {}
-        for (model, version), tally in tallies.items():
-            labels = (model, version)
-            for counter, count in ((self.success, tally.success), (self.rows, tally.rows),
-                                   (self.executions, tally.executions)):
-                if count:
-                    counter.labels(*labels).inc(count)
-            for histogram, hist in ((self.request_time, tally.request),
-                                    (self.queue_time, tally.queue),
-                                    (self.compute_time, tally.compute),
-                                    (self.batch_size, tally.size)):
-                if hist.total:
-                    hist.into(histogram.labels(*labels))
+        for tally in self._tallies.values():
+            tally.drain()
 
     def refresh(self) -> None:
         """Write this worker's figures for the others' scrapes (shared mode; else a flush)."""
@@ -293,50 +278,70 @@ def merge_expositions(expositions: list[tuple[str, bool]]) -> bytes:
 
 
 class _Histogram:
-    """A histogram's observations since the last flush: a count per bucket (the last is
-    +Inf) and their sum."""
+    """A histogram's observations since the last drain, a count per bucket (the last is
+    +Inf) and their sum, and the prometheus_client child of the same buckets they go to."""
 
-    __slots__ = ("bounds", "counts", "sum", "total")
+    __slots__ = ("bounds", "child", "counts", "sum")
 
-    def __init__(self, bounds: tuple[float, ...]) -> None:
-        self.bounds, self.counts = bounds, [0] * (len(bounds) + 1)
-        self.sum, self.total = 0.0, 0
+    def __init__(self, child: Any, bounds: tuple[float, ...]) -> None:
+        if len(child._buckets) != len(bounds) + 1:
+            raise RuntimeError(f"histogram has {len(child._buckets)} buckets, expected "
+                               f"{len(bounds) + 1}")
+        self.child, self.bounds = child, bounds
+        self.counts, self.sum = [0] * (len(bounds) + 1), 0.0
 
     def add(self, value: float) -> None:
         self.counts[bisect.bisect_left(self.bounds, value)] += 1  # le: the bound counts
         self.sum += value
-        self.total += 1
 
-    def into(self, child: Any) -> None:
-        """Add these observations to a prometheus_client histogram child of the same
-        buckets: what ``child.observe`` would have done for each of them."""
-        buckets = child._buckets  # no public call adds n observations to a bucket
-        if len(buckets) != len(self.counts):
-            raise RuntimeError(f"histogram has {len(buckets)} buckets, expected "
-                               f"{len(self.counts)}")
-        for bucket, count in zip(buckets, self.counts, strict=True):
+    def drain(self) -> None:
+        """Add the observations to the child, as ``child.observe`` would have for each, and
+        start again from none."""
+        if not any(self.counts):
+            return
+        # No public call adds n observations to a bucket.
+        for i, (bucket, count) in enumerate(zip(self.child._buckets, self.counts,
+                                                strict=True)):
             if count:
                 bucket.inc(count)
-        child._sum.inc(self.sum)
+                self.counts[i] = 0
+        self.child._sum.inc(self.sum)
+        self.sum = 0.0
 
 
 class _Tally:
-    """One model version's figures since the last flush, as plain numbers.
+    """One model version's figures since the last drain, as plain numbers, beside the
+    prometheus_client children (labelled once) they are drained into.
 
     The request path adds here (well under a microsecond); prometheus_client's objects take
     a lock and walk the buckets on every call (measured: about 10 us a request over the nine
-    calls a request makes), so :meth:`ServerMetrics.flush` moves the figures into them in
-    bulk at each scrape (and every 0.5 s where Ray replicas share them). Worker processes
-    flush at once: their files are what another worker's scrape reads. Counted on the event
-    loop's thread only, as the routes and the batcher do.
+    calls a request makes), so :meth:`ServerMetrics.flush` drains every tally in bulk at each
+    scrape (and every 0.5 s where Ray replicas share them). Worker processes drain at once:
+    their files are what another worker's scrape reads. Counted on the event loop's thread
+    only, as the routes and the batcher do. Labelling the children exports the version's
+    series at zero from the start.
     """
 
-    __slots__ = ("compute", "executions", "queue", "request", "rows", "size", "success")
+    __slots__ = ("_counters", "compute", "executions", "queue", "request", "rows", "size",
+                 "success")
 
-    def __init__(self) -> None:
+    def __init__(self, metrics: ServerMetrics, model: str, version: str) -> None:
         self.success = self.rows = self.executions = 0
-        self.request, self.queue = _Histogram(_SECONDS), _Histogram(_SECONDS)
-        self.compute, self.size = _Histogram(_SECONDS), _Histogram(_ROWS)
+        self._counters = tuple(m.labels(model, version) for m in (
+            metrics.success, metrics.rows, metrics.executions))
+        self.request = _Histogram(metrics.request_time.labels(model, version), _SECONDS)
+        self.queue = _Histogram(metrics.queue_time.labels(model, version), _SECONDS)
+        self.compute = _Histogram(metrics.compute_time.labels(model, version), _SECONDS)
+        self.size = _Histogram(metrics.batch_size.labels(model, version), _ROWS)
+
+    def drain(self) -> None:
+        for child, count in zip(self._counters, (self.success, self.rows, self.executions),
+                                strict=True):
+            if count:
+                child.inc(count)
+        self.success = self.rows = self.executions = 0
+        for hist in (self.request, self.queue, self.compute, self.size):
+            hist.drain()
 
 
 class _GuardMetrics:

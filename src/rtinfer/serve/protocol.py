@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = ["DECODE_INLINE_BYTES", "EXTENSIONS", "ProtocolError", "check_outputs",
            "datatype_of", "decode_infer_request", "decode_tensor", "encode_infer_response",
-           "header_length", "input_dtypes", "prepare_feeds", "wire_tensor"]
+           "header_length", "prepare_feeds", "wire_tensor"]
 
 
 
@@ -106,7 +106,7 @@ def decode_infer_request(body: bytes, header_length: int | None, spec: ModelSpec
     blobs = memoryview(body)[json_len:]
     offset = 0
     feeds: dict[str, np.ndarray] = {}
-    dtypes = input_dtypes(spec)
+    dtypes = spec.input_dtypes
     for item in request["inputs"]:
         name, array, used = decode_tensor(item, blobs[offset:], dtypes)
         offset += used
@@ -116,14 +116,10 @@ def decode_infer_request(body: bytes, header_length: int | None, spec: ModelSpec
     if offset != len(blobs):
         raise ProtocolError(f"{len(blobs) - offset} bytes of binary data were not claimed by "
                             "any input's binary_data_size")
-    feeds = prepare_feeds(feeds, spec, raw, dtypes)
+    feeds = prepare_feeds(feeds, spec, raw)
     binary = _flag(params, "binary_data_output") or any(
         _flag(o.get("parameters"), "binary_data") for o in outputs or [])
     return request, feeds, binary
-
-
-def input_dtypes(spec: ModelSpec) -> dict[str, np.dtype[Any]]:
-    return spec.input_dtypes
 
 
 def check_outputs(names: list[str], spec: ModelSpec) -> None:
@@ -134,11 +130,11 @@ def check_outputs(names: list[str], spec: ModelSpec) -> None:
                             f"model's outputs {spec.output_names}")
 
 
-def prepare_feeds(feeds: dict[str, np.ndarray], spec: ModelSpec, raw: RawInputs | None,
-                  dtypes: Mapping[str, np.dtype[Any]]) -> dict[str, np.ndarray]:
+def prepare_feeds(feeds: dict[str, np.ndarray], spec: ModelSpec, raw: RawInputs | None
+                  ) -> dict[str, np.ndarray]:
     """Decoded tensors -> the model's feeds, the same for every front end: a kit's raw inputs
-    pre-processed, string inputs as UTF-8 text, then names, dtypes and shapes checked
-    (``dtypes``: :func:`input_dtypes` of ``spec``, which the decoder has already made)."""
+    pre-processed, string inputs as UTF-8 text, then names, dtypes and shapes checked."""
+    dtypes = spec.input_dtypes
     if raw is not None and raw.matches(list(feeds)):
         feeds = raw.convert(feeds)
     feeds = {k: as_text(k, v) if k in dtypes and dtypes[k].kind == "O" else v

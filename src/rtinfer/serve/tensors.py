@@ -34,12 +34,12 @@ def object_array(items: list[Any], shape: tuple[int, ...] | None = None) -> np.n
 def from_json(name: str, data: Any, dtype: np.dtype[Any], what: str | None = None
               ) -> np.ndarray:
     """``data`` (numbers, flat or nested lists) as an array of ``dtype``, checked."""
+    what = what or dtype.name
     try:
         raw = np.asarray(data)
     except (ValueError, TypeError) as exc:  # numpy refuses ragged nesting
         raise InvalidInputError(f"input '{name}' is ragged (rows of different lengths): "
                                 f"{exc}") from None
-    what = what or dtype.name  # for the messages
     if raw.dtype.kind not in "biuf":
         raise InvalidInputError(
             f"input '{name}' must hold {what} numbers; it holds "
