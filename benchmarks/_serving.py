@@ -28,6 +28,15 @@ from rtinfer.bench.targets import wait_until_ready
 from rtinfer.errors import TargetError
 
 
+def ort_session(model: str, threads: int = 1) -> Any:
+    """An ONNX Runtime CPU session with ``threads`` intra-op threads, as a peer holds it."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+    return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+
+
 @contextmanager
 def child_server(cmd: Sequence[str], port: int, probe: str,
                  env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:

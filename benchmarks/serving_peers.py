@@ -43,19 +43,11 @@ from rtinfer.serve.inthread import free_port
 GOAL = 1.5
 
 
-def _session(model: str, threads: int) -> Any:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-    return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
-
-
 def run_fastapi(model: str, port: int, threads: int) -> None:
     import uvicorn
     from fastapi import FastAPI
 
-    session = _session(model, threads)
+    session = srv.ort_session(model, threads)
     name = session.get_inputs()[0].name
     app = FastAPI()
 
@@ -93,7 +85,7 @@ if _litserve is not None:
         threads: int
 
         def setup(self, device: str) -> None:
-            self.session = _session(self.model_path, self.threads)
+            self.session = srv.ort_session(self.model_path, self.threads)
             self.name = self.session.get_inputs()[0].name
 
         def decode_request(self, request):  # type: ignore[no-untyped-def]

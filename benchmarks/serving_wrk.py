@@ -77,7 +77,7 @@ def fastapi_app(model: str, name: str) -> Any:
     from fastapi import FastAPI, Request
     from fastapi.responses import Response
 
-    session = _ort(model)
+    session = srv.ort_session(model)
     app = FastAPI()
 
     @app.get("/v2/health/ready")
@@ -104,14 +104,6 @@ def _v2_answer(name: str, y: np.ndarray) -> dict[str, Any]:
                                              "shape": list(y.shape), "data": y.ravel().tolist()}]}
 
 
-def _ort(model: str) -> Any:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads, opts.inter_op_num_threads = 1, 1
-    return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
-
-
 def run_litserve(model: str, name: str, port: int) -> None:
     """LitServe at its defaults (no batching, one worker), decoding the same v2 JSON."""
     import litserve as ls
@@ -134,7 +126,7 @@ if _litserve is not None:
         model_name: str
 
         def setup(self, device: str) -> None:
-            self.session = _ort(self.model_path)
+            self.session = srv.ort_session(self.model_path)
 
         def decode_request(self, request):  # type: ignore[no-untyped-def]
             tensor = request["inputs"][0]  # unannotated: LitServe reads annotations as schemas
@@ -162,7 +154,7 @@ def run_ray_serve(model: str, name: str, port: int, ingress: str = "proxy") -> N
     @serve.deployment(ray_actor_options={"num_cpus": 1}, max_ongoing_requests=64)
     class OnnxModel:
         def __init__(self, path: str) -> None:
-            self.session = _ort(path)
+            self.session = srv.ort_session(path)
 
         async def __call__(self, request: Request) -> dict[str, Any]:
             if request.method == "GET":  # the readiness probe
